@@ -1,0 +1,166 @@
+"""Where a result came from: command, commit, device, versions and date.
+
+Every results file under ``book/results/`` is written with :func:`write_results`, which adds a
+``provenance`` entry, so a page can say exactly which run produced the numbers it shows.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+__all__ = ["device_name", "git_commit", "provenance", "read_results", "write_results"]
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit(cwd: str | os.PathLike[str] | None = None) -> str:
+    """Return the current git commit hash, or ``"unknown"`` outside a git checkout."""
+    where = str(cwd or _REPO_ROOT)
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
+            timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha or "unknown"
+
+
+def _git_dirty(cwd: str | os.PathLike[str] | None = None) -> bool | None:
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=str(cwd or _REPO_ROOT),
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.strip())
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def device_name() -> str:
+    """Return the CUDA device name, or the CPU model and core count (e.g. ``"Intel Xeon (2 cores)"``)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return str(torch.cuda.get_device_name(0))
+    except ImportError:  # pragma: no cover
+        pass
+    return f"{_cpu_model()} ({os.cpu_count() or '?'} cores)"
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def provenance() -> dict[str, Any]:
+    """Describe the current run.
+
+    Returns:
+        A JSON-serialisable dict with keys ``command`` (the command line), ``git_commit``
+        (hash or ``"unknown"``), ``git_dirty`` (uncommitted changes to tracked files, or
+        ``None``), ``device``, ``python``, ``torch``, ``torchvision``, ``timm``,
+        ``sequencer_mini`` (versions, ``None`` if not installed), ``budget`` and ``date``
+        (ISO 8601, UTC).
+    """
+    from .budget import budget
+
+    try:
+        current_budget: str | None = budget()
+    except ValueError:
+        current_budget = None
+    return {
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]) if sys.argv else "",
+        "git_commit": git_commit(),
+        "git_dirty": _git_dirty(),
+        "device": device_name(),
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "torchvision": _version("torchvision"),
+        "timm": _version("timm"),
+        "sequencer_mini": _version("sequencer_mini"),
+        "budget": current_budget,
+        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+    }
+
+
+def write_results(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
+    """Write ``payload`` plus a ``provenance`` entry as JSON, atomically.
+
+    The file is written to a temporary file in the same directory and moved into place with
+    :func:`os.replace`, so a reader never sees a half-written file.
+
+    Args:
+        path: destination ``.json`` file (parent directories are created).
+        payload: JSON-serialisable dict; must not already hold a ``provenance`` key.
+
+    Returns:
+        The destination path.
+    """
+    if not isinstance(payload, dict):
+        raise TypeError(f"payload must be a dict, got {type(payload).__name__}")
+    if "provenance" in payload:
+        raise ValueError("payload already has a 'provenance' key; write_results adds it")
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    data = {**payload, "provenance": provenance()}
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return dest
+
+
+def read_results(path: str | os.PathLike[str], command: str | None = None) -> dict[str, Any]:
+    """Read a results file written by :func:`write_results`.
+
+    Args:
+        path: the ``.json`` file.
+        command: the command that regenerates the file, named in the error if the file is
+            missing (e.g. ``"python bench/findings.py"``).
+
+    Raises:
+        FileNotFoundError: if the file does not exist; the message names the command to run.
+    """
+    src = Path(path)
+    if not src.is_file():
+        hint = command or "the script that writes it (see the chapter's 'Reproduce' note)"
+        raise FileNotFoundError(
+            f"results file {str(src)!r} is missing; regenerate it with: {hint}"
+        )
+    with src.open(encoding="utf-8") as fh:
+        return json.load(fh)
