@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,9 @@ def pretrained(name: str = "sequencer2d_s", checkpoint: str | Path | None = None
         if not path.is_file():
             raise RuntimeError(f"checkpoint file {str(path)!r} does not exist")
         return load_weights(model, torch.load(path, map_location="cpu", weights_only=True))  # type: ignore[return-value]
+    hub = f"timm.create_model({name!r}, pretrained=True) [Hugging Face Hub 'timm/{name}.in1k']"
     try:
+        _check_reachable("huggingface.co")  # fail in a second offline instead of after minutes of retries
         import timm
 
         ref = timm.create_model(name, pretrained=True)
@@ -115,11 +118,12 @@ def pretrained(name: str = "sequencer2d_s", checkpoint: str | Path | None = None
     except RuntimeError as err:
         if "does not fit" in str(err):
             raise
-        tried.append(f"timm.create_model({name!r}, pretrained=True) [Hugging Face Hub 'timm/{name}.in1k']: {_short(err)}")
+        tried.append(f"{hub}: {_short(err)}")
     except Exception as err:  # no internet, no timm, hub offline: say so and try the next source
-        tried.append(f"timm.create_model({name!r}, pretrained=True) [Hugging Face Hub 'timm/{name}.in1k']: {_short(err)}")
+        tried.append(f"{hub}: {_short(err)}")
     url = OFFICIAL_URLS[name]
     try:
+        _check_reachable("github.com")
         sd = torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True, progress=False)
         return load_weights(model, sd)  # type: ignore[return-value]
     except Exception as err:
@@ -128,6 +132,14 @@ def pretrained(name: str = "sequencer2d_s", checkpoint: str | Path | None = None
         f"could not load the official {name} weights; this needs internet (e.g. Colab) or a local file via "
         f"pretrained({name!r}, checkpoint='path/to/{name}.pth'). Tried:\n  - " + "\n  - ".join(tried)
     )
+
+
+def _check_reachable(host: str, timeout: float = 3.0) -> None:
+    """Raise ConnectionError unless ``host:443`` accepts a TCP connection within ``timeout`` seconds."""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as err:
+        raise ConnectionError(f"no network connection to {host} ({err})") from err
 
 
 def _short(err: BaseException) -> str:

@@ -1,0 +1,135 @@
+"""Chapter 5: Sequencer2D-S/M/L match the paper's parameter counts and timm's weights and logits."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import timm
+import torch
+from timm.models.sequencer import Sequencer2dBlock
+
+import sequencer_mini as sm
+from sequencer_mini.sequencer2d import Sequencer2DConfig, drop_path_rates
+
+PARAMS = {"sequencer2d_s": 27_651_688, "sequencer2d_m": 38_307_688, "sequencer2d_l": 54_298_216}
+
+
+def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
+    """Replace every weight: timm's head starts at zero, which would make a logit comparison empty."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+
+
+@pytest.mark.parametrize("name", list(PARAMS))
+def test_parameter_count_and_strict_timm_load(name: str) -> None:
+    ours = sm.create_model(name)
+    assert sum(p.numel() for p in ours.parameters()) == PARAMS[name]
+    ref = timm.create_model(name)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+
+
+def test_seeded_init_equals_timm_bitwise() -> None:
+    """Same seed → same initial weights as timm: xavier linears, LeCun convs, zero head, U(±1/√h) LSTMs."""
+    torch.manual_seed(0)
+    ours = sm.sequencer2d_s()
+    torch.manual_seed(0)
+    ref = timm.create_model("sequencer2d_s")
+    sd_ours, sd_ref = ours.state_dict(), ref.state_dict()
+    assert all(torch.equal(sd_ours[k], sd_ref[k]) for k in sd_ref)
+    assert torch.all(sd_ours["head.fc.weight"] == 0)
+
+
+@pytest.mark.parametrize("size", [(224, 224), (448, 448), (224, 336)])
+def test_logits_equal_timm_at_several_sizes(size: tuple[int, int]) -> None:
+    ref = timm.create_model("sequencer2d_s").eval()
+    _randomize(ref)
+    ours = sm.sequencer2d_s().eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want, got = ref(x), ours(x)
+    assert want.abs().max() > 1e-2  # the comparison is not empty
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_scratch_backend_logits_equal_torch_backend() -> None:
+    torch.manual_seed(0)
+    a = sm.sequencer2d_mini32().eval()
+    _randomize(a)
+    b = sm.sequencer2d_mini32(backend="scratch").eval()
+    b.load_state_dict(a.state_dict(), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(b(x), a(x), rtol=1e-4, atol=1e-5)
+
+
+def test_block_equals_timm_block() -> None:
+    torch.manual_seed(0)
+    ref = Sequencer2dBlock(32, 8).eval()
+    _randomize(ref)
+    ours = sm.Sequencer2DBlock(32, 8).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 5, 6, 32)
+    torch.testing.assert_close(ours(x), ref(x))
+
+
+def test_official_linear_drop_path_schedule() -> None:
+    rates = drop_path_rates((4, 3, 8, 3), 0.1)
+    flat = [r for stage in rates for r in stage]
+    assert [len(s) for s in rates] == [4, 3, 8, 3]
+    assert flat[0] == 0.0 and flat[-1] == pytest.approx(0.1)
+    assert flat[5] == pytest.approx(0.1 * 5 / 17)
+    assert drop_path_rates((2, 2), 0.2, "uniform") == [[0.2, 0.2], [0.2, 0.2]]
+    model = sm.sequencer2d_s(drop_path_rate=0.1)
+    last = model.stages[3].blocks[2].drop_path
+    assert isinstance(model.stages[0].blocks[0].drop_path, torch.nn.Identity)
+    assert last.drop_prob == pytest.approx(0.1)
+
+
+def test_drop_path_is_identity_in_eval_and_unbiased_in_train() -> None:
+    dp = sm.DropPath(0.5)
+    x = torch.ones(4000, 3)
+    assert torch.equal(dp.eval()(x), x)
+    torch.manual_seed(0)
+    y = dp.train()(x)
+    assert set(y.unique().tolist()) <= {0.0, 2.0}
+    assert abs(y.mean().item() - 1.0) < 0.1
+
+
+def test_mini_presets_any_resolution_on_the_grid() -> None:
+    model = sm.sequencer2d_mini28().eval()
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+        assert model(torch.randn(1, 1, 56, 56)).shape == (1, 10)  # 2× resolution, unchanged model
+        assert model(torch.randn(1, 1, 28, 44)).shape == (1, 10)
+        assert model.forward_features(torch.randn(1, 1, 28, 28)).shape == (1, 7, 7, 128)
+    assert sm.sequencer2d_mini32()(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_vanilla_and_gru_variants_run() -> None:
+    vanilla = sm.Sequencer2D(layers=(1,), patch_sizes=(4,), embed_dims=(16,), hidden_sizes=(8,), mlp_ratios=(2.0,),
+                             block="vanilla", num_classes=3, in_chans=1)
+    assert vanilla(torch.randn(2, 1, 16, 16)).shape == (2, 3)
+    gru = sm.sequencer2d_mini28(rnn="gru")
+    assert gru(torch.randn(1, 1, 28, 28)).shape == (1, 10)
+
+
+def test_bad_inputs_raise_value_errors_naming_expectations() -> None:
+    model = sm.sequencer2d_s()
+    with pytest.raises(ValueError, match="expected 3 input channels, got 1"):
+        model(torch.randn(1, 1, 224, 224))
+    with pytest.raises(ValueError, match=r"got a 3-D tensor of shape \(3, 224, 224\)"):
+        model(torch.randn(3, 224, 224))
+    with pytest.raises(ValueError, match=re.escape("multiples of 14, got 225×224")):
+        model(torch.randn(1, 3, 225, 224))
+    with pytest.raises(ValueError, match="one entry per stage"):
+        Sequencer2DConfig(layers=(1, 2), patch_sizes=(2,))
+    with pytest.raises(ValueError, match="unknown model 'sequencer2d_xl'"):
+        sm.create_model("sequencer2d_xl")
+    with pytest.raises(ValueError, match="PatchEmbed: height and width must be multiples of the patch size 7"):
+        sm.PatchEmbed(7, 3, 8)(torch.randn(1, 3, 20, 21))
