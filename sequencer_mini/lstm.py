@@ -20,9 +20,10 @@ Two paths compute the same thing:
 * the *didactic* path (``fused=False``) slices the four gate matrices apart and runs :class:`LSTMCell` one
   step at a time, exactly as the equations read;
 * the *fused* path (``fused=True``) projects the inputs of **all** time steps with one matmul before the
-  loop (the input projection does not depend on ``h``), and inside the loop computes all four gates with
-  one ``(B, h) @ (h, 4h)`` matmul. It is the same arithmetic in a different order, equal to float64
-  round-off and within float32 tolerance.
+  loop (the input projection does not depend on ``h``), runs both directions in one batched loop, computes
+  all four gates with one ``(B, h) @ (h, 4h)`` matmul per step, and back-propagates through time with a
+  hand-written backward (:class:`LSTMScan`) instead of recording every gate for autograd. It is the same
+  arithmetic in a different order: equal to float64 round-off, within float32 tolerance.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from __future__ import annotations
 import math
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
-__all__ = ["LSTMCell", "LSTM", "lstm_cell", "lstm_cell_step"]
+__all__ = ["LSTMCell", "LSTM", "LSTMScan", "lstm_cell", "lstm_cell_step"]
 
 LSTMState = tuple[Tensor, Tensor]
 
@@ -202,23 +204,34 @@ class LSTM(nn.Module):
         return getattr(self, f"weight_ih_l0{sfx}"), getattr(self, f"weight_hh_l0{sfx}"), b_ih, b_hh
 
     def _run_direction(self, x: Tensor, h: Tensor, c: Tensor, sfx: str) -> tuple[Tensor, Tensor, Tensor]:
-        """Run one direction over ``x: (B, T, C)`` from ``(h, c): (B, h)``; returns ``(B, T, h)``, h_T, c_T."""
+        """Didactic path: one direction over ``x: (B, T, C)`` from ``(h, c): (B, h)``, one cell call per step.
+
+        Returns the outputs ``(B, T, h)`` and the final ``h_T``, ``c_T``; autograd records every gate.
+        """
         w_ih, w_hh, b_ih, b_hh = self._weights(sfx)
-        steps = x.shape[1]
         outputs: list[Tensor] = []
-        if self.fused:
-            # The input projection does not depend on h: do it for all T steps in one matmul.
-            x_proj = x @ w_ih.t()
-            if b_ih is not None:
-                x_proj = x_proj + b_ih
-            for t in range(steps):
-                h, c = lstm_cell_step(x_proj[:, t], h, c, w_hh, b_hh)
-                outputs.append(h)
-        else:
-            for t in range(steps):
-                h, c = lstm_cell(x[:, t], (h, c), w_ih, w_hh, b_ih, b_hh)
-                outputs.append(h)
+        for t in range(x.shape[1]):
+            h, c = lstm_cell(x[:, t], (h, c), w_ih, w_hh, b_ih, b_hh)
+            outputs.append(h)
         return torch.stack(outputs, dim=1), h, c
+
+    def _run_fused(self, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Fused path: both directions at once, ``x: (B, T, C)``, ``h0, c0: (D, B, h)`` → ``(B, T, D·h)``, h_n, c_n."""
+        suffixes = ["", "_reverse"] if self.bidirectional else [""]
+        weights = [self._weights(sfx) for sfx in suffixes]
+        # The backward direction is the forward recurrence run on the time-reversed sequence, so stack the
+        # two directions as a leading axis D and run one recurrence with batched (bmm) matmuls.
+        xs = torch.stack([x, x.flip(1)][: len(suffixes)])  # (D, B, T, C)
+        w_ih = torch.stack([w[0] for w in weights])  # (D, 4h, C)
+        w_hh = torch.stack([w[1] for w in weights])  # (D, 4h, h)
+        # The input projection does not depend on h: one matmul for every step and direction.
+        x_proj = torch.einsum("dbtc,dgc->dbtg", xs, w_ih)
+        if self.bias:
+            bias = torch.stack([w[2] + w[3] for w in weights])  # b_ih + b_hh, (D, 4h)
+            x_proj = x_proj + rearrange(bias, "d g -> d 1 1 g")
+        hs, h_n, c_n = LSTMScan.apply(x_proj, w_hh, h0, c0)  # hs: (D, B, T, h)
+        outs = [hs[0]] + ([hs[1].flip(1)] if self.bidirectional else [])  # undo the time reversal
+        return torch.cat(outs, dim=-1), h_n, c_n
 
     def forward(self, x: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState]:
         if x.dim() != 3:
@@ -243,6 +256,11 @@ class LSTM(nn.Module):
                 raise ValueError(
                     f"LSTM expected (h_0, c_0) of shape {expected}, got {tuple(h0.shape)} and {tuple(c0.shape)}"
                 )
+        if self.fused:
+            output, h_n, c_n = self._run_fused(x, h0, c0)
+            if not self.batch_first:
+                output = output.transpose(0, 1)
+            return output, (h_n, c_n)
         out_f, h_f, c_f = self._run_direction(x, h0[0], c0[0], "")
         outs, hs, cs = [out_f], [h_f], [c_f]
         if self.bidirectional:
@@ -256,3 +274,70 @@ class LSTM(nn.Module):
         if not self.batch_first:
             output = output.transpose(0, 1)
         return output, (torch.stack(hs), torch.stack(cs))
+
+
+class LSTMScan(torch.autograd.Function):
+    """The LSTM recurrence with back-propagation through time written by hand.
+
+    Forward: ``x_proj (D, B, T, 4h)`` (input projections with both biases), ``w_hh (D, 4h, h)``,
+    ``h0, c0 (D, B, h)`` → ``hs (D, B, T, h)``, ``h_n``, ``c_n``. ``D`` independent recurrences (the two
+    directions) run together. The gate activations of every step are kept for the backward pass.
+
+    Backward, step ``t`` from last to first, with ``δh`` and ``δc`` flowing back from step ``t+1``::
+
+        δh += ∂L/∂h_t                      (the output at t)
+        δo  = δh ⊙ tanh(c_t)               δc += δh ⊙ o ⊙ (1 - tanh²(c_t))
+        δi  = δc ⊙ g    δg = δc ⊙ i    δf = δc ⊙ c_{t-1}    δc ← δc ⊙ f
+        δz  = [δi·i(1-i), δf·f(1-f), δg·(1-g²), δo·o(1-o)]     (through σ and tanh)
+        δh  ← δz W_hh                       (to step t-1)
+
+    and the weight gradient ``∂L/∂W_hh = Σ_t δz_tᵀ h_{t-1}`` is one matmul over all steps at the end.
+    """
+
+    @staticmethod
+    def forward(ctx, x_proj: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
+        d, b, steps, four_h = x_proj.shape
+        h_size = four_h // 4
+        w_hh_t = w_hh.transpose(1, 2)  # (D, h, 4h)
+        acts = x_proj.new_empty(d, b, steps, four_h)  # σ(i), σ(f), tanh(g), σ(o) per step
+        cs = x_proj.new_empty(d, b, steps + 1, h_size)  # c_{-1}=c0, c_0, ..., c_{T-1}
+        hs = x_proj.new_empty(d, b, steps + 1, h_size)  # h_{-1}=h0, h_0, ..., h_{T-1}
+        hs[:, :, 0], cs[:, :, 0] = h0, c0
+        h, c = h0, c0
+        for t in range(steps):
+            gates = torch.baddbmm(x_proj[:, :, t], h, w_hh_t)  # (D, B, 4h): all four gates, one matmul
+            a = acts[:, :, t]
+            torch.sigmoid(gates, out=a)  # σ on all four (the g slot is overwritten next)
+            torch.tanh(gates[..., 2 * h_size : 3 * h_size], out=a[..., 2 * h_size : 3 * h_size])
+            i, f, g, o = a.chunk(4, dim=-1)
+            c = torch.addcmul(f * c, i, g)  # c_t = f ⊙ c_{t-1} + i ⊙ g
+            h = o * torch.tanh(c)
+            cs[:, :, t + 1], hs[:, :, t + 1] = c, h
+        ctx.save_for_backward(w_hh, acts, cs, hs)
+        return hs[:, :, 1:].clone(), h, c
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_hs: Tensor, grad_hn: Tensor, grad_cn: Tensor):  # type: ignore[override]
+        w_hh, acts, cs, hs = ctx.saved_tensors
+        steps = acts.shape[2]
+        h_size = w_hh.shape[-1]
+        grad_z = torch.empty_like(acts)  # δ of the pre-activation gates, (D, B, T, 4h)
+        dh = grad_hn if grad_hn is not None else torch.zeros_like(hs[:, :, 0])
+        dc = grad_cn if grad_cn is not None else torch.zeros_like(cs[:, :, 0])
+        for t in reversed(range(steps)):
+            if grad_hs is not None:
+                dh = dh + grad_hs[:, :, t]
+            i, f, g, o = acts[:, :, t].chunk(4, dim=-1)
+            tanh_c = torch.tanh(cs[:, :, t + 1])
+            dc = dc + dh * o * (1 - tanh_c * tanh_c)
+            dz = grad_z[:, :, t]
+            dz[..., :h_size] = dc * g * i * (1 - i)
+            dz[..., h_size : 2 * h_size] = dc * cs[:, :, t] * f * (1 - f)
+            dz[..., 2 * h_size : 3 * h_size] = dc * i * (1 - g * g)
+            dz[..., 3 * h_size :] = dh * tanh_c * o * (1 - o)
+            dc = dc * f
+            dh = torch.bmm(dz, w_hh)  # back through h_{t-1} W_hhᵀ
+        # Weight gradient for all steps at once: Σ_t δz_tᵀ h_{t-1}.
+        grad_w_hh = torch.einsum("dbtg,dbth->dgh", grad_z, hs[:, :, :-1])
+        return grad_z, grad_w_hh, dh, dc
