@@ -112,7 +112,7 @@ def write_results(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path
     """Write ``payload`` plus a ``provenance`` entry as JSON, atomically.
 
     The file is written to a temporary file in the same directory and moved into place with
-    :func:`os.replace`, so a reader never sees a half-written file.
+    ``os.replace``, so a reader never sees a half-written file.
 
     Args:
         path: destination ``.json`` file (parent directories are created).

@@ -1,0 +1,148 @@
+"""Unit tests for sequencer_mini.budget, .provenance and .plotting."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+from sequencer_mini import budget as budget_mod
+from sequencer_mini.budget import BUDGETS, budget, pick, quiet
+from sequencer_mini.plotting import BOOK_RC, use_book_style
+from sequencer_mini.provenance import provenance, read_results, write_results
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in ("SEQUENCER_BUDGET", "CI", "SEQUENCER_QUIET"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("value", BUDGETS)
+def test_budget_from_env(clean_env, value):
+    clean_env.setenv("SEQUENCER_BUDGET", value)
+    assert budget() == value
+
+
+def test_budget_env_is_case_and_space_insensitive(clean_env):
+    clean_env.setenv("SEQUENCER_BUDGET", "  CPU ")
+    assert budget() == "cpu"
+
+
+def test_budget_invalid_names_the_allowed_values(clean_env):
+    clean_env.setenv("SEQUENCER_BUDGET", "huge")
+    with pytest.raises(ValueError) as err:
+        budget()
+    message = str(err.value)
+    assert "huge" in message
+    for name in BUDGETS:
+        assert repr(name) in message
+
+
+@pytest.mark.parametrize("cuda, expected", [(True, "gpu"), (False, "cpu")])
+def test_budget_autodetects(clean_env, cuda, expected):
+    clean_env.setattr(budget_mod, "_cuda_available", lambda: cuda)
+    assert budget() == expected
+
+
+def test_empty_env_means_autodetect(clean_env):
+    clean_env.setenv("SEQUENCER_BUDGET", "")
+    clean_env.setattr(budget_mod, "_cuda_available", lambda: False)
+    assert budget() == "cpu"
+
+
+@pytest.mark.parametrize("value, expected", [("ci", 1), ("cpu", 8), ("gpu", 100)])
+def test_pick(clean_env, value, expected):
+    clean_env.setenv("SEQUENCER_BUDGET", value)
+    assert pick(ci=1, cpu=8, gpu=100) == expected
+
+
+def test_pick_is_keyword_only_and_complete():
+    with pytest.raises(TypeError):
+        pick(1, 8, 100)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        pick(ci=1, cpu=8)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, False), ({"CI": "true"}, True), ({"CI": "1"}, True), ({"CI": "0"}, False),
+    ({"CI": "false"}, False), ({"SEQUENCER_QUIET": "1"}, True), ({"SEQUENCER_QUIET": ""}, False),
+])
+def test_quiet(clean_env, env, expected):
+    for key, value in env.items():
+        clean_env.setenv(key, value)
+    assert quiet() is expected
+
+
+def test_provenance_fields(clean_env):
+    clean_env.setenv("SEQUENCER_BUDGET", "ci")
+    info = provenance()
+    for key in ("command", "git_commit", "device", "python", "torch", "torchvision", "timm",
+                "budget", "date"):
+        assert key in info, key
+    assert info["budget"] == "ci"
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", info["git_commit"])
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+00:00", info["date"])
+    assert info["device"]
+    json.dumps(info)  # serialisable
+
+
+def test_provenance_survives_bad_budget(clean_env):
+    clean_env.setenv("SEQUENCER_BUDGET", "nonsense")
+    assert provenance()["budget"] is None
+
+
+def test_git_commit_unknown_outside_a_repository(tmp_path):
+    from sequencer_mini.provenance import git_commit
+
+    assert git_commit(tmp_path) == "unknown"
+
+
+def test_write_and_read_results(tmp_path):
+    path = tmp_path / "sub" / "result.json"
+    written = write_results(path, {"accuracy": 0.9, "epochs": [1, 2]})
+    assert written == path
+    data = read_results(path)
+    assert data["accuracy"] == 0.9 and data["epochs"] == [1, 2]
+    assert "provenance" in data and "device" in data["provenance"]
+    assert [p.name for p in path.parent.iterdir()] == ["result.json"]  # no temp file left
+
+
+def test_write_results_is_atomic_on_failure(tmp_path):
+    path = tmp_path / "result.json"
+    write_results(path, {"v": 1})
+    with pytest.raises(TypeError):
+        write_results(path, {"v": object()})  # not JSON-serialisable
+    assert read_results(path)["v"] == 1  # the old file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_write_results_rejects_bad_payload(tmp_path):
+    with pytest.raises(TypeError):
+        write_results(tmp_path / "x.json", [1, 2])  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        write_results(tmp_path / "x.json", {"provenance": {}})
+
+
+def test_read_results_missing_names_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        read_results(tmp_path / "nope.json", command="python bench/findings.py")
+    assert "python bench/findings.py" in str(err.value)
+    assert "nope.json" in str(err.value)
+
+
+def test_use_book_style_opaque_white():
+    import matplotlib as mpl
+
+    applied = use_book_style()
+    assert applied == BOOK_RC
+    assert mpl.colors.to_rgba(mpl.rcParams["figure.facecolor"]) == (1.0, 1.0, 1.0, 1.0)
+    assert mpl.colors.to_rgba(mpl.rcParams["savefig.facecolor"]) == (1.0, 1.0, 1.0, 1.0)
+    assert mpl.rcParams["savefig.transparent"] is False
+    assert mpl.rcParams["figure.dpi"] <= 100
+    use_book_style({"figure.dpi": 90})
+    assert mpl.rcParams["figure.dpi"] == 90
+    use_book_style()

@@ -1,0 +1,225 @@
+"""Static checks of the stored notebooks in book/ (no kernel needed; fast).
+
+The book shows the outputs stored in the notebooks (``execute_notebooks: off``), so a notebook must
+be saved from a clean, in-order run without errors. These tests also enforce the contract in
+CONTRIBUTING.md: the stamped setup cell, the ci time budget in the metadata, at least three
+``# NBVAL_CHECK_OUTPUT`` cells per chapter, the 3 MB limit, and a table of contents that lists
+exactly the notebooks that exist.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
+NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
+CHAPTER = re.compile(r"^\d\d_")
+MIN_CHECK_CELLS = 3
+MAX_BYTES = 3 * 1024 * 1024
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def _load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+stamp = _load_tool("stamp_setup_cells")
+
+
+def _read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def _code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _is_check_cell(cell) -> bool:
+    return any(line.strip() == "# NBVAL_CHECK_OUTPUT" for line in cell.source.splitlines()) or (
+        "nbval-check-output" in cell.get("metadata", {}).get("tags", []))
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    files = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(node["file"])
+            for key, value in node.items():
+                if key != "file":
+                    walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk({k: v for k, v in toc.items() if k != "root"})
+    return files
+
+
+ids = [p.name for p in NOTEBOOKS]
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "book/ has no notebooks"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_valid_nbformat_and_python_kernel(path):
+    nb = _read(path)
+    nbformat.validate(nb)
+    kernel = nb.metadata.get("kernelspec", {}).get("name")
+    assert kernel == "python3", f"{path.name}: kernelspec.name is {kernel!r}, expected 'python3'"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_stored_outputs_from_a_clean_in_order_run(path):
+    nb = _read(path)
+    cells = [c for c in _code_cells(nb) if c.source.strip()]
+    assert cells, f"{path.name} has no code cells"
+    assert any(c.outputs for c in cells), (
+        f"{path.name} has no stored outputs; record them with "
+        f"python tools/execute_notebooks.py book/{path.name}")
+    counts = [c.execution_count for c in cells]
+    assert None not in counts, (
+        f"{path.name}: {counts.count(None)} code cell(s) were not executed; "
+        f"run python tools/execute_notebooks.py book/{path.name}")
+    expected = list(range(1, len(cells) + 1))
+    assert counts == expected, (
+        f"{path.name}: execution counts {counts} are not 1..{len(cells)} in order "
+        "(saved after out-of-order or repeated execution); re-run the notebook from a fresh kernel")
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            assert output.get("output_type") != "error", (
+                f"{path.name}: cell {index} has a stored error: "
+                f"{output.get('ename')}: {output.get('evalue')}")
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                assert "Traceback (most recent call last)" not in output.get("text", ""), (
+                    f"{path.name}: cell {index} printed a traceback to stderr")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_ci_time_budget_declared(path):
+    meta = _read(path).metadata.get("sequencer") or {}
+    budget = meta.get("ci_budget_s")
+    assert isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget > 0, (
+        f'{path.name}: add "sequencer": {{"ci_budget_s": N}} to the notebook metadata '
+        "(wall seconds for the whole notebook at the ci budget)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_recorded_run_metadata(path):
+    meta = _read(path).metadata.get("sequencer") or {}
+    recorded = meta.get("recorded") or {}
+    assert {"date", "device", "budget"} <= set(recorded), (
+        f"{path.name}: no metadata.sequencer.recorded; store the outputs with "
+        f"python tools/execute_notebooks.py book/{path.name}")
+    assert f"{recorded['budget']}_time_s" in meta
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_setup_cell_is_current(path):
+    problem = stamp.setup_cell_problem(_read(path))
+    assert problem is None, (
+        f"{path.name}: {problem}; run python tools/stamp_setup_cells.py book/{path.name}")
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if CHAPTER.match(p.name)],
+                         ids=[p.name for p in NOTEBOOKS if CHAPTER.match(p.name)])
+def test_enough_check_output_cells(path):
+    checks = [c for c in _code_cells(_read(path)) if _is_check_cell(c)]
+    assert len(checks) >= MIN_CHECK_CELLS, (
+        f"{path.name} has {len(checks)} cells marked # NBVAL_CHECK_OUTPUT; "
+        f"each chapter needs at least {MIN_CHECK_CELLS} (shapes, parameter counts, equalities)")
+    empty = [i for i, c in enumerate(checks) if not c.outputs]
+    assert not empty, (
+        f"{path.name}: check cells without stored output compare nothing under nbval: {empty}")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_no_progress_bars_in_check_cells(path):
+    for cell in _code_cells(_read(path)):
+        if not _is_check_cell(cell):
+            continue
+        for output in cell.outputs:
+            text = output.get("text", "") if output.get("output_type") == "stream" else ""
+            assert not re.search(r"\d+%\|", text), (
+                f"{path.name}: tqdm output in a # NBVAL_CHECK_OUTPUT cell:\n{cell.source[:200]}")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_size_limit(path):
+    size = path.stat().st_size
+    assert size <= MAX_BYTES, f"{path.name} is {size / 2**20:.1f} MB; keep notebooks under 3 MB"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_widget_views_have_stored_state(path):
+    nb = _read(path)
+    state = ((nb.metadata.get("widgets") or {}).get(WIDGET_STATE) or {}).get("state") or {}
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            view = (output.get("data") or {}).get(WIDGET_VIEW)
+            if view:
+                assert view["model_id"] in state, (
+                    f"{path.name}: cell {index} shows a widget whose state is not stored, so it "
+                    "is blank in the book; execute with tools/execute_notebooks.py "
+                    "(store_widget_state=True)")
+
+
+def test_toc_is_current():
+    """_toc.yml lists exactly the pages that exist and the notebooks whose outputs are recorded
+    (unrecorded notebooks fail test_recorded_run_metadata instead)."""
+    files = toc_files()
+    missing = [f for f in files if not any((ROOT / f"{f}{ext}").exists()
+                                            for ext in (".ipynb", ".md", ".rst"))]
+    assert not missing, f"_toc.yml lists files that do not exist: {missing}"
+    make_toc = _load_tool("make_toc")
+    assert make_toc.render() == (ROOT / "_toc.yml").read_text(encoding="utf-8"), (
+        "_toc.yml is out of date; run: python tools/make_toc.py")
+
+
+def test_vendored_html_manager_matches_ipywidgets():
+    ipywidgets_version = pytest.importorskip("ipywidgets._version")
+    wanted = ipywidgets_version.__html_manager_version__  # e.g. "^1.0.1"
+    vendored = (BOOK / "_vendor" / "html-manager" / "VERSION").read_text().strip()
+    match = re.fullmatch(r"\^?(\d+)\.(\d+)\.(\d+)", wanted)
+    assert match, f"unexpected html-manager requirement {wanted!r}"
+    major, minor, patch = map(int, match.groups())
+    have = tuple(map(int, vendored.split(".")))
+    assert have[0] == major and have >= (major, minor, patch), (
+        f"book/_vendor/html-manager is {vendored}; ipywidgets wants {wanted}. "
+        "Update HTML_MANAGER_VERSION in tools/vendor_widget_js.sh and run it")
+
+
+def test_widget_and_math_javascript_served_locally():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    sphinx = config["sphinx"]["config"]
+    static = [ROOT / p for p in sphinx["html_static_path"]]
+    scripts = list(sphinx["nb_ipywidgets_js"]) + [sphinx["mathjax_path"]]
+    for script in scripts:
+        assert not re.match(r"^(https?:)?//", script), f"{script} is loaded from the network"
+        assert any((d / script).is_file() for d in static), f"{script} not found in {static}"
+    assert not (ROOT / "_static").exists(), (
+        "a top-level _static/ makes Jupyter Book add every .js in it to every page; "
+        "keep vendored files in book/_vendor")
+
+
+def test_paper_numbers_have_sources():
+    paper = json.loads((BOOK / "data" / "paper.json").read_text(encoding="utf-8"))
+    for key, block in paper.items():
+        if isinstance(block, dict) and key not in ("paper",):
+            assert "source" in block, f"book/data/paper.json: {key} has no source"

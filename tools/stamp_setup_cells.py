@@ -1,0 +1,149 @@
+#!/usr/bin/env python
+"""Write or refresh the first cell (the setup cell) of every notebook in book/.
+
+The cell installs ``sequencer_mini`` on Colab from the repository URL and branch named in
+``_config.yml`` (``repository.url`` / ``repository.branch``, the one place they are kept) and, on
+every machine, prints the Python, torch and sequencer_mini versions, the device and the budget.
+
+Usage::
+
+    python tools/stamp_setup_cells.py            # stamp every book/*.ipynb
+    python tools/stamp_setup_cells.py --check    # exit 1 if any notebook is out of date
+    python tools/stamp_setup_cells.py book/01_lstm.ipynb
+
+The cell is recognised by its id ``setup`` or its tag ``sequencer-setup``; only its source and
+metadata are rewritten, the stored outputs are kept. tests/test_notebooks_hygiene.py fails when a
+notebook's setup cell differs from what this script would write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
+SETUP_TAG = "sequencer-setup"
+SETUP_ID = "setup"
+SETUP_TAGS = [SETUP_TAG, "hide-cell"]
+
+TEMPLATE = '''\
+# Setup: on Colab, install sequencer_mini from the same branch as this page; everywhere, print
+# the versions, the device and the budget. Written by tools/stamp_setup_cells.py from
+# _config.yml: do not edit by hand.
+import sys
+
+if "google.colab" in sys.modules:
+    %pip install -q "sequencer_mini[colab] @ git+{url}@{branch}"
+
+import platform
+from importlib.metadata import version
+
+import torch
+
+from sequencer_mini.budget import budget
+from sequencer_mini.provenance import device_name
+
+print(f"python {{platform.python_version()}} | torch {{torch.__version__}} | "
+      f"sequencer_mini {{version('sequencer_mini')}}")
+print(f"device: {{device_name()}} | budget: {{budget()}}")'''
+
+
+def repository(config_path: Path = ROOT / "_config.yml") -> tuple[str, str]:
+    """Return ``(url, branch)`` from ``_config.yml``'s ``repository`` section."""
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    repo = config.get("repository") or {}
+    url = str(repo.get("url", "")).rstrip("/")
+    branch = str(repo.get("branch", "main"))
+    if not url.startswith("https://"):
+        raise ValueError(f"_config.yml repository.url must be an https URL, got {url!r}")
+    return url, branch
+
+
+def setup_source(config_path: Path = ROOT / "_config.yml") -> str:
+    """The exact source the setup cell must have."""
+    url, branch = repository(config_path)
+    return TEMPLATE.format(url=url, branch=branch)
+
+
+def find_setup_cell(nb: nbformat.NotebookNode) -> int | None:
+    """Index of the setup cell, or None."""
+    for index, cell in enumerate(nb.cells):
+        if cell.get("id") == SETUP_ID or SETUP_TAG in cell.get("metadata", {}).get("tags", []):
+            return index
+    return None
+
+
+def setup_cell_problem(nb: nbformat.NotebookNode, source: str | None = None) -> str | None:
+    """Return why the notebook's setup cell is out of date, or None if it is current."""
+    source = setup_source() if source is None else source
+    index = find_setup_cell(nb)
+    if index is None:
+        return "has no setup cell"
+    if index != 0:
+        return f"setup cell is cell {index}, not the first cell"
+    cell = nb.cells[0]
+    if cell.cell_type != "code":
+        return "setup cell is not a code cell"
+    if cell.source != source:
+        return "setup cell source differs from tools/stamp_setup_cells.py"
+    tags = cell.get("metadata", {}).get("tags", [])
+    if any(tag not in tags for tag in SETUP_TAGS) or len(tags) != len(set(tags)):
+        return f"setup cell tags {tags} should include {SETUP_TAGS}"
+    return None
+
+
+def stamp(nb: nbformat.NotebookNode, source: str | None = None) -> bool:
+    """Insert or refresh the setup cell in place. Returns True if the notebook changed."""
+    source = setup_source() if source is None else source
+    if setup_cell_problem(nb, source) is None:
+        return False
+    index = find_setup_cell(nb)
+    if index is None:
+        cell = nbformat.v4.new_code_cell(source)
+        nb.cells.insert(0, cell)
+    else:
+        cell = nb.cells.pop(index)
+        nb.cells.insert(0, cell)
+        cell.cell_type = "code"
+        cell.source = source
+    cell["id"] = SETUP_ID
+    # the book shows the cell collapsed (it comes before the page title); Colab ignores tags
+    tags = [t for t in cell.setdefault("metadata", {}).get("tags", [])
+            if t not in ("hide-input", "hide-output", "remove-cell", "remove-input")]
+    cell.metadata["tags"] = tags + [tag for tag in SETUP_TAGS if tag not in tags]
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: book/*.ipynb")
+    parser.add_argument("--check", action="store_true", help="only report; exit 1 if stale")
+    args = parser.parse_args(argv)
+    paths = args.notebooks or sorted(BOOK.glob("*.ipynb"))
+    source = setup_source()
+    stale = 0
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        problem = setup_cell_problem(nb, source)
+        if problem is None:
+            continue
+        stale += 1
+        if args.check:
+            print(f"{path}: {problem}")
+            continue
+        stamp(nb, source)
+        nbformat.write(nb, path)
+        print(f"{path}: stamped ({problem})")
+    if args.check and stale:
+        print(f"{stale} notebook(s) out of date; run: python tools/stamp_setup_cells.py")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
