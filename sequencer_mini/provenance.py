@@ -24,7 +24,12 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def git_commit(cwd: str | os.PathLike[str] | None = None) -> str:
-    """Return the current git commit hash, or ``"unknown"`` outside a git checkout."""
+    """Return the current git commit hash, or ``"unknown"`` outside a git checkout.
+
+    A copy of the tree without ``.git`` (a GPU machine, say) can pass the hash in ``$SEQUENCER_GIT_COMMIT``.
+    """
+    if os.environ.get("SEQUENCER_GIT_COMMIT"):
+        return os.environ["SEQUENCER_GIT_COMMIT"]
     where = str(cwd or _REPO_ROOT)
     try:
         sha = subprocess.run(
