@@ -5,6 +5,8 @@
 #   TRAIN_S=240 bash tools/gpu_session.sh      (writes everything under $OUT)
 set -u
 export SEQUENCER_DATA=$PWD/.fmnist SEQUENCER_QUIET=1 PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+# The copy sent to the GPU machine has no .git: pass the commit in, e.g. SEQUENCER_GIT_COMMIT=$(git rev-parse HEAD).
+export SEQUENCER_GIT_COMMIT=${SEQUENCER_GIT_COMMIT:-unknown}
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 TRAIN_S=${TRAIN_S:-240}
 T0=$(date +%s)
