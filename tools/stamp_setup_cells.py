@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """Write or refresh the first cell (the setup cell) of every notebook in book/.
 
-The cell installs ``sequencer_mini`` on Colab from the repository URL and branch named in
-``_config.yml`` (``repository.url`` / ``repository.branch``, the one place they are kept) and, on
+On Colab the cell clones the repository at the URL and branch named in ``_config.yml``
+(``repository.url`` / ``repository.branch``, the one place they are kept), installs ``sequencer_mini``
+from that clone and changes into its ``book/`` folder, so the notebook finds ``data/*.json`` and
+``results/`` exactly as in a local checkout; on
 every machine, prints the Python, torch and sequencer_mini versions, the device and the budget.
 
 Usage::
@@ -38,7 +40,11 @@ TEMPLATE = '''\
 import sys
 
 if "google.colab" in sys.modules:
-    %pip install -q "sequencer_mini[colab] @ git+{url}@{branch}"
+    # Fetch the book at this page's branch (library, data files, recorded results), install the library
+    # from it, and work in its book/ folder so that paths such as data/paper.json resolve as they do here.
+    !git clone -q --depth 1 --branch {branch} {url} /content/sequencer-book 2>/dev/null || git -C /content/sequencer-book pull -q
+    %pip install -q "/content/sequencer-book[colab]"
+    %cd /content/sequencer-book/book
 
 import platform
 from importlib.metadata import version
