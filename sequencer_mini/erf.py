@@ -1,0 +1,671 @@
+"""Chapter 9: the effective receptive field (ERF) of any layer of any image model.
+
+The *effective* receptive field (Luo et al., NeurIPS 2016) of an output unit is how strongly each input
+pixel actually moves it: the gradient of that unit with respect to the image. The recipe here is the one
+of the official Sequencer code (``generate_erf.py``, ``erf/models.py``), itself RepLKNet's (Ding et al.,
+CVPR 2022):
+
+1. hook the chosen layer; take its output at the **centre position**, summed over channels;
+2. back-propagate that scalar to the input images;
+3. keep the positive part of the input gradient (ReLU) and sum it over images and colour channels, giving
+   an ``H × W`` map ``raw``;
+4. show ``log10(raw + 1)``, min-max scaled to ``[0, 1]``.
+
+Summary numbers, measured on the same log-scaled map:
+
+* ``areas[t]``: RepLKNet's *high-contribution area ratio*: the smallest square centred on the centre
+  pixel that holds at least a share ``t`` of the total mass, as a fraction of the image area
+  (``t = 0.2, 0.5, 0.99``);
+* ``cross_share``: the share of the mass on the rows and columns of pixels that the centre position covers:
+  1 for a single BiLSTM2D layer, ``(H + W - 1) / (H·W)`` for a uniform map and a one-pixel centre.
+
+The centre position. The official code takes index ``H//2 - 1`` (``centre='official'``). For an even grid
+this is one of the four central positions (as good as ``H//2``); for an **odd** grid, such as the 7×7 grid
+of ``sequencer2d_mini28``'s second stage, it is one position up and left of the true centre.
+``centre='exact'`` takes ``H//2``, the true centre of an odd grid and the choice of Luo et al. and RepLKNet.
+A tuple ``(i, j)`` picks any position.
+
+Feature layouts are recognised from the hooked output's shape (override with ``layout=``):
+
+* ``'bhwc'``: channels-last maps, as Sequencer2D's blocks ``(B, H, W, C)``;
+* ``'bchw'``: channels-first maps, as a CNN's ``(B, C, H, W)``;
+* ``'tokens'``: ``(B, N, C)`` with ``N = P + h·w``; the ``P`` leading prefix tokens (a ViT's class token)
+  are skipped and the rest is read as an ``h × w`` grid (the official code's token index
+  ``N//2 - √N//2`` for DeiT's ``N = 197`` is the same token as ``centre='official'`` here).
+
+Batches: the centre outputs of a batch are summed before one backward pass. In eval mode the samples do not
+interact (BatchNorm uses its running statistics), so the gradient of the sum with respect to image ``b`` is
+exactly the gradient of image ``b``'s own centre output, and ReLU is applied per image, as in the official
+one-image-at-a-time loop. cuDNN refuses the backward pass of an RNN in eval mode ("cudnn RNN backward can
+only be called in training mode"), so on a GPU every ``nn.LSTM``/``nn.GRU``/``nn.RNN`` is switched to train
+mode for the call (the official ``train_rnn``; Sequencer's LSTMs have no dropout, so nothing changes
+numerically). Every module's mode is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Sequence
+
+import torch
+from einops import rearrange, reduce
+from torch import Tensor, nn
+
+__all__ = [
+    "ERF",
+    "THRESHOLDS",
+    "effective_receptive_field",
+    "effective_receptive_fields",
+    "area_ratios",
+    "cross_share",
+    "log_minmax",
+    "joint_minmax",
+    "block_layers",
+    "detect_layout",
+    "centre_index",
+    "find_trained",
+    "load_trained",
+    "build_model",
+    "fashion_mnist_tensors",
+    "TrainedModel",
+]
+
+Layout = Literal["bhwc", "bchw", "tokens"]
+Centre = Literal["official", "exact"] | tuple[int, int]
+
+#: The mass shares for which :func:`area_ratios` reports an area (RepLKNet also uses 0.3).
+THRESHOLDS: tuple[float, ...] = (0.2, 0.5, 0.99)
+
+
+@dataclass
+class ERF:
+    """The effective receptive field of one layer.
+
+    Attributes:
+        map: ``(H, W)`` float tensor on the CPU: ``log10(raw + 1)`` min-max scaled to ``[0, 1]``, or the raw
+            summed gradient when the call used ``return_raw=True``.
+        raw: ``(H, W)``: ``Σ_images Σ_channels ReLU(∂ centre / ∂ image)``, un-normalised.
+        areas: ``{t: ratio}``: the smallest centred square holding ``≥ t`` of the mass, as a fraction of ``H·W``.
+        cross_share: share of the mass on the centre position's rows and columns of pixels.
+        layer: the hooked module's dotted name.
+        n_images: how many images were summed.
+        layout: ``'bhwc'``, ``'bchw'`` or ``'tokens'``.
+        grid: ``(h, w)`` of the hooked feature map.
+        centre: ``(i, j)``, the feature-grid position whose output was differentiated.
+        centre_pixel: the input pixel at the middle of that position's footprint (centre of the squares).
+        rows, cols: ``(start, stop)`` of the pixel rows/columns the centre position covers (its footprint).
+    """
+
+    map: Tensor
+    raw: Tensor
+    areas: dict[float, float]
+    cross_share: float
+    layer: str
+    n_images: int
+    layout: str
+    grid: tuple[int, int]
+    centre: tuple[int, int]
+    centre_pixel: tuple[int, int]
+    rows: tuple[int, int] = field(repr=False, default=(0, 0))
+    cols: tuple[int, int] = field(repr=False, default=(0, 0))
+
+    def summary(self) -> str:
+        """One line: layer, grid, areas and cross share."""
+        areas = ", ".join(f"{int(round(t * 100))}%: {a:.3f}" for t, a in self.areas.items())
+        return (f"{self.layer} [{self.layout} {self.grid[0]}×{self.grid[1]}, centre {self.centre}, "
+                f"{self.n_images} images] areas {{{areas}}} cross share {self.cross_share:.3f}")
+
+
+class _StopForward(Exception):
+    """Raised by the last hook: nothing after the deepest hooked layer needs computing."""
+
+
+# ----------------------------------------------------------------------------------------------- layouts
+
+
+def _layout_hint(module: nn.Module | None) -> Layout | None:
+    """Tie-breaker for a square map with as many channels as pixels per side: the last layer with weights.
+    A convolution or BatchNorm writes channels-first; a Linear, LayerNorm or RNN works on channels-last."""
+    if module is None:
+        return None
+    last = None
+    for leaf in module.modules():
+        if next(leaf.children(), None) is None and any(True for _ in leaf.parameters(recurse=False)):
+            last = leaf
+    if isinstance(last, (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm)):
+        return "bchw"
+    if isinstance(last, (nn.Linear, nn.LayerNorm, nn.RNNBase)):
+        return "bhwc"
+    return None
+
+
+def detect_layout(shape: Sequence[int], image_hw: tuple[int, int], module: nn.Module | None = None) -> Layout:
+    """Guess the layout of a hooked output from its shape and the input size ``(H, W)``.
+
+    3-D → ``'tokens'``. 4-D: a spatial pair must divide the image in the image's aspect ratio; channels-last
+    when dims 1-2 fit and dim 3 does not, channels-first when dims 2-3 fit and dim 1 does not. When both fit
+    (e.g. 8 channels on an 8×8 map), the last layer with weights inside ``module`` decides (a convolution or
+    BatchNorm: channels-first; a Linear, LayerNorm or RNN: channels-last); failing that, a ValueError asks
+    for ``layout=``.
+    """
+    if len(shape) == 3:
+        return "tokens"
+    if len(shape) != 4:
+        raise ValueError(f"cannot read a feature map of shape {tuple(shape)}: expected (B, N, C) tokens or a 4-D map")
+    height, width = image_hw
+
+    def spatial(a: int, b: int) -> bool:  # an a×b grid on an H×W image: same aspect ratio, not larger
+        return 0 < a <= height and 0 < b <= width and a * width == b * height
+
+    last, first = spatial(shape[1], shape[2]), spatial(shape[2], shape[3])
+    if last and not first:
+        return "bhwc"
+    if first and not last:
+        return "bchw"
+    hint = _layout_hint(module) if last and first else None
+    if hint is not None:
+        return hint
+    raise ValueError(
+        f"cannot tell whether the feature map {tuple(shape)} (input {height}×{width}) is channels-first or "
+        f"channels-last; pass layout='bchw' or layout='bhwc'"
+    )
+
+
+def centre_index(size: int, centre: str) -> int:
+    """The centre index along an axis of ``size``: ``size//2 - 1`` ('official') or ``size//2`` ('exact')."""
+    if centre == "official":
+        return max(size // 2 - 1, 0)
+    if centre == "exact":
+        return size // 2
+    raise ValueError(f"centre must be 'official', 'exact' or a tuple (i, j), got {centre!r}")
+
+
+def _to_grid(out: Tensor, layout: str, num_prefix_tokens: int | None) -> Tensor:
+    """Any hooked output → a channels-last grid ``(B, h, w, C)``."""
+    if layout == "bhwc":
+        return out
+    if layout == "bchw":
+        return rearrange(out, "b c h w -> b h w c")
+    if layout == "tokens":
+        n = out.shape[1]
+        side = math.isqrt(n)
+        prefix = n - side * side if num_prefix_tokens is None else num_prefix_tokens
+        side = math.isqrt(n - prefix)
+        if side * side != n - prefix:
+            raise ValueError(
+                f"{n} tokens with {prefix} prefix token(s) do not form a square grid; pass num_prefix_tokens="
+            )
+        return rearrange(out[:, prefix:], "b (h w) c -> b h w c", h=side)
+    raise ValueError(f"layout must be 'bhwc', 'bchw' or 'tokens', got {layout!r}")
+
+
+# ----------------------------------------------------------------------------------------------- measures
+
+
+def log_minmax(raw: Tensor) -> Tensor:
+    """``log10(raw + 1)`` scaled to ``[0, 1]`` (all zeros if the map is constant)."""
+    return joint_minmax([torch.log10(raw + 1)])[0]
+
+
+def joint_minmax(maps: Sequence[Tensor]) -> list[Tensor]:
+    """Min-max scale several maps with one shared minimum and maximum (the official figures scale every
+    model and layer jointly, so that brightness is comparable across panels)."""
+    lo = min(float(m.min()) for m in maps)
+    hi = max(float(m.max()) for m in maps)
+    scale = hi - lo
+    return [(m - lo) / scale if scale > 0 else torch.zeros_like(m) for m in maps]
+
+
+def area_ratios(
+    mass: Tensor, centre: tuple[int, int], thresholds: Iterable[float] = THRESHOLDS
+) -> dict[float, float]:
+    """RepLKNet's high-contribution area ratio of a non-negative ``(H, W)`` map.
+
+    For each ``t``: the smallest square of odd side ``2k + 1`` centred on ``centre`` (clipped to the image)
+    whose mass is at least ``t`` of the total, as its pixel count over ``H·W``. NaN for an all-zero map.
+    """
+    mass = mass.double()
+    height, width = mass.shape
+    total = float(mass.sum())
+    thresholds = tuple(thresholds)
+    if total <= 0:
+        return {t: float("nan") for t in thresholds}
+    cy, cx = centre
+    out: dict[float, float] = {}
+    for k in range(max(height, width)):
+        top, bottom = max(cy - k, 0), min(cy + k + 1, height)
+        left, right = max(cx - k, 0), min(cx + k + 1, width)
+        share = float(mass[top:bottom, left:right].sum()) / total
+        for t in thresholds:
+            if t not in out and share >= t - 1e-12:
+                out[t] = (bottom - top) * (right - left) / (height * width)
+        if len(out) == len(thresholds):
+            break
+    return {t: out.get(t, 1.0) for t in thresholds}
+
+
+def cross_share(mass: Tensor, rows: tuple[int, int], cols: tuple[int, int]) -> float:
+    """Share of the mass of a non-negative ``(H, W)`` map on pixel rows ``rows`` or columns ``cols``
+    (``(start, stop)`` ranges). NaN for an all-zero map."""
+    mass = mass.double()
+    total = float(mass.sum())
+    if total <= 0:
+        return float("nan")
+    off_cross = torch.ones_like(mass, dtype=torch.bool)
+    off_cross[rows[0] : rows[1], :] = False
+    off_cross[:, cols[0] : cols[1]] = False
+    return 1.0 - float(mass[off_cross].sum()) / total  # exactly 1.0 when nothing lies off the cross
+
+
+def _footprint(index: int, grid: int, size: int) -> tuple[tuple[int, int], int]:
+    """Pixels ``(start, stop)`` covered by position ``index`` of a ``grid``-long axis over ``size`` pixels,
+    and the middle pixel. Assumes the grid tiles the image evenly (stride ``size / grid``)."""
+    stride = size / grid
+    start, stop = int(math.floor(index * stride)), int(math.ceil((index + 1) * stride))
+    return (start, min(stop, size)), min(int((index + 0.5) * stride), size - 1)
+
+
+# ----------------------------------------------------------------------------------------------- the ERF
+
+
+def _module_name(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
+    if isinstance(layer, str):
+        try:
+            return layer, model.get_submodule(layer)
+        except AttributeError as err:
+            hint = ", ".join(block_layers(model)[:8])
+            raise ValueError(f"{type(model).__name__} has no module {layer!r}; block-level layers: {hint} …") from err
+    for name, module in model.named_modules():
+        if module is layer:
+            return name or "<model>", module
+    raise ValueError(f"the module {type(layer).__name__} is not part of the model")
+
+
+def _rnn_modules(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.RNNBase)]
+
+
+def effective_receptive_fields(
+    model: nn.Module,
+    images: Tensor,
+    layers: Sequence[str | nn.Module],
+    *,
+    centre: Centre = "official",
+    layout: Layout | None = None,
+    num_prefix_tokens: int | None = None,
+    batch_size: int = 64,
+    rnn_train: bool | None = None,
+    thresholds: Iterable[float] = THRESHOLDS,
+    return_raw: bool = False,
+) -> list[ERF]:
+    """ERFs of several layers from one forward pass per batch (the official code's ``retain_graph`` loop).
+
+    Args:
+        model: any image model; run in eval mode for the call, every module's mode restored afterwards.
+        images: ``(N, C, H, W)`` inputs, already normalised as the model expects.
+        layers: dotted module names (``'stages.0.blocks.1'``) or the modules themselves.
+        centre: ``'official'`` (``H//2 - 1``, the official code), ``'exact'`` (``H//2``) or a tuple ``(i, j)``.
+        layout: ``'bhwc'``, ``'bchw'`` or ``'tokens'``; default: :func:`detect_layout` on the hooked output.
+        num_prefix_tokens: leading non-grid tokens for ``'tokens'`` (default: ``N - ⌊√N⌋²``).
+        batch_size: images per forward pass.
+        rnn_train: put ``nn.LSTM``/``GRU``/``RNN`` modules in train mode for the call; default: only when
+            the model is on a GPU (cuDNN's RNN backward needs it).
+        thresholds: the mass shares for :attr:`ERF.areas`.
+        return_raw: make :attr:`ERF.map` the raw summed gradient instead of the normalised log map.
+
+    Returns:
+        One :class:`ERF` per layer, in the order given.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+    named = [_module_name(model, layer) for layer in layers]
+    if not named:
+        raise ValueError("give at least one layer")
+    thresholds = tuple(thresholds)
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else images.device
+    if rnn_train is None:
+        rnn_train = device.type == "cuda"
+    height, width = images.shape[-2:]
+
+    modes = {module: module.training for module in model.modules()}
+    outputs: dict[int, Tensor] = {}
+    pending: set[int] = set()
+
+    def make_hook(k: int) -> Callable[..., None]:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if k in outputs:  # a module called twice: its first call is the one of the forward pass
+                return
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            outputs[k] = out
+            pending.discard(k)
+            if not pending:
+                raise _StopForward
+
+        return hook
+
+    handles = [module.register_forward_hook(make_hook(k)) for k, (_, module) in enumerate(named)]
+    raws = [torch.zeros(height, width, dtype=torch.float64) for _ in named]
+    meta: list[tuple[str, tuple[int, int], tuple[int, int]]] = []
+    try:
+        model.eval()
+        if rnn_train:
+            for rnn in _rnn_modules(model):
+                rnn.train()
+        with torch.enable_grad():
+            for start in range(0, len(images), batch_size):
+                x = images[start : start + batch_size].to(device).detach().requires_grad_(True)
+                outputs.clear()
+                pending.update(range(len(named)))
+                try:
+                    model(x)
+                except _StopForward:
+                    pass
+                if pending:
+                    missing = [named[k][0] for k in sorted(pending)]
+                    raise RuntimeError(f"the forward pass never reached layer(s) {missing}")
+                for k in range(len(named)):
+                    out = outputs[k]
+                    kind = layout or detect_layout(out.shape, (height, width), named[k][1])
+                    grid = _to_grid(out, kind, num_prefix_tokens)  # (B, h, w, C)
+                    gh, gw = grid.shape[1:3]
+                    ci, cj = centre if isinstance(centre, tuple) else (centre_index(gh, centre), centre_index(gw, centre))
+                    if not (0 <= ci < gh and 0 <= cj < gw):
+                        raise ValueError(f"centre {(ci, cj)} is outside the {gh}×{gw} grid of {named[k][0]}")
+                    if start == 0:
+                        meta.append((kind, (gh, gw), (ci, cj)))
+                    score = grid[:, ci, cj, :].sum()  # the centre outputs of every image and channel: a scalar
+                    (grad,) = torch.autograd.grad(score, x, retain_graph=k < len(named) - 1)
+                    # ReLU per image, then sum over images and channels: (B, C, H, W) → (H, W)
+                    raws[k] += reduce(grad.clamp(min=0), "b c h w -> h w", "sum").double().cpu()
+                outputs.clear()
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, mode in modes.items():
+            module.train(mode)
+
+    results = []
+    for (name, _), raw, (kind, grid_hw, (ci, cj)) in zip(named, raws, meta):
+        rows, cy = _footprint(ci, grid_hw[0], height)
+        cols, cx = _footprint(cj, grid_hw[1], width)
+        log_map = torch.log10(raw + 1)
+        results.append(
+            ERF(
+                map=(raw if return_raw else log_minmax(raw)).float(),
+                raw=raw.float(),
+                areas=area_ratios(log_map, (cy, cx), thresholds),
+                cross_share=cross_share(log_map, rows, cols),
+                layer=name,
+                n_images=len(images),
+                layout=kind,
+                grid=grid_hw,
+                centre=(ci, cj),
+                centre_pixel=(cy, cx),
+                rows=rows,
+                cols=cols,
+            )
+        )
+    return results
+
+
+def effective_receptive_field(
+    model: nn.Module, images: Tensor, layer: str | nn.Module, **kwargs: Any
+) -> ERF:
+    """The ERF of one layer; keyword arguments as :func:`effective_receptive_fields`.
+
+    Example::
+
+        erf = effective_receptive_field(model, images, "stages.0.blocks.1")
+        plt.imshow(erf.map, cmap="pink"); print(erf.areas, erf.cross_share)
+    """
+    return effective_receptive_fields(model, images, [layer], **kwargs)[0]
+
+
+def block_layers(model: nn.Module) -> list[str]:
+    """The block-level layers of a model in forward order, the natural depth axis of an ERF study.
+
+    Sequencer2D (ours and timm's) ``stages.i.blocks.j``; ViTs ``blocks.j``; our ``SmallCNN`` each
+    conv-BN-ReLU ``stages.i.k``; ResNets ``layerI.j``. Anything else: the direct children of the first
+    ``nn.Sequential``-like container named ``blocks``/``stages``/``features``.
+    """
+    names = [name for name, _ in model.named_modules()]
+    patterns = [
+        r"(^|\.)stages\.\d+\.blocks\.\d+$",  # Sequencer2D, ConvNeXt, …
+        r"^blocks\.\d+$",  # ViT, DeiT
+        r"^layer\d+\.\d+$",  # ResNet
+    ]
+    for pattern in patterns:
+        found = [n for n in names if re.search(pattern, n)]
+        if found:
+            return found
+    found = [n for n, m in model.named_modules() if type(m).__name__ == "ConvBNReLU"]
+    if found:
+        return found
+    for container in ("blocks", "stages", "features"):
+        module = getattr(model, container, None)
+        if isinstance(module, nn.Module):
+            return [f"{container}.{child}" for child, _ in module.named_children()]
+    return []
+
+
+# ----------------------------------------------------------------------------------------------- trained models
+
+
+@dataclass
+class TrainedModel:
+    """A model for chapter 9 and where its weights came from.
+
+    Attributes:
+        model: the network in eval mode.
+        name: ``'sequencer2d_mini28'``, ``'small_cnn'`` or ``'small_vit'``.
+        source: ``'checkpoint'`` (the training chapter's results) or ``'fallback'`` (trained briefly here).
+        note: a human-readable sentence to print: the file and its accuracy, or what the fallback did.
+        path: the weights file, if any.
+        results: the ``results.json`` next to it, if any.
+    """
+
+    model: nn.Module
+    name: str
+    source: str
+    note: str
+    path: Path | None = None
+    results: dict[str, Any] | None = None
+
+
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin")
+#: Weights files in order of preference: the final model first (the training chapter writes last.pt and best.pt).
+_WEIGHT_PREFERENCE = ("model", "weights", "last", "final", "best")
+
+
+def _results_match(results: dict[str, Any], name: str) -> bool:
+    """Does a results.json describe a run of model ``name`` on Fashion-MNIST?"""
+    if "model" in results and "dataset" in results:  # sequencer_mini.train's payload
+        return results["model"] == name and results["dataset"] == "fashion_mnist"
+    text = json.dumps(results).lower()
+    return name.lower() in text and ("fashion" in text or "fmnist" in text)
+
+
+def _weights_rank(path: Path) -> tuple[int, str]:
+    stem = path.name.split(".")[0].lower()
+    return (_WEIGHT_PREFERENCE.index(stem) if stem in _WEIGHT_PREFERENCE else len(_WEIGHT_PREFERENCE), path.name)
+
+
+def _search_roots(results_dir: str | Path | None) -> list[Path]:
+    if results_dir is not None:
+        return [Path(results_dir)]
+    here = Path.cwd()
+    return [here / "results", here / "book" / "results", Path(__file__).resolve().parents[1] / "book" / "results"]
+
+
+def _runs_without_weights(name: str, results_dir: str | Path | None) -> list[Path]:
+    """``results.json`` files that name the model but sit without a weights file (say so in the note)."""
+    found = []
+    for root in _search_roots(results_dir):
+        for results_file in sorted(root.glob("**/results.json")) if root.is_dir() else []:
+            try:
+                results = json.loads(results_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(results, dict) and _results_match(results, name) and not any(
+                p.suffix in _WEIGHT_SUFFIXES for p in results_file.parent.iterdir()
+            ):
+                found.append(results_file)
+    return found
+
+
+def find_trained(name: str, results_dir: str | Path | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """Find the training chapter's Fashion-MNIST checkpoint of model ``name``.
+
+    Looks in ``results_dir`` (default: ``results/`` or ``book/results/`` under the working directory, then
+    ``book/results/`` of this repository) for folders holding a ``results.json`` that names the model and
+    Fashion-MNIST, and a weights file (``.pt``/``.pth``/``.safetensors``; ``model``, ``weights``, ``last``, ``final``,
+    ``best`` preferred in that order). A folder named after the model is preferred. Returns
+    ``(weights_path, results)`` or None.
+    """
+    for root in _search_roots(results_dir):
+        if not root.is_dir():
+            continue
+        found: list[tuple[int, tuple[int, str], Path, dict[str, Any]]] = []
+        for results_file in sorted(root.glob("**/results.json")):
+            try:
+                results = json.loads(results_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if not isinstance(results, dict) or not _results_match(results, name):
+                continue
+            weights = sorted((p for p in results_file.parent.iterdir() if p.suffix in _WEIGHT_SUFFIXES), key=_weights_rank)
+            if weights:
+                folder_rank = 0 if name.lower() in results_file.parent.name.lower() else 1
+                found.append((folder_rank, _weights_rank(weights[0]), weights[0], results))
+        if found:
+            found.sort(key=lambda item: (item[0], item[1], str(item[2])))
+            return found[0][2], found[0][3]
+    return None
+
+
+def _load_state(path: Path) -> dict[str, Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file  # type: ignore[import-not-found]
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict", "model_state", "model_ema"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
+    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+
+
+def build_model(name: str) -> nn.Module:
+    """A fresh (random-init) Fashion-MNIST model by name: ``sequencer2d_mini28``, ``small_cnn`` or ``small_vit``."""
+    from .sequencer2d import MODELS
+
+    if name in MODELS:
+        return MODELS[name]()
+    from .baselines import create_baseline
+
+    return create_baseline(name)
+
+
+def _accuracy_note(results: dict[str, Any], path: Path) -> str:
+    keys = ("best_test_acc", "final_test_acc") if path.name.startswith("best") else ("final_test_acc", "best_test_acc")
+    for key in keys + ("test_acc", "accuracy"):
+        value = results.get(key)
+        if isinstance(value, (int, float)):
+            value = value if value > 1 else 100 * value
+            return f" ({key.replace('_', ' ')} {value:.2f}%)"
+    return ""
+
+
+def load_trained(
+    name: str,
+    results_dir: str | Path | None = None,
+    *,
+    fallback_steps: int = 100,
+    batch_size: int = 128,
+    seed: int = 0,
+    data: tuple[Tensor, Tensor] | None = None,
+    device: str | torch.device | None = None,
+) -> TrainedModel:
+    """The Fashion-MNIST model ``name`` trained by the training chapter, or, if its checkpoint is absent or does
+    not load, a stand-in trained here for ``fallback_steps`` AdamW steps (clearly labelled in ``note``).
+
+    Args:
+        name: ``'sequencer2d_mini28'``, ``'small_cnn'`` or ``'small_vit'``.
+        results_dir: where to look (see :func:`find_trained`).
+        fallback_steps: optimisation steps of the fallback (pick it with the budget switch).
+        batch_size: fallback batch size.
+        seed: fallback seed (weights and batch order).
+        data: fallback training data ``(images (N, 1, 28, 28) normalised float, labels (N,))``; default: the
+            Fashion-MNIST training set through :func:`sequencer_mini.data.load_fashion_mnist`.
+        device: where the fallback trains (default: CUDA when available); the model is returned on the CPU.
+    """
+    found = find_trained(name, results_dir)
+    problem = "no checkpoint found under book/results/*/ (results.json naming the model + a weights file)"
+    orphans = _runs_without_weights(name, results_dir) if found is None else []
+    if orphans:
+        problem = f"{orphans[0].parent.name}/results.json names it but no weights file (.pt/.pth) sits beside it"
+    if found is not None:
+        path, results = found
+        try:
+            model = build_model(name)
+            model.load_state_dict(_load_state(path), strict=True)
+            model.eval()
+            note = f"{name}: trained weights from {path.parent.name}/{path.name}{_accuracy_note(results, path)}"
+            if results.get("complete") is False:
+                note += f", an INCOMPLETE run ({results.get('epochs_completed')} epochs done)"
+            return TrainedModel(model, name, "checkpoint", note, path, results)
+        except Exception as err:  # a file from an older model definition: say so, fall back
+            problem = f"{path} did not load ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+    torch.manual_seed(seed)
+    model = build_model(name)
+    if data is None:
+        data = fashion_mnist_tensors("train")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    accuracy = _train_briefly(model, *data, steps=fallback_steps, batch_size=batch_size, seed=seed, device=device)
+    note = (f"{name}: FALLBACK, {problem}; trained here for only {fallback_steps} steps of {batch_size} images "
+            f"(training-batch accuracy at the end {100 * accuracy:.1f}%), not the training chapter's model")
+    return TrainedModel(model.cpu().eval(), name, "fallback", note)
+
+
+def fashion_mnist_tensors(split: str = "test", n: int | None = None) -> tuple[Tensor, Tensor]:
+    """Fashion-MNIST as normalised floats ``(N, 1, 28, 28)`` and labels ``(N,)`` (the first ``n`` if given)."""
+    from .data import MEAN_STD, load_fashion_mnist
+
+    images, labels = load_fashion_mnist(split)
+    if n is not None:
+        images, labels = images[:n], labels[:n]
+    (mean,), (std,) = MEAN_STD["fashion_mnist"]
+    return (images.float() / 255 - mean) / std, labels
+
+
+def _train_briefly(
+    model: nn.Module, images: Tensor, labels: Tensor, steps: int, batch_size: int, seed: int,
+    device: torch.device = torch.device("cpu"),
+) -> float:
+    """A few AdamW steps with cross-entropy on ``device``; returns the accuracy on the last 10 batches."""
+    model.to(device)
+    generator = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-3, total_steps=max(steps, 1), pct_start=0.1)
+    model.train()
+    correct = seen = 0
+    for step in range(steps):
+        idx = torch.randint(len(images), (batch_size,), generator=generator)
+        x, y = images[idx].to(device), labels[idx].to(device)
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        if step >= steps - 10:
+            correct += int((logits.argmax(-1) == y).sum())
+            seen += len(y)
+    model.eval()
+    return correct / max(seen, 1)
