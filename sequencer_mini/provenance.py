@@ -113,7 +113,9 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def write_results(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
+def write_results(
+    path: str | os.PathLike[str], payload: dict[str, Any], overrides: dict[str, Any] | None = None
+) -> Path:
     """Write ``payload`` plus a ``provenance`` entry as JSON, atomically.
 
     The file is written to a temporary file in the same directory and moved into place with
@@ -122,6 +124,8 @@ def write_results(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path
     Args:
         path: destination ``.json`` file (parent directories are created).
         payload: JSON-serialisable dict; must not already hold a ``provenance`` key.
+        overrides: provenance entries the caller knows better, e.g. the CLI command and budget of a
+            run started in-process from a notebook (``sys.argv`` is then the kernel's).
 
     Returns:
         The destination path.
@@ -132,7 +136,7 @@ def write_results(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path
         raise ValueError("payload already has a 'provenance' key; write_results adds it")
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    data = {**payload, "provenance": provenance()}
+    data = {**payload, "provenance": {**provenance(), **(overrides or {})}}
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:

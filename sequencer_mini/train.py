@@ -20,6 +20,7 @@ import contextlib
 import math
 import os
 import random
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -448,14 +449,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    if args.budget:
-        os.environ["SEQUENCER_BUDGET"] = args.budget
     from .budget import budget
     from .data import make_loaders
     from .macs import count_macs
     from .provenance import write_results
 
-    d = recipe_defaults(args.dataset, budget())
+    run_budget = args.budget or budget()  # a CLI flag must not leak into the caller's environment
+    d = recipe_defaults(args.dataset, run_budget)
     pick = lambda name: d[name] if getattr(args, name) is None else getattr(args, name)  # noqa: E731
     aug = AugmentConfig.preset(pick("aug"))
     if args.smoothing is not None:
@@ -488,13 +488,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "wall_time_s": time.perf_counter() - t0,  # this call only
         "train_time_s": sum(history["epoch_time_s"]),  # all epochs, across resumes
         "images_per_s": n_train * done / sum(history["epoch_time_s"]) if done else None,
-        "n_train": n_train, "n_test": n_test, "batch_size": batch_size, "budget": budget(),
+        "n_train": n_train, "n_test": n_test, "batch_size": batch_size, "budget": run_budget,
         "recipe": {**asdict(cfg), "batch_size": batch_size, "limit_train": pick("limit_train"),
                    "limit_test": pick("limit_test"), "drop_path": pick("drop_path"), "aug_preset": pick("aug"),
                    "threads": torch.get_num_threads()},
         "history": history,
     }
-    write_results(Path(args.out) / "results.json", payload)
+    command = shlex.join(["python", "-m", "sequencer_mini.train", *(sys.argv[1:] if argv is None else argv)])
+    write_results(Path(args.out) / "results.json", payload, overrides={"command": command, "budget": run_budget})
     if not quiet():
         print(f"wrote {Path(args.out) / 'results.json'}: best test acc {payload['best_test_acc']}", file=sys.stderr)
     return payload
