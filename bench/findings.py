@@ -1,0 +1,194 @@
+"""The findings chapter's experiments: resolution robustness, corruptions and ablations, with provenance.
+
+Parts (each writes its own results file, ``OUT/findings-<part>.json``):
+
+``resolution``
+    The trio (Sequencer2D mini28, CNN, ViT) trained at 28×28, evaluated on test images resized to larger
+    sides. 1.5× would be 42 px, which is not a multiple of 4 (mini28 and the ViT need whole tokens of
+    4 × 4 pixels), so the sweep uses multiples of 4 only: 44 px (≈1.57×) stands in for 1.5×. Images are
+    resized whole, never cropped.
+``corruption``
+    The trio under six corruptions at severities 1-5 (``sequencer_mini.profile.corrupt``), with the
+    corruption error normalised by the CNN's, as ImageNet-C's mCE is by AlexNet's.
+``ablation``
+    The Sequencer2D ablations (``sequencer_mini.profile.ABLATIONS``) trained with one short fixed recipe, once
+    per seed; mean ± std and the paired difference to the baseline.
+
+The trio is the training chapter's (checkpoints under ``book/results/``); when a checkpoint is missing, the
+model is trained here with the training recipe at the current budget (``python -m sequencer_mini.train``;
+``--trio-epochs`` / ``--trio-limit-train`` shorten it) and the results say ``FALLBACK``.
+
+Usage::
+
+    python bench/findings.py                            # every part, current budget (cpu on a CPU machine)
+    python bench/findings.py --part ablation            # one part
+    python bench/findings.py --budget ci --out-dir /tmp/f  # the tiny version of everything (seconds)
+    python bench/findings.py --part resolution --force  # redo a part whose results file exists
+
+A part whose results file exists, is complete and was made at the same budget is skipped (``--force``
+redoes it); an interrupted ablation resumes from the runs already written. Default output: ``book/results/``
+at the ``cpu``/``gpu`` budgets, ``_build/findings-ci/`` at ``ci`` (so a ci run never replaces committed files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PARTS = ("resolution", "corruption", "ablation")
+
+
+def sizes() -> dict[str, dict[str, Any]]:
+    """Every experiment's size at the current budget (read after ``--budget`` has set the environment)."""
+    from sequencer_mini.budget import pick
+    from sequencer_mini.profile import ABLATIONS, CORRUPTIONS
+
+    return {
+        "trio": dict(epochs=None, limit_train=None),  # None: the training recipe's own size at this budget
+        "resolution": dict(n_test=pick(ci=64, cpu=2000, gpu=10000),
+                           sides=pick(ci=[28, 44, 56], cpu=[28, 32, 36, 40, 44, 48, 52, 56],
+                                      gpu=[28, 32, 36, 40, 44, 48, 52, 56])),
+        "corruption": dict(n_test=pick(ci=16, cpu=1000, gpu=10000), corruptions=list(CORRUPTIONS),
+                           severities=pick(ci=[1, 5], cpu=[1, 2, 3, 4, 5], gpu=[1, 2, 3, 4, 5])),
+        "ablation": dict(variants=list(ABLATIONS), seeds=pick(ci=[0], cpu=[0, 1, 2], gpu=[0, 1, 2]),
+                         epochs=pick(ci=1, cpu=1, gpu=3), limit_train=pick(ci=64, cpu=10000, gpu=None),
+                         limit_test=pick(ci=64, cpu=2000, gpu=None), batch_size=pick(ci=32, cpu=64, gpu=128),
+                         lr=2e-3, warmup_epochs=0.1),
+    }
+
+
+def _existing(path: Path, current_budget: str) -> dict | None:
+    """The results already in ``path`` if they were made at ``current_budget``, else None."""
+    from sequencer_mini.provenance import read_results
+
+    if not path.is_file():
+        return None
+    try:
+        data = read_results(path)
+    except (OSError, ValueError):
+        return None
+    return data if (data.get("provenance") or {}).get("budget") == current_budget else None
+
+
+def _trio_summary(trio: dict) -> dict[str, Any]:
+    sources = {tm.source for tm in trio.values()}
+    return {"trio_source": sources.pop() if len(sources) == 1 else "mixed",
+            "trio_fallback": any(tm.source == "fallback" for tm in trio.values())}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Path]:
+    p = argparse.ArgumentParser(prog="python bench/findings.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--part", action="append", choices=PARTS, help="run only this part (repeatable); default: all")
+    p.add_argument("--budget", choices=["ci", "cpu", "gpu"], help="sizes (else $SEQUENCER_BUDGET)")
+    p.add_argument("--out-dir", help="where findings-*.json go (default: book/results, or _build/findings-ci at ci)")
+    p.add_argument("--fallback-dir", help="where fallback trio models are trained (default: runs/findings-trio/BUDGET)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--force", action="store_true", help="redo parts whose results file exists")
+    p.add_argument("--variants", nargs="+", help="ablation variants (default: all)")
+    p.add_argument("--seeds", nargs="+", type=int, help="ablation seeds")
+    p.add_argument("--trio-epochs", type=int, help="fallback trio: epochs (default: see sizes())")
+    p.add_argument("--trio-limit-train", type=int, help="fallback trio: training images")
+    p.add_argument("--threads", type=int, help="torch threads (1 is often faster on a shared, busy machine)")
+    p.add_argument("--quiet", action="store_true", help="no log lines")
+    args = p.parse_args(argv)
+
+    if args.budget:
+        os.environ["SEQUENCER_BUDGET"] = args.budget
+    os.environ.setdefault("SEQUENCER_QUIET", "1")  # no progress bars from the training loop; we log per run
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from sequencer_mini import profile as prof
+    from sequencer_mini.budget import budget
+    from sequencer_mini.provenance import write_results
+    from sequencer_mini.train import resolve_device
+
+    current = budget()
+    cfg = sizes()
+    if args.variants:
+        unknown = set(args.variants) - set(prof.ABLATIONS)
+        if unknown:
+            p.error(f"unknown ablation variants {sorted(unknown)}; choose from {list(prof.ABLATIONS)}")
+        cfg["ablation"]["variants"] = args.variants
+    if args.seeds:
+        cfg["ablation"]["seeds"] = args.seeds
+    if args.trio_epochs is not None:
+        cfg["trio"]["epochs"] = args.trio_epochs
+    if args.trio_limit_train is not None:
+        cfg["trio"]["limit_train"] = args.trio_limit_train
+    out_dir = Path(args.out_dir) if args.out_dir else (ROOT / "_build" / "findings-ci" if current == "ci"
+                                                       else ROOT / "book" / "results")
+    fallback_dir = Path(args.fallback_dir) if args.fallback_dir else ROOT / "runs" / "findings-trio" / current
+    device = resolve_device(args.device)
+    parts = args.part or list(PARTS)
+    log: Callable[[str], None] = (lambda msg: None) if args.quiet else (
+        lambda msg: print(f"[findings {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True))
+    log(f"budget {current}, device {device}, torch threads {torch.get_num_threads()}, parts {parts}, out {out_dir}")
+
+    written: dict[str, Path] = {}
+    trio = None
+    common = {"budget": current, "device": str(device), "torch_threads": torch.get_num_threads()}
+    for part in parts:
+        path = out_dir / f"findings-{part}.json"
+        previous = None if args.force else _existing(path, current)
+        if previous is not None and previous.get("complete", True):
+            log(f"{part}: {path} exists (budget {current}, complete): skipped; --force redoes it")
+            written[part] = path
+            continue
+        t0 = time.perf_counter()
+        if part in ("resolution", "corruption"):
+            if trio is None:
+                trio = prof.load_trio(fallback_dir=fallback_dir, epochs=cfg["trio"]["epochs"],
+                                      limit_train=cfg["trio"]["limit_train"], device=device, log=log)
+            n_test = cfg[part]["n_test"]
+            images, labels = prof.fashion_mnist_test(n_test)
+            if part == "resolution":
+                payload = prof.run_resolution(trio, images, labels, cfg["resolution"]["sides"], log=log)
+                payload["note_1p5x"] = (
+                    "1.5x of 28 px is 42 px, not a multiple of 4 (2x2-pixel stem then 2x2 downsampling in "
+                    "sequencer2d_mini28; 4x4 patches in small_vit); the sweep uses multiples of 4, so 44 px "
+                    f"(x{44 / 28:.2f}, sequencer_mini.profile.nearest_valid_size(42, 4) = "
+                    f"{prof.nearest_valid_size(42, 4)}) stands in for 1.5x. Whole images are resized, never cropped.")
+            else:
+                payload = prof.run_corruption(trio, images, labels, corruptions=cfg["corruption"]["corruptions"],
+                                              severities=cfg["corruption"]["severities"], log=log)
+            payload.update(_trio_summary(trio))
+            payload["trio_recipe_override"] = cfg["trio"]
+        else:
+            a = cfg["ablation"]
+            done = (previous or {}).get("runs", [])  # an interrupted run at this budget: keep its runs
+            head = {"experiment": "ablation", "complete": False, "sizes": a, **common}
+            collected: list[dict] = []
+
+            def save_progress(run: dict) -> None:
+                collected.append(run)
+                new = {(r["variant"], r["seed"]) for r in collected}
+                write_results(path, {**head, "runs": [r for r in done if (r["variant"], r["seed"]) not in new]
+                                     + collected})
+
+            runs = prof.run_ablation(a["variants"], a["seeds"], epochs=a["epochs"], limit_train=a["limit_train"],
+                                     limit_test=a["limit_test"], batch_size=a["batch_size"], lr=a["lr"],
+                                     warmup_epochs=a["warmup_epochs"], device=device, done=done,
+                                     on_run=save_progress, log=log)
+            payload = {"experiment": "ablation", "sizes": a, "runs": runs,
+                       "summary": prof.summarize_ablation(runs),
+                       "ablations": {k: {**v, "kwargs": {kk: list(vv) if isinstance(vv, tuple) else vv
+                                                         for kk, vv in v["kwargs"].items()}}
+                                     for k, v in prof.ABLATIONS.items() if k in a["variants"]}}
+        payload.update({"complete": True, "wall_s": time.perf_counter() - t0, "sizes": cfg.get(part), **common})
+        written[part] = write_results(path, payload)
+        log(f"{part}: wrote {path} in {payload['wall_s']:.0f}s")
+    return written
+
+
+if __name__ == "__main__":
+    main()
