@@ -9,7 +9,8 @@ modules, which it cannot see:
 
     MACs per token and direction = G · h · (C_in + h),   G = 4 (LSTM), 3 (GRU), 1 (tanh RNN)
 
-Bias additions and element-wise gate arithmetic are not counted, as in the paper's table.
+Attention is counted through PyTorch's math backend (its fused CPU kernels have no FLOP formula either).
+Bias additions, softmax and element-wise gate arithmetic are not counted, as in the paper's table.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["count_macs", "rnn_macs", "summary", "Summary", "StageRow"]
@@ -153,7 +155,9 @@ def _module_macs(module: nn.Module, inp: Tensor) -> int:
 
     handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, tuple(_GATES))]
     try:
-        with FlopCounterMode(display=False) as counter:
+        # The math attention backend runs scaled_dot_product_attention as visible matmuls; the fused CPU
+        # kernels (e.g. flash attention for CPU) have no FLOP formula and would count as zero.
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
             module(inp)
     finally:
         for h in handles:

@@ -159,13 +159,12 @@ def attention_backend(name: str = "default") -> Iterator[None]:
 def macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """All multiply-accumulates of one forward pass on ``input_shape`` (``(C, H, W)`` or ``(B, C, H, W)``).
 
-    :func:`~sequencer_mini.macs.count_macs` (LSTM gate matmuls added by hooks) run under the math attention
-    backend, so attention products are counted too (see the module docstring).
+    The same as :func:`~sequencer_mini.macs.count_macs`, which counts the LSTM gate matmuls (by hooks) and the
+    attention products (through the math attention backend); kept here so the findings code reads in one place.
     """
     from .macs import count_macs
 
-    with attention_backend("math"):
-        return count_macs(model, input_shape)
+    return count_macs(model, input_shape)
 
 
 @torch.no_grad()

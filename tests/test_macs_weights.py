@@ -133,3 +133,17 @@ def test_pretrained_from_a_local_official_file(tmp_path) -> None:
     torch.save(_official_format(ref.state_dict(), (4, 3, 8, 3)), path)
     model = sm.pretrained("sequencer2d_s", checkpoint=path)
     torch.testing.assert_close(model.state_dict()["stem.proj.weight"], ref.state_dict()["stem.proj.weight"])
+
+
+def test_count_macs_includes_attention() -> None:
+    """Fused CPU attention kernels have no FLOP formula; count_macs must still count QKᵀ and AV exactly."""
+    from sequencer_mini.baselines import small_vit
+
+    model = small_vit().eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 1, 28, 28))
+    seen = counter.get_total_flops() // 2
+    tokens, dim, depth = 7 * 7 + 1, model.pos_embed.shape[-1], len(model.blocks)
+    attention = depth * 2 * tokens * tokens * dim  # QKᵀ and AV, all heads together
+    # Either the default kernel was visible to FlopCounterMode (difference 0) or it missed exactly the attention.
+    assert sm.count_macs(model, (1, 28, 28)) - seen in (0, attention)
