@@ -77,7 +77,8 @@ def lstm_cell(
 def lstm_cell_step(
     x_proj: Tensor, h: Tensor, c: Tensor, weight_hh: Tensor, bias_hh: Tensor | None
 ) -> LSTMState:
-    """One fused LSTM step.
+    """One fused LSTM step: all four gates from one matmul (the step chapter 1 shows; :class:`LSTMScan` runs
+    the same arithmetic for every step and both directions, with a hand-written backward).
 
     Args:
         x_proj: ``(B, 4h)`` the input projection ``x_t W_ih^T + b_ih``, already computed.
