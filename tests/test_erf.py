@@ -24,15 +24,10 @@ from sequencer_mini.erf import (
     joint_minmax,
     load_trained,
 )
+from fixtures import single_thread  # noqa: F401 (fixture)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: threads only add overhead (and, on a shared CPU, oversubscription)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: threads only add overhead
 
 
 def one_block_sequencer(**kwargs) -> Sequencer2D:

@@ -12,19 +12,14 @@ from torch import nn
 
 from sequencer_mini import Sequencer2D
 from sequencer_mini.widgets import LiveExplorer, Panel, erf_png, panels_from_models, static_explorer
+from fixtures import single_thread  # noqa: F401 (fixture)
 
 widgets = pytest.importorskip("ipywidgets")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: threads only add overhead (and, on a shared CPU, oversubscription)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: threads only add overhead
 
 
 def tiny_models() -> tuple[dict[str, dict[str, nn.Module]], dict[str, list[str]]]:
