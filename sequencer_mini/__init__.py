@@ -38,6 +38,7 @@ from .sequencer2d import (
     sequencer2d_m,
     sequencer2d_mini28,
     sequencer2d_mini32,
+    sequencer2d_fast28,
     sequencer2d_s,
 )
 from .weights import convert_official_state_dict, load_weights, pretrained
@@ -63,6 +64,7 @@ __all__ = [
     "sequencer2d_l",
     "sequencer2d_mini28",
     "sequencer2d_mini32",
+    "sequencer2d_fast28",
     "MODELS",
     "create_model",
     "count_macs",

@@ -166,6 +166,12 @@ def _find_file(folder: Path, name: str) -> Path | None:
     return None
 
 
+def _not_found(what: str, tried: Sequence[Path], reason: str, fix: str) -> DataNotFoundError:
+    """The one error for missing data: what was looked for, every path tried, why no download, the fix."""
+    listed = "\n".join(f"  - {t}" for t in tried)
+    return DataNotFoundError(f"{what} not found. Looked for:\n{listed}\n({reason}.) To fix: {fix}.")
+
+
 def find_fashion_mnist(root: str | Path | None = None, download: bool | None = None) -> Path:
     """The first folder holding all four Fashion-MNIST IDX files (downloading if allowed and needed)."""
     names = [n for pair in FMNIST_FILES.values() for n in pair]
@@ -184,12 +190,9 @@ def find_fashion_mnist(root: str | Path | None = None, download: bool | None = N
             return cache_dir() / "FashionMNIST" / "raw"
         except Exception as e:  # no internet, proxy refusal, ... -> the same helpful message
             reason = f"download through torchvision failed: {type(e).__name__}: {e}"
-    tried = "\n".join(f"  - {c}" for c in candidates)
     env = os.environ.get("SEQUENCER_DATA")
-    raise DataNotFoundError(
-        f"Fashion-MNIST not found. Looked for {', '.join(n + '[.gz]' for n in names)} in:\n{tried}\n"
-        f"($SEQUENCER_DATA is {'set to ' + repr(env) if env else 'unset'}; {reason}.)\n"
-        f"To fix: {INSTALL_HINT}.")
+    raise _not_found(f"Fashion-MNIST ({', '.join(n + '[.gz]' for n in names)})", candidates,
+                     f"$SEQUENCER_DATA is {'set to ' + repr(env) if env else 'unset'}; {reason}", INSTALL_HINT)
 
 
 def load_fashion_mnist(split: str = "train", root: str | Path | None = None,
@@ -299,10 +302,9 @@ def find_cifar(name: str = "cifar10", root: str | Path | None = None, download: 
             return cache_dir()
         except Exception as e:
             reason = f"download failed: {type(e).__name__}: {e}"
-    tried = "\n".join(f"  - {c / sub}" for c in candidates)
-    raise DataNotFoundError(f"{name} not found. Looked for:\n{tried}\n({reason}.) To fix: run once with "
-                            f"internet (it downloads {CIFAR_URLS[name][0]}), or set SEQUENCER_DATA to the folder "
-                            f"that contains {sub}/.")
+    raise _not_found(name, [c / sub for c in candidates], reason,
+                     f"run once with internet (it downloads {CIFAR_URLS[name][0]}), or set SEQUENCER_DATA "
+                     f"to the folder that contains {sub}/")
 
 
 # ----------------------------------------------------------------------------- ImageFolder trees
@@ -359,10 +361,9 @@ def find_tree(folder_name: str, root: str | Path | None, download: bool | None, 
             return cache_dir() / folder_name
         except Exception as e:
             reason = f"download failed: {type(e).__name__}: {e}"
-    tried = "\n".join(f"  - {c / folder_name}" for c in candidates)
-    raise DataNotFoundError(f"{folder_name} not found. Looked for:\n{tried}\n({reason}.) To fix: run with "
-                            f"internet (downloads {url_md5[0]}), or set SEQUENCER_DATA to the folder containing "
-                            f"{folder_name}/.")
+    raise _not_found(folder_name, [c / folder_name for c in candidates], reason,
+                     f"run with internet (downloads {url_md5[0]}), or set SEQUENCER_DATA to the folder "
+                     f"containing {folder_name}/")
 
 
 def imagenette(split: str = "train", size: str = "160px", transform: Callable | None = None,

@@ -111,6 +111,19 @@ def test_mini_presets_any_resolution_on_the_grid() -> None:
     assert sm.sequencer2d_mini32()(torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
 
+def test_fast28_preset() -> None:
+    """One stage of 4 blocks on a 7×7 grid; its count, by hand: stem 16·128+128, per block two LayerNorms
+    (4·128), four LSTMs of h=32 (4·[4·32·(128+32) + 2·4·32]), the FC 128·128+128, the MLP 128·384+384+384·128+128;
+    final norm 2·128 and head 128·10+10."""
+    model = sm.sequencer2d_fast28().eval()
+    block = 4 * 128 + 4 * (4 * 32 * (128 + 32) + 2 * 4 * 32) + 128 * 128 + 128 + 128 * 384 + 384 + 384 * 128 + 128
+    assert sum(p.numel() for p in model.parameters()) == 16 * 128 + 128 + 4 * block + 2 * 128 + 128 * 10 + 10 == 798_858
+    assert sm.count_macs(model, (1, 28, 28)) == 38_636_800
+    with torch.no_grad():
+        assert model.forward_features(torch.randn(2, 1, 28, 28)).shape == (2, 7, 7, 128)
+        assert model(torch.randn(1, 1, 56, 56)).shape == (1, 10)
+
+
 def test_vanilla_and_gru_variants_run() -> None:
     vanilla = sm.Sequencer2D(layers=(1,), patch_sizes=(4,), embed_dims=(16,), hidden_sizes=(8,), mlp_ratios=(2.0,),
                              block="vanilla", num_classes=3, in_chans=1)

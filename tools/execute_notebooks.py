@@ -34,23 +34,9 @@ MAX_BYTES = 3 * 1024 * 1024  # CONTRIBUTING.md: notebooks stay under 3 MB
 
 def toc_notebooks() -> list[Path]:
     """Notebooks listed in _toc.yml, in order."""
-    import yaml
+    from make_toc import toc_files  # tools/ is on sys.path when this file runs as a script
 
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    files = [toc["root"]]
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                files.append(node["file"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk({k: v for k, v in toc.items() if k != "root"})
-    paths = [ROOT / f"{f}.ipynb" for f in files]
+    paths = [ROOT / f"{f}.ipynb" for f in toc_files()]
     return [p for p in paths if p.exists()]
 
 

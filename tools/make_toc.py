@@ -71,6 +71,28 @@ def ready(doc: str) -> bool:
     return exists(doc)
 
 
+def toc_files(path: Path = TOC) -> list[str]:
+    """Every ``file:`` entry of a ``_toc.yml`` (root first), in reading order, without extensions."""
+    import yaml
+
+    toc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    files = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(node["file"])
+            for key, value in node.items():
+                if key != "file":
+                    walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk({k: v for k, v in toc.items() if k != "root"})
+    return files
+
+
 def render() -> str:
     lines = [HEADER.rstrip("\n"), "format: jb-book", f"root: {ROOT_DOC}", "parts:"]
     for caption, files in PLAN:
