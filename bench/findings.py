@@ -58,10 +58,21 @@ def sizes() -> dict[str, dict[str, Any]]:
         "corruption": dict(n_test=pick(ci=16, cpu=1000, gpu=10000), corruptions=list(CORRUPTIONS),
                            severities=pick(ci=[1, 5], cpu=[1, 2, 3, 4, 5], gpu=[1, 2, 3, 4, 5])),
         "ablation": dict(variants=list(ABLATIONS), seeds=pick(ci=[0], cpu=[0, 1, 2], gpu=[0, 1, 2]),
-                         epochs=pick(ci=1, cpu=1, gpu=3), limit_train=pick(ci=64, cpu=10000, gpu=None),
-                         limit_test=pick(ci=64, cpu=2000, gpu=None), batch_size=pick(ci=32, cpu=64, gpu=128),
-                         lr=2e-3, warmup_epochs=0.1),
+                         epochs=pick(ci=1, cpu=1, gpu=3), limit_train=pick(ci=64, cpu=20000, gpu=None),
+                         limit_test=pick(ci=64, cpu=5000, gpu=None), batch_size=pick(ci=32, cpu=64, gpu=128),
+                         lr=2e-3, warmup_epochs=0.1, amp=pick(ci="off", cpu=_cpu_amp(), gpu="auto")),
     }
+
+
+def _cpu_amp() -> str:
+    """bf16 autocast where oneDNN computes bfloat16 natively on this CPU (AVX512-BF16, AMX), else float32."""
+    import torch
+
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return "bf16" if native else "off"
 
 
 def _existing(path: Path, current_budget: str) -> dict | None:
@@ -177,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
 
             runs = prof.run_ablation(a["variants"], a["seeds"], epochs=a["epochs"], limit_train=a["limit_train"],
                                      limit_test=a["limit_test"], batch_size=a["batch_size"], lr=a["lr"],
-                                     warmup_epochs=a["warmup_epochs"], device=device, done=done,
+                                     warmup_epochs=a["warmup_epochs"], amp=a["amp"], device=device, done=done,
                                      on_run=save_progress, log=log)
             payload = {"experiment": "ablation", "sizes": a, "runs": runs,
                        "summary": prof.summarize_ablation(runs),

@@ -3,20 +3,21 @@
 # 0.9 M parameters on Fashion-MNIST, each writing results.json (history, params, MACs, accuracy, images/s,
 # wall time, provenance), last.pt and best.pt into book/results/fmnist-cpu-<model>/.
 #
-#   bash bench/fmnist_trio.sh                 # the three runs in parallel, one thread each (as recorded)
-#   SEQUENTIAL=1 bash bench/fmnist_trio.sh    # one after the other (each gets the machine to itself)
+#   SEQUENTIAL=1 THREADS=2 bash bench/fmnist_trio.sh   # one after the other, each with the whole 2-core CPU (as recorded)
+#   bash bench/fmnist_trio.sh                 # the three runs in parallel, one thread each
 #   RESUME=1 bash bench/fmnist_trio.sh        # continue interrupted runs from their last.pt
 #   LOGS=/some/dir PYTHON=python3 bash bench/fmnist_trio.sh
 #
 # A run refuses to start over an existing last.pt unless RESUME=1 (then a finished run is a no-op); delete
-# the folder to train from scratch. The recorded runs were made with the parallel form on a shared 2-core
-# CPU, so their wall times include the contention between the three; book/06_training_fmnist.ipynb reads
-# the files and prints their provenance.
+# the folder to train from scratch. The recorded runs were made one after the other on an otherwise idle
+# 2-core CPU; the parallel form's wall times include the contention between the three.
+# book/06_training_fmnist.ipynb reads the files and prints their provenance.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python}
 LOGS=${LOGS:-/tmp/trio}
+THREADS=${THREADS:-1}
 MODELS=(sequencer2d_mini28 small_cnn small_vit)
 mkdir -p "$LOGS"
 
@@ -27,7 +28,7 @@ fi
 
 run() {
   local model=$1
-  "$PYTHON" -m sequencer_mini.train --dataset fashion_mnist --model "$model" --budget cpu --threads 1 \
+  "$PYTHON" -m sequencer_mini.train --dataset fashion_mnist --model "$model" --budget cpu --threads "$THREADS" \
     --out "book/results/fmnist-cpu-$model" "${extra[@]}" >"$LOGS/$model.log" 2>&1
 }
 

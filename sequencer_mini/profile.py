@@ -823,6 +823,7 @@ def run_ablation(
     batch_size: int,
     lr: float = 2e-3,
     warmup_epochs: float = 0.1,
+    amp: str = "off",
     device: str | torch.device = "cpu",
     done: Sequence[dict] = (),
     on_run: Callable[[dict], None] | None = None,
@@ -834,14 +835,15 @@ def run_ablation(
     ``epochs`` epochs on a fixed random subset of ``limit_train`` training images (the same subset for every
     seed and variant; the seed sets the initial weights and the batch order). The score is the test accuracy
     after the last epoch on a fixed subset of ``limit_test`` test images (no selection on the test set).
-    Runs listed in ``done`` (same variant, seed and recipe) are kept instead of retrained.
+    ``amp`` is the trainer's mixed precision (``'bf16'`` trains about 1.4× faster on CPUs with native bfloat16,
+    e.g. AVX512-BF16). Runs listed in ``done`` (same variant, seed and recipe) are kept instead of retrained.
     """
     from .data import AugmentConfig, make_loaders
     from .macs import count_macs
     from .train import TrainConfig, fit
 
     recipe = {"epochs": epochs, "limit_train": limit_train, "limit_test": limit_test, "batch_size": batch_size,
-              "lr": lr, "weight_decay": 0.05, "warmup_epochs": warmup_epochs, "aug": "none", "label_smoothing": 0.0}
+              "lr": lr, "weight_decay": 0.05, "warmup_epochs": warmup_epochs, "aug": "none", "label_smoothing": 0.0, "amp": amp}
     finished = {(r["variant"], r["seed"]): r for r in done if r.get("recipe") == recipe}
     runs = []
     for seed in seeds:  # seed-major: an interrupted run still has every variant for the first seeds
@@ -856,7 +858,7 @@ def run_ablation(
                 "fashion_mnist", batch_size, AugmentConfig.preset("none"), limit_train=limit_train,
                 limit_test=limit_test, seed=seed, device=device)
             cfg = TrainConfig(epochs=epochs, lr=lr, weight_decay=0.05, warmup_epochs=warmup_epochs,
-                              aug=AugmentConfig.preset("none"), device=str(device), seed=seed)
+                              aug=AugmentConfig.preset("none"), amp=amp, device=str(device), seed=seed)
             t0 = time.perf_counter()
             history = fit(model, train_loader, test_loader, cfg)
             run = {"variant": variant, "seed": seed, "params": n_params, "macs": n_macs,

@@ -41,10 +41,16 @@ def git_commit(cwd: str | os.PathLike[str] | None = None) -> str:
     return sha or "unknown"
 
 
+#: Folders of *outputs*: a run that rewrites a committed results file there has not changed the code.
+RESULT_DIRS = ("book/results", "bench/results")
+
+
 def _git_dirty(cwd: str | os.PathLike[str] | None = None) -> bool | None:
+    """Uncommitted changes to tracked files, results folders (:data:`RESULT_DIRS`) excepted; None without git."""
     try:
         out = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=str(cwd or _REPO_ROOT),
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
+             *(f":(top,exclude){d}" for d in RESULT_DIRS)], cwd=str(cwd or _REPO_ROOT),
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):

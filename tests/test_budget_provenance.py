@@ -101,6 +101,27 @@ def test_git_commit_unknown_outside_a_repository(tmp_path):
     assert git_commit(tmp_path) == "unknown"
 
 
+def test_git_dirty_ignores_results_folders(tmp_path):
+    """Rewriting a committed results file is a run's output, not a code change; any other edit is dirty,
+    also when asked from a sub-folder."""
+    import subprocess
+
+    from sequencer_mini.provenance import _git_dirty
+
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "book" / "results").mkdir(parents=True)
+    (tmp_path / "book" / "results" / "r.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.email=ci@example.org", "-c", "user.name=ci", "commit", "-q", "-m", "init")
+    assert _git_dirty(tmp_path) is False
+    (tmp_path / "book" / "results" / "r.json").write_text('{"new": 1}')
+    assert _git_dirty(tmp_path) is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert _git_dirty(tmp_path / "book") is True
+
+
 def test_write_and_read_results(tmp_path):
     path = tmp_path / "sub" / "result.json"
     written = write_results(path, {"accuracy": 0.9, "epochs": [1, 2]})
