@@ -504,10 +504,14 @@ def item_transform(aug: AugmentConfig | None, info: DatasetInfo, train: bool) ->
 
 def imagenet_eval_transform(img_size: int = 224, crop_pct: float = 0.875) -> v2.Compose:
     """timm's evaluation transform for the ImageNet-pretrained Sequencer weights: bicubic resize of the short
-    side to ``img_size / crop_pct`` (256 for 224), centre crop, ImageNet mean/std. PIL image -> (3, S, S)."""
+    side to ``img_size / crop_pct`` (256 for 224), centre crop, ImageNet mean/std. PIL image -> (3, S, S).
+
+    Resize and crop act on the PIL image, as in timm, so the resampling is PIL's own bicubic filter (PyTorch's
+    bicubic kernel on a uint8 tensor rounds a few pixels differently); only then is it made a tensor."""
     mean, std = MEAN_STD["imagenet"]
-    return v2.Compose([v2.ToImage(), v2.Resize(int(img_size / crop_pct), interpolation=v2.InterpolationMode.BICUBIC),
-                       v2.CenterCrop(img_size), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    return v2.Compose([v2.Resize(int(img_size / crop_pct), interpolation=v2.InterpolationMode.BICUBIC),
+                       v2.CenterCrop(img_size), v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize(mean, std)])
 
 
 # ----------------------------------------------------------------------------- in-memory datasets and loaders

@@ -320,3 +320,19 @@ def test_make_loaders_fmnist_fixture(tmp_path, no_system_data):
     assert info.in_chans == 1 and len(train.dataset) == 32 and len(test.dataset) == 20
     x, y = next(iter(train))
     assert x.shape == (16, 1, 28, 28) and x.dtype == torch.float32
+
+
+def test_imagenet_eval_transform_is_timms_pil_pipeline():
+    """Resize (PIL bicubic, short side 256) and centre crop act on the PIL image, as timm's eval transform."""
+    import numpy as np
+    from PIL import Image
+
+    from sequencer_mini.data import MEAN_STD, imagenet_eval_transform
+
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 410, 3), dtype=np.uint8))
+    x = imagenet_eval_transform(224)(photo)
+    resized = photo.resize((int(256 * 410 / 300), 256), Image.BICUBIC)
+    left, top = round((resized.width - 224) / 2), round((resized.height - 224) / 2)
+    ref = torch.from_numpy(np.asarray(resized.crop((left, top, left + 224, top + 224)), dtype=np.float32) / 255)
+    mean, std = (torch.tensor(v)[:, None, None] for v in MEAN_STD["imagenet"])
+    torch.testing.assert_close(x.as_subclass(torch.Tensor), (ref.permute(2, 0, 1) - mean) / std, rtol=0, atol=1e-5)
