@@ -12,35 +12,20 @@ step (forward, backward, AdamW) of each Fashion-MNIST model at batch 128, 28×28
 from __future__ import annotations
 
 import argparse
-import contextlib
+import copy
 import sys
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import time_pair  # noqa: E402
+from speed import time_pair, train_step  # noqa: E402
 
 from sequencer_mini.provenance import write_results  # noqa: E402
-from sequencer_mini.train import build_model  # noqa: E402
+from sequencer_mini.train import build_model, cpu_bf16_native  # noqa: E402
 
 MODELS = ("sequencer2d_mini28", "sequencer2d_fast28", "small_cnn", "small_vit")
-
-
-def step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-
-    def step() -> None:
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        with ctx:
-            loss = nn.functional.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
 
 
 def main() -> None:
@@ -54,18 +39,16 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     repeats, batch = (3, 32) if args.quick else (args.repeats, args.batch)
-    try:
-        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        native = False
+    native = cpu_bf16_native()
     rows = []
     for name in MODELS:
         torch.manual_seed(0)
         fp32, _ = build_model(name, 1, 10, 28)
-        bf16 = build_model(name, 1, 10, 28)[0]
-        bf16.load_state_dict(fp32.state_dict())
+        bf16 = copy.deepcopy(fp32)  # the same weights, its own optimizer state
         x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
-        t32, t16 = time_pair(step_fn(fp32, x, y, False), step_fn(bf16, x, y, True), torch.device("cpu"), repeats)
+        steps = [train_step(m, x, y, torch.optim.AdamW(m.parameters(), lr=1e-3), dtype)
+                 for m, dtype in ((fp32, None), (bf16, torch.bfloat16))]
+        t32, t16 = time_pair(*steps, torch.device("cpu"), repeats)
         rows.append({"model": name, "batch": batch, "fp32_img_per_s": batch / t32, "bf16_img_per_s": batch / t16,
                      "speedup_bf16_over_fp32": t32 / t16})
         print(f"{name:<20} fp32 {batch / t32:7.0f} img/s   bf16 {batch / t16:7.0f} img/s   bf16/fp32 speed {t32 / t16:.2f}x",

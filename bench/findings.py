@@ -49,6 +49,7 @@ def sizes() -> dict[str, dict[str, Any]]:
     """Every experiment's size at the current budget (read after ``--budget`` has set the environment)."""
     from sequencer_mini.budget import pick
     from sequencer_mini.profile import ABLATIONS, CORRUPTIONS
+    from sequencer_mini.train import cpu_bf16_native
 
     return {
         "trio": dict(epochs=None, limit_train=None),  # None: the training recipe's own size at this budget
@@ -60,19 +61,8 @@ def sizes() -> dict[str, dict[str, Any]]:
         "ablation": dict(variants=list(ABLATIONS), seeds=pick(ci=[0], cpu=[0, 1, 2], gpu=[0, 1, 2]),
                          epochs=pick(ci=1, cpu=1, gpu=3), limit_train=pick(ci=64, cpu=20000, gpu=None),
                          limit_test=pick(ci=64, cpu=5000, gpu=None), batch_size=pick(ci=32, cpu=64, gpu=128),
-                         lr=2e-3, warmup_epochs=0.1, amp=pick(ci="off", cpu=_cpu_amp(), gpu="auto")),
+                         lr=2e-3, warmup_epochs=0.1, amp=pick(ci="off", cpu="bf16" if cpu_bf16_native() else "off", gpu="auto")),
     }
-
-
-def _cpu_amp() -> str:
-    """bf16 autocast where oneDNN computes bfloat16 natively on this CPU (AVX512-BF16, AMX), else float32."""
-    import torch
-
-    try:
-        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        native = False
-    return "bf16" if native else "off"
 
 
 def _existing(path: Path, current_budget: str) -> dict | None:

@@ -29,6 +29,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sequencer_mini as sm  # noqa: E402
 from sequencer_mini.provenance import write_results  # noqa: E402
+from sequencer_mini.train import autocast  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -51,10 +52,14 @@ def time_pair(a: Callable[[], None], b: Callable[[], None], device: torch.device
     return statistics.median(times_a), statistics.median(times_b)
 
 
-def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer) -> Callable[[], None]:
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
+               dtype: torch.dtype | None = None) -> Callable[[], None]:
+    """One training step; ``dtype``: the forward under autocast to it (None: float32)."""
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
+        with autocast(x.device, dtype):
+            logits = model(x)
+        nn.functional.cross_entropy(logits.float(), y).backward()
         opt.step()
 
     return step

@@ -86,6 +86,15 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
 
 
+def cpu_bf16_native() -> bool:
+    """Does oneDNN compute bfloat16 natively on this CPU (AVX512-BF16, AMX)? Only then does ``amp='bf16'`` pay
+    on a CPU (``bench/cpu_amp.py`` measures by how much)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """Mixed precision context, or a no-op for float32."""
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
