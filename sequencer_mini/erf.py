@@ -563,13 +563,9 @@ def _load_state(path: Path) -> dict[str, Tensor]:
 
 def build_model(name: str) -> nn.Module:
     """A fresh (random-init) Fashion-MNIST model by name: ``sequencer2d_mini28``, ``small_cnn`` or ``small_vit``."""
-    from .sequencer2d import MODELS
+    from .train import build_model as build
 
-    if name in MODELS:
-        return MODELS[name]()
-    from .baselines import create_baseline
-
-    return create_baseline(name)
+    return build(name, 1, 10, 28)[0]
 
 
 def _accuracy_note(results: dict[str, Any], path: Path) -> str:

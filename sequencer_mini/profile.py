@@ -658,13 +658,6 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def _load_weights(model: nn.Module, path: Path) -> None:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    model.load_state_dict({k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()})
-
-
 def load_trio(
     *,
     fallback_dir: str | Path,
@@ -684,7 +677,7 @@ def load_trio(
     shortened with ``epochs`` / ``limit_train``; ``source='fallback'`` and the note say so.
     """
     from . import train as train_mod
-    from .erf import find_trained
+    from .erf import _load_state, find_trained
 
     out: dict[str, TrainedModel] = {}
     for name in names:
@@ -692,7 +685,7 @@ def load_trio(
         found = find_trained(name, results_dir)
         if found is not None:
             path, results = found
-            _load_weights(model, path)
+            model.load_state_dict(_load_state(path))
             note = f"trained weights {_relative(path)} (the training chapter's run)"
             out[name] = TrainedModel(name, TRIO.get(name, name), model.to(device).eval(), "checkpoint", note,
                                      _relative(path), results)
@@ -719,7 +712,7 @@ def load_trio(
                 log(f"{name}: no checkpoint under book/results; training a fallback: python -m sequencer_mini.train "
                     + " ".join(argv))
             results = train_mod.main(argv)
-        _load_weights(model, run_dir / "last.pt")
+        model.load_state_dict(_load_state(run_dir / "last.pt"))
         acc = results.get("final_test_acc")
         note = (f"FALLBACK: no checkpoint of the training chapter was found, so this model was trained by the "
                 f"findings script with the training recipe at budget {results.get('budget')!r} "
