@@ -1,0 +1,46 @@
+"""Chapter 6: the named training recipes of the book, as command-line defaults.
+
+``python -m sequencer_mini.train --recipe NAME --seed S --out DIR`` trains one; any other flag overrides the
+recipe. A recipe is defined by the images it shows the model (epochs x 60,000 training images, at the image
+sides of ``img_sizes``), not by a wall time, so it reproduces on any machine; the results file records the
+images/s of the machine that ran it.
+
+The three ``fmnist-race-*`` recipes give the Sequencer, a CNN and a ViT of about the same size the same 15
+minutes of a 2-core CPU: the same levers (progressive resizing 20 -> 24 -> 28 px, label smoothing, an EMA of the
+weights, crop/flip in the second half, a 30 % warmup to the peak learning rate, then a cosine), each model's
+own peak learning rate from the same sweep (``bench/race.py sweep``), and as many epochs as fit in 15 minutes
+at that model's measured speed (``bench/race.py plan``; the ViT is about half as fast, so it gets half the
+epochs). ``fmnist-race-sequencer2d_fast28`` is also the book's CPU goal recipe.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["RECIPES", "RACE_MODELS", "race_recipe"]
+
+# model -> (its own preset arguments, autocast: bf16 only where it speeds training up on this CPU; see
+# bench/results/cpu-recipe-speed.json)
+RACE_MODELS: dict[str, dict[str, Any]] = {
+    "sequencer2d_fast28": {"model_arg": [], "amp": "bf16"},
+    "small_cnn": {"model_arg": [], "amp": "bf16"},
+    "small_vit": {"model_arg": ["depth=6"], "amp": "off"},  # depth 6: parameters within 15 % of the others
+}
+
+
+def race_recipe(model: str, epochs: int, lr: float) -> dict[str, Any]:
+    """The race's shared recipe for ``model``, with ``epochs`` from the 15-minute plan and ``lr`` from the sweep.
+    Image sides: the first 40 % of the epochs at 20 px, the next 20 % at 24 px, the rest at the native 28 px."""
+    n20, n24 = round(0.4 * epochs), round(0.2 * epochs)
+    sizes = [20] * n20 + [24] * n24 + [28] * (epochs - n20 - n24)
+    return {"dataset": "fashion_mnist", "model": model, **RACE_MODELS[model], "epochs": epochs, "lr": lr,
+            "batch_size": 128, "warmup_epochs": 0.3 * epochs, "limit_train": 60000, "limit_test": None,
+            "img_sizes": ",".join(map(str, sizes)), "aug": "light", "aug_from_epoch": epochs // 2, "ema": 0.998,
+            "drop_path": 0.0, "budget": "cpu"}
+
+
+RECIPES: dict[str, dict[str, Any]] = {
+    # epochs: bench/race.py plan (15 min at each model's speed); lr: the sweep's best on validation images
+    "fmnist-race-sequencer2d_fast28": race_recipe("sequencer2d_fast28", epochs=10, lr=2e-3),
+    "fmnist-race-small_cnn": race_recipe("small_cnn", epochs=10, lr=2e-3),
+    "fmnist-race-small_vit": race_recipe("small_vit", epochs=5, lr=2e-3),
+}
