@@ -40,7 +40,7 @@ def race_recipe(model: str, epochs: int, lr: float) -> dict[str, Any]:
 
 RECIPES: dict[str, dict[str, Any]] = {
     # epochs: bench/race.py plan (15 min at each model's speed); lr: the sweep's best on validation images
-    "fmnist-race-sequencer2d_fast28": race_recipe("sequencer2d_fast28", epochs=10, lr=2e-3),
-    "fmnist-race-small_cnn": race_recipe("small_cnn", epochs=10, lr=2e-3),
-    "fmnist-race-small_vit": race_recipe("small_vit", epochs=5, lr=2e-3),
+    "fmnist-race-sequencer2d_fast28": race_recipe("sequencer2d_fast28", epochs=10, lr=0.004),
+    "fmnist-race-small_cnn": race_recipe("small_cnn", epochs=10, lr=0.002),
+    "fmnist-race-small_vit": race_recipe("small_vit", epochs=5, lr=0.004),
 }
