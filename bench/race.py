@@ -54,7 +54,7 @@ def race_commands(seeds: list[int], threads: int) -> list[list[str]]:
             for seed in seeds for name in sorted(RECIPES) if name.startswith("fmnist-race-")]
 
 
-# The recipe-ablation table: the Sequencer's race recipe shortened to 4 epochs (20, 20, 24, 28 px; 40 % of the race
+# The recipe-ablation table: the Sequencer's race recipe shortened to 4 epochs (20, 20, 24, 28 px; half the race
 # budget), then one lever changed at a time. Without progressive resizing the same time buys 3 epochs at 28 px.
 ABLATION_BASE = ["--recipe", "fmnist-race-sequencer2d_fast28", "--epochs", "4", "--img-sizes", "20,20,24,28",
                  "--warmup-epochs", "1.2", "--aug-from-epoch", "2"]
