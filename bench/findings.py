@@ -3,20 +3,20 @@
 Parts (each writes its own results file, ``OUT/findings-<part>.json``):
 
 ``resolution``
-    The trio (Sequencer2D mini28, CNN, ViT) trained at 28×28, evaluated on test images resized to larger
-    sides. 1.5× would be 42 px, which is not a multiple of 4 (mini28 and the ViT need whole tokens of
-    4 × 4 pixels), so the sweep uses multiples of 4 only: 44 px (≈1.57×) stands in for 1.5×. Images are
-    resized whole, never cropped.
+    The race's models (Sequencer2D fast28, CNN, ViT) trained at 28×28, evaluated on test images resized to
+    larger sides. 1.5× would be 42 px, which is not a multiple of 4 (the Sequencer and the ViT need whole
+    tokens of 4 × 4 pixels), so the sweep uses multiples of 4 only: 44 px (≈1.57×) stands in for 1.5×.
+    Images are resized whole, never cropped.
 ``corruption``
-    The trio under six corruptions at severities 1-5 (``sequencer_mini.profile.corrupt``), with the
+    The race's models under six corruptions at severities 1-5 (``sequencer_mini.robustness.corrupt``), with the
     corruption error normalised by the CNN's, as ImageNet-C's mCE is by AlexNet's.
 ``ablation``
-    The Sequencer2D ablations (``sequencer_mini.profile.ABLATIONS``) trained with one short fixed recipe, once
+    The Sequencer2D ablations (``sequencer_mini.ablations.ABLATIONS``) trained with one short fixed recipe, once
     per seed; mean ± std and the paired difference to the baseline.
 
-The trio is the training chapter's (checkpoints under ``book/results/``); when a checkpoint is missing, the
-model is trained here with the training recipe at the current budget (``python -m sequencer_mini.train``;
-``--trio-epochs`` / ``--trio-limit-train`` shorten it) and the results say ``FALLBACK``.
+The models are the training chapter's race (``book/results/fmnist-race-<model>-s<seed>/final.pt``), loaded
+with ``sequencer_mini.trained.load_race``; when weights are missing, its one fallback policy applies (the same
+recipe trained here at the current budget, the results say ``FALLBACK``; ``--fallback error`` stops instead).
 
 Usage::
 
@@ -48,11 +48,12 @@ PARTS = ("resolution", "corruption", "ablation")
 def sizes() -> dict[str, dict[str, Any]]:
     """Every experiment's size at the current budget (read after ``--budget`` has set the environment)."""
     from sequencer_mini.budget import pick
-    from sequencer_mini.profile import ABLATIONS, CORRUPTIONS
+    from sequencer_mini.ablations import ABLATIONS
+    from sequencer_mini.robustness import CORRUPTIONS
     from sequencer_mini.train import cpu_bf16_native
 
     return {
-        "trio": dict(epochs=None, limit_train=None),  # None: the training recipe's own size at this budget
+        "models": dict(seed=0, checkpoint="final"),  # the race's recorded weights (trained.load_race)
         "resolution": dict(n_test=pick(ci=64, cpu=2000, gpu=10000),
                            sides=pick(ci=[28, 44, 56], cpu=[28, 32, 36, 40, 44, 48, 52, 56],
                                       gpu=[28, 32, 36, 40, 44, 48, 52, 56])),
@@ -79,6 +80,7 @@ def _existing(path: Path, current_budget: str) -> dict | None:
 
 
 def _trio_summary(trio: dict) -> dict[str, Any]:
+    """``trio_source``: 'recorded', 'fallback' or 'mixed'; ``trio_fallback``: any model trained here."""
     sources = {tm.source for tm in trio.values()}
     return {"trio_source": sources.pop() if len(sources) == 1 else "mixed",
             "trio_fallback": any(tm.source == "fallback" for tm in trio.values())}
@@ -89,13 +91,14 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     p.add_argument("--part", action="append", choices=PARTS, help="run only this part (repeatable); default: all")
     p.add_argument("--budget", choices=["ci", "cpu", "gpu"], help="sizes (else $SEQUENCER_BUDGET)")
     p.add_argument("--out-dir", help="where findings-*.json go (default: book/results, or _build/findings-ci at ci)")
-    p.add_argument("--fallback-dir", help="where fallback trio models are trained (default: runs/findings-trio/BUDGET)")
+    p.add_argument("--seed", type=int, default=0, help="which race run's models (book/results/fmnist-race-*-sSEED)")
+    p.add_argument("--fallback", choices=["train", "error"], default="train",
+                   help="missing race weights: train the recipe here at the current budget, or stop")
+    p.add_argument("--fallback-dir", help="where fallback models are trained (default: runs/fallback)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--force", action="store_true", help="redo parts whose results file exists")
     p.add_argument("--variants", nargs="+", help="ablation variants (default: all)")
     p.add_argument("--seeds", nargs="+", type=int, help="ablation seeds")
-    p.add_argument("--trio-epochs", type=int, help="fallback trio: epochs (default: see sizes())")
-    p.add_argument("--trio-limit-train", type=int, help="fallback trio: training images")
     p.add_argument("--threads", type=int, help="torch threads (1 is often faster on a shared, busy machine)")
     p.add_argument("--quiet", action="store_true", help="no log lines")
     args = p.parse_args(argv)
@@ -108,27 +111,24 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from sequencer_mini import profile as prof
+    from sequencer_mini import ablations, robustness, trained
     from sequencer_mini.budget import budget
+    from sequencer_mini.data import fashion_mnist_tensors
     from sequencer_mini.provenance import write_results
     from sequencer_mini.train import resolve_device
 
     current = budget()
     cfg = sizes()
     if args.variants:
-        unknown = set(args.variants) - set(prof.ABLATIONS)
+        unknown = set(args.variants) - set(ablations.ABLATIONS)
         if unknown:
-            p.error(f"unknown ablation variants {sorted(unknown)}; choose from {list(prof.ABLATIONS)}")
+            p.error(f"unknown ablation variants {sorted(unknown)}; choose from {list(ablations.ABLATIONS)}")
         cfg["ablation"]["variants"] = args.variants
     if args.seeds:
         cfg["ablation"]["seeds"] = args.seeds
-    if args.trio_epochs is not None:
-        cfg["trio"]["epochs"] = args.trio_epochs
-    if args.trio_limit_train is not None:
-        cfg["trio"]["limit_train"] = args.trio_limit_train
+    cfg["models"]["seed"] = args.seed
     out_dir = Path(args.out_dir) if args.out_dir else (ROOT / "_build" / "findings-ci" if current == "ci"
                                                        else ROOT / "book" / "results")
-    fallback_dir = Path(args.fallback_dir) if args.fallback_dir else ROOT / "runs" / "findings-trio" / current
     device = resolve_device(args.device)
     parts = args.part or list(PARTS)
     log: Callable[[str], None] = (lambda msg: None) if args.quiet else (
@@ -148,22 +148,25 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         t0 = time.perf_counter()
         if part in ("resolution", "corruption"):
             if trio is None:
-                trio = prof.load_trio(fallback_dir=fallback_dir, epochs=cfg["trio"]["epochs"],
-                                      limit_train=cfg["trio"]["limit_train"], device=device, log=log)
+                trio = trained.load_race(args.seed, fallback=args.fallback, fallback_dir=args.fallback_dir,
+                                         device=device, log=log)
+                for tm in trio.values():
+                    log(tm.note)
             n_test = cfg[part]["n_test"]
-            images, labels = prof.fashion_mnist_test(n_test)
+            images, labels = fashion_mnist_tensors("test", n_test, normalise=False, seed=0)  # [0, 1], random subset
             if part == "resolution":
-                payload = prof.run_resolution(trio, images, labels, cfg["resolution"]["sides"], log=log)
+                payload = robustness.run_resolution(trio, images, labels, cfg["resolution"]["sides"], log=log)
                 payload["note_1p5x"] = (
-                    "1.5x of 28 px is 42 px, not a multiple of 4 (2x2-pixel stem then 2x2 downsampling in "
-                    "sequencer2d_mini28; 4x4 patches in small_vit); the sweep uses multiples of 4, so 44 px "
-                    f"(x{44 / 28:.2f}, sequencer_mini.profile.nearest_valid_size(42, 4) = "
-                    f"{prof.nearest_valid_size(42, 4)}) stands in for 1.5x. Whole images are resized, never cropped.")
+                    "1.5x of 28 px is 42 px, not a multiple of 4 (4x4-pixel stem in sequencer2d_fast28; 4x4 "
+                    "patches in small_vit); the sweep uses multiples of 4, so 44 px "
+                    f"(x{44 / 28:.2f}, sequencer_mini.robustness.nearest_valid_size(42, 4) = "
+                    f"{robustness.nearest_valid_size(42, 4)}) stands in for 1.5x. Whole images are resized, never "
+                    "cropped.")
             else:
-                payload = prof.run_corruption(trio, images, labels, corruptions=cfg["corruption"]["corruptions"],
-                                              severities=cfg["corruption"]["severities"], log=log)
+                payload = robustness.run_corruption(trio, images, labels, corruptions=cfg["corruption"]["corruptions"],
+                                                    severities=cfg["corruption"]["severities"], log=log)
             payload.update(_trio_summary(trio))
-            payload["trio_recipe_override"] = cfg["trio"]
+            payload["models_loaded"] = cfg["models"]
         else:
             a = cfg["ablation"]
             done = (previous or {}).get("runs", [])  # an interrupted run at this budget: keep its runs
@@ -176,15 +179,15 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
                 write_results(path, {**head, "runs": [r for r in done if (r["variant"], r["seed"]) not in new]
                                      + collected})
 
-            runs = prof.run_ablation(a["variants"], a["seeds"], epochs=a["epochs"], limit_train=a["limit_train"],
+            runs = ablations.run_ablation(a["variants"], a["seeds"], epochs=a["epochs"], limit_train=a["limit_train"],
                                      limit_test=a["limit_test"], batch_size=a["batch_size"], lr=a["lr"],
-                                     warmup_epochs=a["warmup_epochs"], amp=a["amp"], device=device, done=done,
-                                     on_run=save_progress, log=log)
+                                          warmup_epochs=a["warmup_epochs"], amp=a["amp"], device=device,
+                                          done=done, on_run=save_progress, log=log)
             payload = {"experiment": "ablation", "sizes": a, "runs": runs,
-                       "summary": prof.summarize_ablation(runs),
+                       "summary": ablations.summarize_ablation(runs),
                        "ablations": {k: {**v, "kwargs": {kk: list(vv) if isinstance(vv, tuple) else vv
                                                          for kk, vv in v["kwargs"].items()}}
-                                     for k, v in prof.ABLATIONS.items() if k in a["variants"]}}
+                                     for k, v in ablations.ABLATIONS.items() if k in a["variants"]}}
         payload.update({"complete": True, "wall_s": time.perf_counter() - t0, "sizes": cfg.get(part), **common})
         written[part] = write_results(path, payload)
         log(f"{part}: wrote {path} in {payload['wall_s']:.0f}s")

@@ -2,7 +2,7 @@
 
 For each model and each input side it records parameters, MACs (LSTMs and attention counted; also what
 ``FlopCounterMode`` alone reports), images/s of a forward pass (and, on CUDA, of a forward+backward pass) and
-the peak memory increase of a forward and of a forward+backward pass (``sequencer_mini.profile`` explains
+the peak memory increase of a forward and of a forward+backward pass (``sequencer_mini.cost`` explains
 both measurement methods: ``torch.cuda.max_memory_allocated`` on a GPU, the peak RSS of a fresh subprocess
 on the CPU). The ViT is measured twice: with the attention matrix materialised (PyTorch's math backend, as
 ViT code of 2022 computed it) and with PyTorch's fused attention. It also records the MACs of
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     import torch
 
-    from sequencer_mini import profile as prof
+    from sequencer_mini import cost
     from sequencer_mini.provenance import write_results
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
@@ -78,10 +78,10 @@ def main(argv: list[str] | None = None) -> Path:
     log(f"device {device}, threads {torch.get_num_threads()}, {cfg}")
 
     t0 = time.perf_counter()
-    rows = prof.profile_sweep(prof.SCALING_SPECS, cfg["sides"], batch_size=cfg["batch_size"], device=device,
+    rows = cost.profile_sweep(cost.SCALING_SPECS, cfg["sides"], batch_size=cfg["batch_size"], device=device,
                               repeats=cfg["repeats"], warmup=cfg["warmup"], throughput_modes=cfg["throughput_modes"],
                               log=log)
-    imagenet = [] if args.no_imagenet else prof.imagenet_macs(side=cfg["imagenet_side"], device=device, log=log)
+    imagenet = [] if args.no_imagenet else cost.imagenet_macs(side=cfg["imagenet_side"], device=device, log=log)
     payload = {
         "benchmark": "scaling",
         "device_type": tag,
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> Path:
         "dtype": "float32",
         "quick": args.quick,
         "config": cfg,
-        "models": [s.to_dict() for s in prof.SCALING_SPECS],
+        "models": [s.to_dict() for s in cost.SCALING_SPECS],
         "rows": rows,
         "imagenet_macs": imagenet,
         "memory_method": rows[0]["memory_method"] if rows else None,

@@ -7,9 +7,11 @@ chapter                        module
 3    images as sequences       :mod:`sequencer_mini.blocks`
 4    BiLSTM2D                  :mod:`sequencer_mini.bilstm2d`
 5    Sequencer2D               :mod:`sequencer_mini.sequencer2d`, :mod:`~sequencer_mini.weights`, :mod:`~sequencer_mini.macs`
-6-8  training                  :mod:`sequencer_mini.data`, :mod:`sequencer_mini.train`, :mod:`sequencer_mini.baselines`
+6-8  training                  :mod:`sequencer_mini.data`, :mod:`sequencer_mini.train`, :mod:`sequencer_mini.baselines`,
+                               :mod:`sequencer_mini.recipes`, :mod:`sequencer_mini.trained`
 9    receptive fields          :mod:`sequencer_mini.erf`, :mod:`sequencer_mini.widgets`
-10   findings                  :mod:`sequencer_mini.profile`
+10   findings                  :mod:`sequencer_mini.cost`, :mod:`sequencer_mini.robustness`,
+                               :mod:`sequencer_mini.ablations`
 =============================  ================================================
 
 Paper: Tatsunami & Taki, *Sequencer: Deep LSTM for Image Classification*, NeurIPS 2022 (arXiv 2205.01972).

@@ -212,6 +212,30 @@ def load_fashion_mnist(split: str = "train", root: str | Path | None = None,
     return images.unsqueeze(1), labels.long()
 
 
+def fashion_mnist_tensors(split: str = "test", n: int | None = None, *, normalise: bool = True,
+                          seed: int | None = None, root: str | Path | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fashion-MNIST as floats ``(N, 1, 28, 28)`` and labels ``(N,)``, for chapters that feed models directly.
+
+    ``normalise``: with the training mean and std (what the models take), else plain pixels in ``[0, 1]`` (what
+    :func:`~sequencer_mini.robustness.corrupt` takes). ``n``: the first ``n`` images, or with ``seed`` a fixed
+    random subset of ``n`` (the same for every caller with the same seed); ``None``: the whole split.
+    ``root``: the folder of the IDX files (default: :func:`find_fashion_mnist`'s search).
+    """
+    images, labels = load_fashion_mnist(split, root)
+    if n is not None and n < len(images):
+        if seed is None:
+            idx = torch.arange(n)
+        else:
+            idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
+        images, labels = images[idx], labels[idx]
+    x = images.float() / 255
+    if normalise:
+        (mean,), (std,) = MEAN_STD["fashion_mnist"]
+        x = (x - mean) / std
+    return x, labels
+
+
 # ----------------------------------------------------------------------------- CIFAR python pickles
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):

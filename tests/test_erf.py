@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -20,9 +19,7 @@ from sequencer_mini.erf import (
     detect_layout,
     effective_receptive_field,
     effective_receptive_fields,
-    find_trained,
     joint_minmax,
-    load_trained,
 )
 from fixtures import single_thread  # noqa: F401 (fixture)
 
@@ -238,40 +235,3 @@ def test_area_ratios_and_cross_share() -> None:
     assert math.isnan(cross_share(torch.zeros(3, 3), (1, 2), (1, 2)))
     a, b = joint_minmax([torch.tensor([0.0, 1.0]), torch.tensor([2.0, 4.0])])
     assert a.tolist() == [0.0, 0.25] and b.tolist() == [0.5, 1.0]
-
-
-# ----------------------------------------------------------------------------------------------- trained models
-
-
-def test_load_trained_finds_a_checkpoint(tmp_path) -> None:
-    from sequencer_mini.baselines import small_cnn
-
-    torch.manual_seed(3)
-    model = small_cnn()
-    run = tmp_path / "fmnist_small_cnn"
-    run.mkdir()
-    (run / "results.json").write_text(json.dumps({"dataset": "fashion_mnist", "model": "small_cnn",
-                                                  "final_test_acc": 0.9012, "complete": True}))
-    torch.save({"format": "sequencer_mini/checkpoint/v1", "model": model.state_dict()}, run / "last.pt")
-    other = tmp_path / "fmnist_small_vit"  # another model's run must not be picked
-    other.mkdir()
-    (other / "results.json").write_text(json.dumps({"dataset": "fashion_mnist", "model": "small_vit"}))
-    torch.save({"model": {}}, other / "last.pt")
-    assert find_trained("small_cnn", tmp_path)[0] == run / "last.pt"
-    assert find_trained("sequencer2d_mini28", tmp_path) is None
-    loaded = load_trained("small_cnn", tmp_path)
-    assert loaded.source == "checkpoint" and "90.12%" in loaded.note and not loaded.model.training
-    for a, b in zip(loaded.model.state_dict().values(), model.state_dict().values()):
-        assert torch.equal(a, b)
-
-
-def test_load_trained_falls_back_and_says_so(tmp_path) -> None:
-    images, labels = torch.randn(32, 1, 28, 28), torch.arange(32) % 10
-    loaded = load_trained("small_cnn", tmp_path, fallback_steps=2, batch_size=4, data=(images, labels))
-    assert loaded.source == "fallback" and "FALLBACK" in loaded.note and "2 steps" in loaded.note
-    assert not loaded.model.training
-    run = tmp_path / "fmnist-gpu-small_cnn"  # a results.json without its weights: the note says so
-    run.mkdir()
-    (run / "results.json").write_text(json.dumps({"dataset": "fashion_mnist", "model": "small_cnn"}))
-    loaded = load_trained("small_cnn", tmp_path, fallback_steps=1, batch_size=4, data=(images, labels))
-    assert loaded.source == "fallback" and "fmnist-gpu-small_cnn/results.json names it but no weights" in loaded.note

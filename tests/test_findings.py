@@ -1,4 +1,4 @@
-"""Chapter 10: sequencer_mini.profile (cost, corruptions, ablations) and bench/findings.py at the ci budget."""
+"""Chapter 10: sequencer_mini.cost, .robustness, .ablations, and bench/findings.py at the ci budget."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import sequencer_mini as sm
-from sequencer_mini import profile as prof
+from sequencer_mini import ablations, cost, robustness, trained
 from sequencer_mini.baselines import small_vit
 from sequencer_mini.provenance import read_results
 
@@ -42,12 +42,12 @@ def test_params_and_macs_of_a_tiny_sequencer_match_the_formula():
     stem = tokens * (2 * 2 * 1) * C
     lstm = tokens * 2 * 2 * 4 * h * (C + h)  # 2 branches × 2 directions × 4 gates
     fc, mlp, head = tokens * 4 * h * C, tokens * 2 * C * C, C * 3
-    assert prof.macs(model, (1, 4, 4)) == stem + lstm + fc + mlp + head
+    assert cost.macs(model, (1, 4, 4)) == stem + lstm + fc + mlp + head
     # FlopCounterMode alone does not see nn.LSTM's fused kernel: exactly the LSTM part is missing
-    assert prof.flop_counter_macs(model, (1, 4, 4)) == stem + fc + mlp + head
+    assert cost.flop_counter_macs(model, (1, 4, 4)) == stem + fc + mlp + head
     lstm_params = 2 * 2 * (4 * h * (C + h) + 2 * 4 * h)
     expected = (4 * C + C) + 4 * C + lstm_params + (4 * h * C + C) + 2 * (C * C + C) + 2 * C + (3 * C + 3)
-    assert prof.param_count(model) == expected == sum(p.numel() for p in model.parameters())
+    assert cost.param_count(model) == expected == sum(p.numel() for p in model.parameters())
 
 
 def test_vit_macs_count_attention_products():
@@ -57,31 +57,31 @@ def test_vit_macs_count_attention_products():
         patches = (side // 4) ** 2
         n = patches + 1  # class token
         expected = patches * 16 * D + depth * (n * (3 * D * D + D * D + 2 * 2 * D * D) + 2 * n * n * D) + D * 10
-        assert prof.macs(vit, (1, side, side)) == expected
+        assert cost.macs(vit, (1, side, side)) == expected
         # the attention products alone are what the math backend adds over an SDPA kernel without a formula
-        assert prof.macs(vit, (1, side, side)) - sm.count_macs(vit, (1, side, side)) in (0, depth * 2 * n * n * D)
+        assert cost.macs(vit, (1, side, side)) - sm.count_macs(vit, (1, side, side)) in (0, depth * 2 * n * n * D)
 
 
 def test_images_per_second_is_positive():
     model = tiny_sequencer()
     for train in (False, True):
-        ips = prof.images_per_second(model, (1, 8, 8), 4, train=train, warmup=0, repeats=1)
+        ips = cost.images_per_second(model, (1, 8, 8), 4, train=train, warmup=0, repeats=1)
         assert ips > 0 and math.isfinite(ips)
     assert all(p.grad is None for p in model.parameters())  # no gradient left behind
 
 
 def test_peak_memory_in_a_fresh_subprocess_is_positive():
-    spec = prof.ModelSpec("seq", "sequencer_mini.sequencer2d:sequencer2d_mini28")
-    result = prof.peak_memory(spec, 32, 2, modes=("train",))
+    spec = cost.ModelSpec("seq", "sequencer_mini.sequencer2d:sequencer2d_mini28")
+    result = cost.peak_memory(spec, 32, 2, modes=("train",))
     assert set(result) == {"train"}
     assert result["train"].mib is not None and result["train"].mib > 0 and not result["train"].oom
     assert result["train"].method.startswith("cpu: fresh subprocess")
 
 
 def test_profile_sweep_rows():
-    specs = [prof.ModelSpec("seq", "sequencer_mini.sequencer2d:sequencer2d_mini28"),
-             prof.ModelSpec("vit", "sequencer_mini.baselines:small_vit", sized=True, attention="math")]
-    rows = prof.profile_sweep(specs, [8, 16], batch_size=1, repeats=1, warmup=0, memory_modes=())
+    specs = [cost.ModelSpec("seq", "sequencer_mini.sequencer2d:sequencer2d_mini28"),
+             cost.ModelSpec("vit", "sequencer_mini.baselines:small_vit", sized=True, attention="math")]
+    rows = cost.profile_sweep(specs, [8, 16], batch_size=1, repeats=1, warmup=0, memory_modes=())
     assert [(r["model"], r["side"]) for r in rows] == [("seq", 8), ("seq", 16), ("vit", 8), ("vit", 16)]
     for r in rows:
         assert r["macs"] > 0 and r["images_per_s_infer"] > 0 and r["params"] > 0
@@ -105,70 +105,70 @@ def blobs(n: int = 16, side: int = 28, seed: int = 0) -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("name", prof.CORRUPTIONS)
+@pytest.mark.parametrize("name", robustness.CORRUPTIONS)
 def test_corruptions_are_seeded_and_keep_the_range(name):
     x = blobs()
-    a, b = prof.corrupt(x, name, 3, seed=0), prof.corrupt(x, name, 3, seed=0)
+    a, b = robustness.corrupt(x, name, 3, seed=0), robustness.corrupt(x, name, 3, seed=0)
     assert torch.equal(a, b)
     assert a.shape == x.shape and a.dtype == x.dtype and float(a.min()) >= 0 and float(a.max()) <= 1
     if name in ("gaussian_noise", "elastic", "shift"):  # the random ones
-        assert not torch.equal(a, prof.corrupt(x, name, 3, seed=1))
+        assert not torch.equal(a, robustness.corrupt(x, name, 3, seed=1))
     assert torch.equal(x, blobs())  # the input is not modified
 
 
-@pytest.mark.parametrize("name", prof.CORRUPTIONS)
+@pytest.mark.parametrize("name", robustness.CORRUPTIONS)
 def test_severity_increases_the_distortion(name):
     x = blobs(32)
-    rms = [prof.distortion(x, prof.corrupt(x, name, s)) for s in prof.SEVERITIES]
+    rms = [robustness.distortion(x, robustness.corrupt(x, name, s)) for s in robustness.SEVERITIES]
     assert all(a < b for a, b in zip(rms, rms[1:])), f"{name}: RMS distortion by severity {rms}"
     assert rms[0] > 0
 
 
 def test_corrupt_rejects_bad_arguments():
     with pytest.raises(ValueError, match="unknown corruption"):
-        prof.corrupt(blobs(2), "fog", 1)
+        robustness.corrupt(blobs(2), "fog", 1)
     with pytest.raises(ValueError, match="severity"):
-        prof.corrupt(blobs(2), "contrast", 6)
+        robustness.corrupt(blobs(2), "contrast", 6)
 
 
 def test_corruption_error_is_normalised_by_the_reference():
     ref = {"a": {1: 0.2, 2: 0.4}, "b": {1: 0.1, 2: 0.1}}
     ours = {"a": {1: 0.1, 2: 0.2}, "b": {1: 0.2, 2: 0.2}}
-    out = prof.corruption_error(ours, ref, clean=0.05, reference_clean=0.05)
+    out = robustness.corruption_error(ours, ref, clean=0.05, reference_clean=0.05)
     assert out["ce"] == pytest.approx({"a": 0.5, "b": 2.0})
     assert out["mce"] == pytest.approx(1.25)
     assert out["relative_ce"]["a"] == pytest.approx((0.05 + 0.15) / (0.15 + 0.35))
-    assert prof.corruption_error(ref, ref)["mce"] == pytest.approx(1.0)
+    assert robustness.corruption_error(ref, ref)["mce"] == pytest.approx(1.0)
 
 
 def test_resize_keeps_the_whole_image_and_nearest_valid_size():
     x = torch.rand(2, 1, 28, 28)
-    y = prof.resize_images(x, 56)
+    y = robustness.resize_images(x, 56)
     assert y.shape == (2, 1, 56, 56)
     assert torch.allclose(F.avg_pool2d(y, 2).mean(), x.mean(), atol=1e-2)  # same content, nothing cropped
-    assert prof.nearest_valid_size(42, 4) == 44 and prof.nearest_valid_size(28 * 1.5, 4) == 44
-    assert prof.nearest_valid_size(2, 4) == 4
+    assert robustness.nearest_valid_size(42, 4) == 44 and robustness.nearest_valid_size(28 * 1.5, 4) == 44
+    assert robustness.nearest_valid_size(2, 4) == 4
 
 
 # ----------------------------------------------------------------------------------------------- ablations
 
 
 def test_ablation_variants_build_and_have_similar_size():
-    base = prof.param_count(prof.ablation_model("baseline"))
+    base = cost.param_count(ablations.ablation_model("baseline"))
     x = torch.randn(1, 1, 8, 8)
-    for name in prof.ABLATIONS:
-        model = prof.ablation_model(name)
+    for name in ablations.ABLATIONS:
+        model = ablations.ablation_model(name)
         with torch.no_grad():
             assert model(x).shape == (1, 10)
-        assert 0.7 * base < prof.param_count(model) < 1.05 * base, name
-    assert prof.param_count(prof.ablation_model("vertical_only")) == prof.param_count(prof.ablation_model("vanilla"))
+        assert 0.7 * base < cost.param_count(model) < 1.05 * base, name
+    assert cost.param_count(ablations.ablation_model("vertical_only")) == cost.param_count(ablations.ablation_model("vanilla"))
 
 
 def test_summarize_ablation_pairs_by_seed():
     runs = [{"variant": v, "seed": s, "test_acc": acc, "params": 1, "macs": 1, "wall_s": 1.0}
             for v, accs in {"baseline": (0.80, 0.82, 0.84), "add": (0.79, 0.81, 0.83)}.items()
             for s, acc in enumerate(accs)]
-    summary = prof.summarize_ablation(runs)
+    summary = ablations.summarize_ablation(runs)
     assert summary["baseline"]["mean"] == pytest.approx(0.82)
     assert summary["baseline"]["std"] == pytest.approx(0.02)
     assert summary["add"]["delta_mean"] == pytest.approx(-0.01)
@@ -191,13 +191,11 @@ def test_findings_script_at_ci_writes_valid_results(tmp_path, monkeypatch):
     monkeypatch.setenv("SEQUENCER_QUIET", "1")
     findings = _load_findings()
 
-    def untrained_trio(**kwargs):  # the trio's training is the training chapter's test; here: random weights
-        torch.manual_seed(0)
-        from sequencer_mini.train import build_model
-        return {name: prof.TrainedModel(name, label, build_model(name, 1, 10, 28)[0].eval(), "fallback", "untrained")
-                for name, label in prof.TRIO.items()}
+    def untrained_race(seed=0, **kwargs):  # the race's training is the training chapter's test; here: random init
+        return {name: trained.TrainedModel(trained.build(name, seed).eval(), name, label, seed, "fallback", "untrained",
+                                           "none") for name, label in trained.LABELS.items()}
 
-    monkeypatch.setattr(prof, "load_trio", untrained_trio)
+    monkeypatch.setattr(trained, "load_race", untrained_race)
     written = findings.main(["--budget", "ci", "--out-dir", str(tmp_path), "--variants", "baseline", "gru",
                              "--quiet"])
     assert set(written) == {"resolution", "corruption", "ablation"}
@@ -206,8 +204,9 @@ def test_findings_script_at_ci_writes_valid_results(tmp_path, monkeypatch):
         assert data["complete"] is True and data["provenance"]["budget"] == "ci"
         assert {"command", "git_commit", "device", "date"} <= set(data["provenance"])
     res = read_results(written["resolution"])
-    assert res["sides"] == [28, 44, 56] and set(res["models"]) == set(prof.TRIO)
+    assert res["sides"] == [28, 44, 56] and set(res["models"]) == set(trained.LABELS)
     assert all(0 <= a <= 1 for m in res["models"].values() for a in m["accuracy"].values())
+    assert res["trio_fallback"] is True and res["models"]["small_vit"]["seed"] == 0  # where the models came from
     cor = read_results(written["corruption"])
     assert cor["models"]["small_cnn"]["mce"] == pytest.approx(1.0)  # the reference normalises to 1
     abl = read_results(written["ablation"])
