@@ -14,6 +14,11 @@ Parts (each writes its own results file, ``OUT/findings-<part>.json``):
     The Sequencer2D ablations (``sequencer_mini.ablations.ABLATIONS``) trained with one short fixed recipe, once
     per seed; mean ± std and the paired difference to the baseline.
 
+Both parts run twice on the second (evaluation) half of the test set: on the race's final models, and on the
+epoch checkpoints at which the three models reach a matched clean accuracy on the first (selection) half
+(``sequencer_mini.robustness.matched_checkpoints``), so that a robustness difference is not a difference in
+clean accuracy in disguise.
+
 The models are the training chapter's race (``book/results/fmnist-race-<model>-s<seed>/final.pt``), loaded
 with ``sequencer_mini.trained.load_race``; when weights are missing, its one fallback policy applies (the same
 recipe trained here at the current budget, the results say ``FALLBACK``; ``--fallback error`` stops instead).
@@ -54,10 +59,12 @@ def sizes() -> dict[str, dict[str, Any]]:
 
     return {
         "models": dict(seed=0, checkpoint="final"),  # the race's recorded weights (trained.load_race)
-        "resolution": dict(n_test=pick(ci=64, cpu=2000, gpu=10000),
-                           sides=pick(ci=[28, 44, 56], cpu=[28, 32, 36, 40, 44, 48, 52, 56],
+        # n_test: images of the EVALUATION half of the test set (robustness.test_halves); the other half picks the
+        # matched-accuracy checkpoints
+        "resolution": dict(n_test=pick(ci=64, cpu=5000, gpu=5000),
+                           sides=pick(ci=[28, 44, 56], cpu=[28, 36, 44, 56],
                                       gpu=[28, 32, 36, 40, 44, 48, 52, 56])),
-        "corruption": dict(n_test=pick(ci=16, cpu=1000, gpu=10000), corruptions=list(CORRUPTIONS),
+        "corruption": dict(n_test=pick(ci=16, cpu=2000, gpu=5000), corruptions=list(CORRUPTIONS),
                            severities=pick(ci=[1, 5], cpu=[1, 2, 3, 4, 5], gpu=[1, 2, 3, 4, 5])),
         "ablation": dict(variants=list(ABLATIONS), seeds=pick(ci=[0], cpu=[0, 1, 2], gpu=[0, 1, 2]),
                          epochs=pick(ci=1, cpu=1, gpu=3), limit_train=pick(ci=64, cpu=20000, gpu=None),
@@ -112,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         torch.set_num_threads(args.threads)
 
     from sequencer_mini import ablations, robustness, trained
-    from sequencer_mini.budget import budget
+    from sequencer_mini.budget import budget, pick
     from sequencer_mini.data import fashion_mnist_tensors
     from sequencer_mini.provenance import write_results
     from sequencer_mini.train import resolve_device
@@ -136,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     log(f"budget {current}, device {device}, torch threads {torch.get_num_threads()}, parts {parts}, out {out_dir}")
 
     written: dict[str, Path] = {}
-    trio = None
+    trio = halves = matched = selection = None
     common = {"budget": current, "device": str(device), "torch_threads": torch.get_num_threads()}
     for part in parts:
         path = out_dir / f"findings-{part}.json"
@@ -152,19 +159,34 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
                                          device=device, log=log)
                 for tm in trio.values():
                     log(tm.note)
+            if halves is None:  # the test set in two: one half picks the matched checkpoints, the other judges
+                (sel_x, sel_y), halves = robustness.test_halves(*fashion_mnist_tensors("test", normalise=False), seed=0)
+                n_sel = pick(ci=64, cpu=len(sel_x), gpu=len(sel_x))
+                matched, selection = robustness.matched_checkpoints(
+                    list(trio), sel_x[:n_sel], sel_y[:n_sel], seed=args.seed, device=device, log=log) \
+                    if all(tm.source == "recorded" for tm in trio.values()) else (None, None)
             n_test = cfg[part]["n_test"]
-            images, labels = fashion_mnist_tensors("test", n_test, normalise=False, seed=0)  # [0, 1], random subset
+            images, labels = halves[0][:n_test], halves[1][:n_test]  # [0, 1], the evaluation half
+            sets = {"final": trio, **({"matched": matched} if matched is not None else {})}
+            payload = {}
+            for which, models in sets.items():
+                if part == "resolution":
+                    result = robustness.run_resolution(models, images, labels, cfg["resolution"]["sides"], log=log)
+                else:
+                    result = robustness.run_corruption(models, images, labels,
+                                                       corruptions=cfg["corruption"]["corruptions"],
+                                                       severities=cfg["corruption"]["severities"], log=log)
+                payload = result if which == "final" else {**payload, "matched": {**result, "selection": selection}}
             if part == "resolution":
-                payload = robustness.run_resolution(trio, images, labels, cfg["resolution"]["sides"], log=log)
                 payload["note_1p5x"] = (
                     "1.5x of 28 px is 42 px, not a multiple of 4 (4x4-pixel stem in sequencer2d_fast28; 4x4 "
                     "patches in small_vit); the sweep uses multiples of 4, so 44 px "
                     f"(x{44 / 28:.2f}, sequencer_mini.robustness.nearest_valid_size(42, 4) = "
                     f"{robustness.nearest_valid_size(42, 4)}) stands in for 1.5x. Whole images are resized, never "
                     "cropped.")
-            else:
-                payload = robustness.run_corruption(trio, images, labels, corruptions=cfg["corruption"]["corruptions"],
-                                                    severities=cfg["corruption"]["severities"], log=log)
+            payload["test_split"] = ("robustness.test_halves(seed=0): evaluation on the second half of a fixed "
+                                     "random split of the 10,000 test images; the first half selects the matched "
+                                     "checkpoints")
             payload.update(_trio_summary(trio))
             payload["models_loaded"] = cfg["models"]
         else:

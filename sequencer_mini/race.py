@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 __all__ = ["RaceRow", "read_race", "race_rows", "race_verdict", "gap_by_images", "plot_race", "LABELS"]
 
-LABELS = {"sequencer2d_fast28": "Sequencer2D", "small_cnn": "CNN", "small_vit": "ViT"}
+from .trained import LABELS  # noqa: E402  (one list of the race models and their labels)
 _RUN = re.compile(r"fmnist-race-(?P<model>.+)-s(?P<seed>\d+)$")
 
 

@@ -7,6 +7,13 @@ normalises errors by a reference model as mCE normalises by AlexNet's. :func:`ru
 :func:`run_corruption` run the chapter's two experiments on trained models
 (:class:`~sequencer_mini.trained.TrainedModel`, from :func:`~sequencer_mini.trained.load_race`);
 ``bench/findings.py`` adds the command line, the sizes per budget and the results files.
+
+Models of different clean accuracy are not directly comparable under corruption: a model that is right more
+often on clean images starts ahead on corrupted ones too. So the chapter also compares **checkpoints at matched
+clean accuracy**: :func:`test_halves` splits the test set into a *selection* half and an *evaluation* half, and
+:func:`matched_checkpoints` picks, for each model, the epoch whose selection accuracy is closest to a common
+target (the highest accuracy that every model reaches); the robustness experiments then run on the evaluation
+half only, so the choice never sees the images it is judged on.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ __all__ = [
     "accuracy",
     "run_resolution",
     "run_corruption",
+    "test_halves",
+    "matched_checkpoints",
 ]
 
 def nearest_valid_size(side: float, multiple: int) -> int:
@@ -247,3 +256,50 @@ def run_corruption(trio: dict[str, TrainedModel], images: Tensor, labels: Tensor
             "severity_params": {c: list(SEVERITY_PARAMS[c]) for c in corruptions},
             "distortion_rms": rms, "models": models}
 
+
+
+def test_halves(images: Tensor, labels: Tensor, seed: int = 0) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """``((selection images, labels), (evaluation images, labels))``: a fixed random split of a test set in two
+    halves (the same for every caller with the same ``seed``). ``images (N, C, H, W)``, ``labels (N,)``."""
+    if len(images) != len(labels) or len(images) < 2:
+        raise ValueError(f"need at least 2 images and one label each, got {len(images)} images, {len(labels)} labels")
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    sel, ev = perm[: len(images) // 2], perm[len(images) // 2:]
+    return (images[sel], labels[sel]), (images[ev], labels[ev])
+
+
+def matched_checkpoints(models: Sequence[str], images: Tensor, labels: Tensor, *, seed: int = 0,
+                        log: Callable[[str], None] | None = None, **load_kwargs: Any
+                        ) -> tuple[dict[str, "TrainedModel"], dict[str, Any]]:
+    """For each race model, the epoch checkpoint whose accuracy on the **selection** images ``(N, 1, 28, 28)`` in
+    ``[0, 1]`` is closest to a common target: the smallest over models of each model's best epoch accuracy (the
+    highest accuracy every model reaches). Ties go to the earlier epoch. Returns ``(models, selection)``:
+    ``selection`` holds the target, every epoch's selection accuracy and the chosen epoch per model."""
+    from .trained import epoch_checkpoints, load_trained
+
+    mean, std = _mean_std()
+    curves: dict[str, dict[int, float]] = {}
+    for name in models:
+        curves[name] = {}
+        for ck in epoch_checkpoints(name, seed):
+            if not ck.exists:
+                continue
+            tm = load_trained(name, seed, checkpoint=ck.checkpoint, fallback="error", log=None, **load_kwargs)
+            curves[name][ck.epoch] = accuracy(tm.model, images, labels, mean=mean, std=std)
+        if not curves[name]:
+            raise FileNotFoundError(f"no epoch checkpoints of {name} (seed {seed}) to match accuracies with: "
+                                    f"the race runs write them with --keep-epochs (bench/race.py run)")
+    target = min(max(c.values()) for c in curves.values())
+    chosen, out = {}, {}
+    for name, curve in curves.items():
+        epoch = min(curve, key=lambda e: (abs(curve[e] - target), e))
+        chosen[name] = {"epoch": epoch, "selection_acc": curve[epoch]}
+        out[name] = load_trained(name, seed, checkpoint=f"epoch:{epoch}", fallback="error", log=None, **load_kwargs)
+        if log:
+            log(f"matched: {out[name].label:<12} epoch {epoch} of {max(curve)}: {100 * curve[epoch]:.2f}% on the "
+                f"selection half (target {100 * target:.2f}%)")
+    selection = {"target": target, "n_selection": len(images), "seed": seed, "chosen": chosen,
+                 "curves": {n: {str(e): a for e, a in c.items()} for n, c in curves.items()},
+                 "rule": "per model, the epoch whose selection-half accuracy is closest to the target = the smallest "
+                         "of the models' best epoch accuracies (ties: the earlier epoch)"}
+    return out, selection
