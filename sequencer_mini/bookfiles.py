@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CHAPTERS", "Chapter", "RecordedRun", "chapter_map", "is_gpu_device", "recorded_runs",
-           "recorded_runs_text", "repo_file", "results_dir"]
+__all__ = ["CHAPTERS", "Chapter", "RecordedRun", "chapter_map", "is_gpu_device", "public_command",
+           "public_provenance", "recorded_runs", "recorded_runs_text", "repo_file", "results_dir"]
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,6 +63,47 @@ def results_dir(missing_ok: bool = False) -> Path | None:
     if missing_ok:
         return None
     raise FileNotFoundError("book/results not found; run from a clone of the repository")
+
+
+_REPO_DIRS = ("sequencer_mini", "bench", "tools", "book", "tests")
+
+
+def public_command(command: str) -> str:
+    """A recorded command without the recording machine's folders.
+
+    A path inside the repository keeps its repository-relative part
+    (``/any/checkout/bench/throughput.py`` becomes ``bench/throughput.py``); any other absolute path
+    keeps its last component (``--out /root/out/fmnist`` becomes ``--out <dir>/fmnist``).
+    """
+    import shlex
+
+    words = []
+    for word in shlex.split(command):
+        if word.startswith("/") and len(word) > 1:
+            parts = Path(word).parts
+            inside = [i for i, part in enumerate(parts) if part in _REPO_DIRS]
+            word = "/".join(parts[inside[0]:]) if inside else f"<dir>/{parts[-1]}"
+        words.append(word)
+    return " ".join(w if w.startswith("<dir>/") else shlex.quote(w) for w in words)
+
+
+def public_provenance(provenance: dict) -> dict[str, str]:
+    """The parts of a results file's provenance a page shows: device, date, versions, commit, command.
+
+    The commit comes from ``git_commit`` or, for a copy of the tree made without git, from the hash
+    named in ``git_commit_note``; the command goes through :func:`public_command`.
+    """
+    commit = str(provenance.get("git_commit") or "unknown")
+    note = str(provenance.get("git_commit_note") or "")
+    if commit == "unknown":
+        found = re.search(r"\b([0-9a-f]{40})\b", note)
+        commit = found.group(1) if found else "unknown"
+    if commit != "unknown":
+        commit = commit[:10] + (" + uncommitted changes" if provenance.get("git_dirty") or "uncommitted" in note
+                                else "")
+    return {"device": str(provenance.get("device", "unknown")), "date": str(provenance.get("date", "unknown")),
+            "torch": str(provenance.get("torch", "unknown")), "commit": commit,
+            "command": public_command(str(provenance.get("command", "")))}
 
 
 def is_gpu_device(name: str) -> bool:

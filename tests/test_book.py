@@ -163,3 +163,7 @@ def test_pages_in_headless_chromium(built_book):
     assert any(p["widget_views"] for p in data["pages"]), "no page with widgets was checked"
     assert any(p["math"] for p in data["pages"]), "no page with math was checked"
     assert len(data["screenshots"]) >= 2, data["screenshots"]
+    themed = {(t["doc"], t["theme"]) for t in data["themes"]}
+    assert themed == {(p["doc"], theme) for p in data["pages"] for theme in ("light", "dark")}, (
+        "every page must be screenshotted in the light and the dark theme")
+    assert sum(t["panels"] for t in data["themes"]) > 0, "no figure or widget panel was measured in the dark theme"
