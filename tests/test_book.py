@@ -156,7 +156,7 @@ def test_pages_in_headless_chromium(built_book):
         proc = subprocess.run(
             ["node", str(BROWSER_DIR / "check_book.mjs"), "--base", base, "--root", str(ROOT),
              "--out", str(out)],
-            cwd=ROOT, capture_output=True, text=True, timeout=900)
+            cwd=ROOT, capture_output=True, text=True, timeout=1800)  # every page twice (themes)
     report = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"browser checks failed:\n{report}"
     data = json.loads((out / "report.json").read_text(encoding="utf-8"))
