@@ -1,8 +1,8 @@
 """Matplotlib defaults for the book's figures.
 
-Figures get an opaque white background so they stay readable when the book is switched to the
-dark theme (transparent PNGs lose their black axes and labels on a dark page), and a modest dpi
-so notebooks stay small.
+Figures get an opaque white background (transparent PNGs lose their black axes and labels on a
+dark page; in the dark theme the book shows every figure inverted, see ``book/_theme/book.css``),
+and a modest dpi so notebooks stay small.
 """
 
 from __future__ import annotations

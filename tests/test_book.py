@@ -156,10 +156,14 @@ def test_pages_in_headless_chromium(built_book):
         proc = subprocess.run(
             ["node", str(BROWSER_DIR / "check_book.mjs"), "--base", base, "--root", str(ROOT),
              "--out", str(out)],
-            cwd=ROOT, capture_output=True, text=True, timeout=900)
+            cwd=ROOT, capture_output=True, text=True, timeout=1800)  # every page twice (themes)
     report = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"browser checks failed:\n{report}"
     data = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert any(p["widget_views"] for p in data["pages"]), "no page with widgets was checked"
     assert any(p["math"] for p in data["pages"]), "no page with math was checked"
     assert len(data["screenshots"]) >= 2, data["screenshots"]
+    themed = {(t["doc"], t["theme"]) for t in data["themes"]}
+    assert themed == {(p["doc"], theme) for p in data["pages"] for theme in ("light", "dark")}, (
+        "every page must be screenshotted in the light and the dark theme")
+    assert sum(t["panels"] for t in data["themes"]) > 0, "no figure or widget panel was measured in the dark theme"

@@ -208,3 +208,101 @@ def test_paper_numbers_have_sources():
     for key, block in paper.items():
         if isinstance(block, dict) and key not in ("paper",):
             assert "source" in block, f"book/data/paper.json: {key} has no source"
+
+
+# --- the book says only what it shows ------------------------------------------------------------
+
+# Outputs are read by everyone: they must not show the recording machine's folders, nor the
+# mechanics of how a run was copied between machines. /content/ (Colab) and the documented Debian
+# data folder /usr/share/datasets/ are paths a reader uses, so they are allowed.
+MACHINE_PATH = re.compile(r"(?<![\w~.<])(?:/root|/home|/tmp|/work|/var|/private|/Users|/mnt|/srv|/opt)/"
+                          r"|(?<![\w])[A-Z]:\\\\")
+INTERNAL_NAMES = re.compile(r"gpu_session\.sh|gpu_checks\.py|\bno \.git\b|\.git\b(?!hub)")
+LEAD_REWRITES = {"06_training_fmnist.ipynb", "09_receptive_fields.ipynb", "10_findings.ipynb"}
+
+
+def _output_text(output) -> str:
+    if output.get("output_type") == "stream":
+        return output.get("text", "")
+    data = output.get("data") or {}
+    return "\n".join(v for k, v in data.items() if k.startswith("text/") and isinstance(v, str))
+
+
+def _public_output_params():
+    for path in NOTEBOOKS:
+        marks = []
+        if path.name in LEAD_REWRITES:
+            marks = [pytest.mark.xfail(strict=False, reason=(
+                "issue 12: this chapter is being rewritten on new runs (issue 11); its stored outputs "
+                "printed machine paths / .git notes; the rewrite should print "
+                "sequencer_mini.bookfiles.public_provenance(...) instead"))]
+        yield pytest.param(path, id=path.name, marks=marks)
+
+
+@pytest.mark.parametrize("path", list(_public_output_params()))
+def test_outputs_show_no_machine_paths_or_internal_names(path):
+    found = []
+    for index, cell in enumerate(_read(path).cells):
+        for output in cell.get("outputs", []):
+            text = _output_text(output)
+            for pattern in (MACHINE_PATH, INTERNAL_NAMES):
+                for match in pattern.finditer(text):
+                    start = max(0, match.start() - 60)
+                    found.append(f"cell {index}: ...{text[start:match.end() + 40]!r}")
+    assert not found, (f"{path.name}: stored outputs show machine paths or internal names (print "
+                       "sequencer_mini.bookfiles.public_provenance(...) / public_command(...) instead):\n"
+                       + "\n".join(found[:10]))
+
+
+_RESULT_PATH = re.compile(r"(?:book/)?(?:bench/)?results/[A-Za-z0-9_.\-/*<>]+")
+
+
+def _prose_params():
+    """One entry per piece of prose: each notebook's markdown cells, setup.md, README.md."""
+    for path in NOTEBOOKS:
+        marks = [pytest.mark.xfail(strict=False, reason=(
+            "issue 12: chapter being rewritten on new runs (issue 11); it may name a results file "
+            "that is not committed"))] if path.name in LEAD_REWRITES else []
+        yield pytest.param(path, id=path.name, marks=marks)
+    yield pytest.param(BOOK / "setup.md", id="setup.md")
+    yield pytest.param(ROOT / "README.md", id="README.md")
+
+
+@pytest.mark.parametrize("path", list(_prose_params()))
+def test_prose_names_only_results_files_that_exist(path):
+    """A concrete results path in prose (no wildcard or <placeholder>) must exist in the repository:
+    prose may say where a run *would* go only with a placeholder such as book/results/<run>/."""
+    if path.suffix == ".ipynb":
+        pieces = [(f"cell {i}", c.source) for i, c in enumerate(_read(path).cells) if c.cell_type == "markdown"]
+    else:
+        pieces = [("text", path.read_text(encoding="utf-8"))]
+    missing = []
+    for where, text in pieces:
+        for match in _RESULT_PATH.finditer(text):
+            name = match.group(0).rstrip(".,;:)/")
+            if any(ch in name for ch in "*<>") or name.endswith(("results", "-")):
+                continue
+            rel = name if name.startswith(("book/", "bench/")) else f"book/{name}"
+            if not (ROOT / rel).exists():
+                missing.append(f"{where}: {name}")
+    assert not missing, f"{path.name} names results files that do not exist:\n" + "\n".join(missing)
+
+
+def test_generated_claims_are_current():
+    """README's chapter table and the setup page's recorded-runs text match book/results/."""
+    stale = _load_tool("write_results_claims").stale()
+    assert not stale, f"{stale}: run python tools/write_results_claims.py"
+
+
+def test_intro_chapter_map_matches_the_results_files():
+    """Chapter 0 shows the chapter map generated from book/results/ when it was recorded; it must
+    still be what the results files say (re-record 00_intro.ipynb after adding or removing runs)."""
+    from sequencer_mini.bookfiles import chapter_map, recorded_runs
+
+    nb = _read(BOOK / "00_intro.ipynb")
+    cells = [c for c in nb.cells if c.cell_type == "code" and "chapter_map(" in c.source]
+    assert len(cells) == 1, "00_intro.ipynb should show the chapter map from one cell calling chapter_map()"
+    shown = [o["data"]["text/markdown"] for o in cells[0].outputs if "text/markdown" in (o.get("data") or {})]
+    assert shown == [chapter_map(recorded_runs(BOOK / "results"))], (
+        "00_intro.ipynb's stored chapter map differs from book/results/; "
+        "run python tools/execute_notebooks.py book/00_intro.ipynb")

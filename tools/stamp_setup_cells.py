@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write or refresh the first cell (the setup cell) of every notebook in book/.
+"""Write or refresh the setup cell of every notebook in book/ (right after the title cell).
 
 On Colab the cell clones the repository at the URL and branch named in ``_config.yml``
 (``repository.url`` / ``repository.branch``, the one place they are kept), installs ``sequencer_mini``
@@ -84,15 +84,27 @@ def find_setup_cell(nb: nbformat.NotebookNode) -> int | None:
     return None
 
 
+def _is_title(cell: nbformat.NotebookNode) -> bool:
+    return cell.cell_type == "markdown" and cell.source.lstrip().startswith("# ")
+
+
+def setup_index(nb: nbformat.NotebookNode) -> int:
+    """Where the setup cell belongs: right after the page title (so the rendered page opens with
+    the title, not with the cell's collapsed toggle), or first when the notebook has no title cell."""
+    others = [c for i, c in enumerate(nb.cells) if i != find_setup_cell(nb)]
+    return 1 if others and _is_title(others[0]) else 0
+
+
 def setup_cell_problem(nb: nbformat.NotebookNode, source: str | None = None) -> str | None:
     """Return why the notebook's setup cell is out of date, or None if it is current."""
     source = setup_source() if source is None else source
     index = find_setup_cell(nb)
     if index is None:
         return "has no setup cell"
-    if index != 0:
-        return f"setup cell is cell {index}, not the first cell"
-    cell = nb.cells[0]
+    wanted = setup_index(nb)
+    if index != wanted:
+        return f"setup cell is cell {index}, not cell {wanted} (right after the title, or first)"
+    cell = nb.cells[index]
     if cell.cell_type != "code":
         return "setup cell is not a code cell"
     if cell.source != source:
@@ -109,16 +121,16 @@ def stamp(nb: nbformat.NotebookNode, source: str | None = None) -> bool:
     if setup_cell_problem(nb, source) is None:
         return False
     index = find_setup_cell(nb)
+    wanted = setup_index(nb)
     if index is None:
         cell = nbformat.v4.new_code_cell(source)
-        nb.cells.insert(0, cell)
     else:
         cell = nb.cells.pop(index)
-        nb.cells.insert(0, cell)
         cell.cell_type = "code"
         cell.source = source
+    nb.cells.insert(wanted, cell)
     cell["id"] = SETUP_ID
-    # the book shows the cell collapsed (it comes before the page title); Colab ignores tags
+    # the book shows the cell collapsed, under the page title; Colab ignores tags
     tags = [t for t in cell.setdefault("metadata", {}).get("tags", [])
             if t not in ("hide-input", "hide-output", "remove-cell", "remove-input")]
     cell.metadata["tags"] = tags + [tag for tag in SETUP_TAGS if tag not in tags]

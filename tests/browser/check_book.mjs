@@ -8,6 +8,13 @@
 // that notebook, and the ipywidgets embedded in the page render exactly once. Then it runs the
 // search checks (search.html?q=...), the widget interaction checks declared in
 // tests/browser/widget_checks.json, and saves screenshots under _build/screenshots/.
+// Layout checks on every page, at 1280 px: the page title comes before any code cell (no collapsed
+// toggle above the title) and there is exactly one visible search box. Theme checks on every page:
+// a screenshot in the light and in the dark theme (_build/screenshots/<page>-<theme>.png), and, in
+// the dark theme, every output figure and widget panel is measured in its own screenshot: the
+// ring of pixels along its edge must be dark (no light panel or white figure background on a dark
+// page). Pages listed under "diagrams" in checks.json must show that many loaded images in cells
+// tagged "diagram".
 // Exit code 0 = all good; 1 = failures (listed on stdout and in <out>/report.json).
 
 import { chromium } from 'playwright-core';
@@ -15,6 +22,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { decodePNG, edgeLuminance } from './png.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -73,6 +81,105 @@ const isLocal = (url) => {
     return false;
   }
 };
+
+const DARK_EDGE_MAX = 0.35; // the dark page is ~0.07; a white figure or the theme's grey panel is > 0.7
+
+async function openInTheme(context, args, doc, theme) {
+  const page = await context.newPage();
+  await page.emulateMedia({ colorScheme: theme });
+  await page.addInitScript((t) => {
+    localStorage.setItem('theme', t);
+    localStorage.setItem('mode', t);
+  }, theme);
+  await page.goto(new URL(`${doc}.html`, args.base).href, { waitUntil: 'load', timeout: 60000 });
+  await page.waitForLoadState('networkidle', { timeout: 30000 }).catch(() => {});
+  await page.evaluate((t) => {
+    document.documentElement.dataset.theme = t;
+    document.documentElement.dataset.mode = t;
+  }, theme);
+  const views = await page.locator('script[type="application/vnd.jupyter.widget-view+json"]').count();
+  if (views) {
+    await page.waitForFunction((n) => document.querySelectorAll('.widget-subarea .jupyter-widgets').length >= n,
+      views, { timeout: 30000 }).catch(() => {});
+  }
+  await page.waitForTimeout(300);
+  return page;
+}
+
+// Title first, one search box (at the context's 1280 px viewport), the declared diagrams.
+async function checkLayout(page, doc, checks, problems) {
+  const layout = await page.evaluate(() => {
+    const visible = (e) => {
+      const r = e.getBoundingClientRect();
+      const s = getComputedStyle(e);
+      return r.width > 0 && r.height > 0 && s.visibility !== 'hidden' && s.display !== 'none';
+    };
+    const article = document.querySelector('article.bd-article') || document.body;
+    const h1 = article.querySelector('h1');
+    const cell = article.querySelector('div.cell');
+    const titleFirst = Boolean(h1) && (!cell
+      || Boolean(h1.compareDocumentPosition(cell) & Node.DOCUMENT_POSITION_FOLLOWING));
+    const searches = [...document.querySelectorAll('.search-button-field, .bd-search input, input[type=search]')]
+      .filter(visible).length;
+    const diagrams = [...document.querySelectorAll('.tag_diagram img')]
+      .filter((img) => img.complete && img.naturalWidth > 0).length;
+    return { titleFirst, hasTitle: Boolean(h1), searches, diagrams };
+  });
+  if (!layout.hasTitle) problems.push('no <h1> title');
+  else if (!layout.titleFirst) problems.push('a code cell (e.g. the collapsed setup cell) comes before the page title');
+  if (layout.searches !== 1) problems.push(`${layout.searches} visible search boxes at 1280 px (expected 1)`);
+  const wanted = (checks.diagrams || {})[doc] || 0;
+  if (layout.diagrams < wanted) problems.push(`${layout.diagrams} diagram image(s) in cells tagged "diagram", expected ${wanted}`);
+  return layout;
+}
+
+async function checkThemes(context, args, toc, checks, failures, notes) {
+  const dir = path.join(args.root, '_build', 'screenshots');
+  fs.mkdirSync(dir, { recursive: true });
+  for (const doc of toc) {
+    const base = doc.replace(/^book\//, '').replace(/\//g, '_');
+    for (const theme of ['light', 'dark']) {
+      const problems = [];
+      const page = await openInTheme(context, args, doc, theme);
+      const applied = await page.evaluate(() => document.documentElement.dataset.theme);
+      if (applied !== theme) problems.push(`theme is ${applied}, expected ${theme}`);
+      const entry = { doc, theme, panels: 0, light_panels: [] };
+      if (theme === 'light') entry.layout = await checkLayout(page, doc, checks, problems);
+      const file = path.join(dir, `${base}-${theme}.png`);
+      await page.screenshot({ path: file });
+      entry.file = path.relative(args.root, file);
+      notes.screenshots.push(entry.file);
+      if (theme === 'dark') {
+        const panels = page.locator('div.cell_output img, .widget-subarea');
+        const count = await panels.count();
+        for (let i = 0; i < count; i++) {
+          const panel = panels.nth(i);
+          const box = await panel.boundingBox();
+          if (!box || box.width < 24 || box.height < 24) continue;
+          if (!(await panel.isVisible())) continue;
+          entry.panels++;
+          const shot = decodePNG(await panel.screenshot({ animations: 'disabled' }));
+          // figures: their own pixels (inside padding and border); panels: the panel's background
+          const inset = await panel.evaluate((e) => {
+            if (e.tagName !== 'IMG') return 0;
+            const st = getComputedStyle(e);
+            return Math.ceil(Math.max(parseFloat(st.paddingTop) + parseFloat(st.borderTopWidth),
+              parseFloat(st.paddingLeft) + parseFloat(st.borderLeftWidth)));
+          });
+          const lum = edgeLuminance(shot, 3, inset);
+          if (lum > DARK_EDGE_MAX) {
+            const what = await panel.evaluate((e) => (e.tagName === 'IMG' ? 'figure' : 'widget panel'));
+            entry.light_panels.push({ index: i, what, luminance: Number(lum.toFixed(3)) });
+            problems.push(`dark theme: ${what} #${i} has a light edge (luminance ${lum.toFixed(2)} > ${DARK_EDGE_MAX})`);
+          }
+        }
+      }
+      await page.close();
+      for (const p of problems) failures.push(`${doc} [${theme}]: ${p}`);
+      notes.themes.push(entry);
+    }
+  }
+}
 
 // --- page checks -------------------------------------------------------------------------------
 async function checkPage(context, args, repo, doc, failures, notes) {
@@ -254,7 +361,7 @@ async function main() {
   const checks = readJson(path.join(here, 'checks.json'), {});
   const widgetChecks = readJson(path.join(here, 'widget_checks.json'), []);
   const failures = [];
-  const notes = { base: args.base, toc, pages: [], search: [], widgets: [], screenshots: [], offsite: [] };
+  const notes = { base: args.base, toc, pages: [], search: [], widgets: [], screenshots: [], themes: [], offsite: [] };
 
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'book-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
@@ -285,6 +392,7 @@ async function main() {
       else failures.push(`widget check names ${check.page}, which is not in _toc.yml`);
     }
     await screenshots(context, args, toc, checks.screenshots || [], notes);
+    await checkThemes(context, args, toc, checks, failures, notes);
   } finally {
     await context.close();
     fs.rmSync(profile, { recursive: true, force: true });
@@ -294,7 +402,8 @@ async function main() {
   fs.writeFileSync(path.join(args.out, 'report.json'), JSON.stringify(notes, null, 2));
   const widgetPages = notes.pages.filter((p) => p.widget_views > 0).length;
   console.log(`checked ${notes.pages.length} pages (${widgetPages} with widgets), `
-    + `${notes.search.length} searches, ${notes.widgets.length} widget interactions; `
+    + `${notes.search.length} searches, ${notes.widgets.length} widget interactions, `
+    + `${notes.themes.length} page themes (${notes.themes.reduce((n, t) => n + t.panels, 0)} dark-theme panels measured); `
     + `screenshots: ${notes.screenshots.join(', ') || 'none'}`);
   if (failures.length) {
     console.log(`${failures.length} failure(s):`);
