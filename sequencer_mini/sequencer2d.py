@@ -57,6 +57,8 @@ __all__ = [
     "MODELS",
     "create_model",
     "pretrained_cfg_for",
+    "preset_config",
+    "PRESET_CONFIGS",
 ]
 
 
@@ -235,8 +237,6 @@ class Sequencer2D(nn.Module):
     logits ``(B, num_classes)``. :meth:`forward_features` returns the normed ``(B, H', W', C)`` map.
     """
 
-    __jit_unused_properties__ = ["default_cfg"]  # a Python dict of mixed types: not TorchScript's business
-
     def __init__(self, config: Sequencer2DConfig | None = None, global_pool: str = "avg", **kwargs: Any) -> None:
         super().__init__()
         if config is not None and kwargs:
@@ -259,6 +259,7 @@ class Sequencer2D(nn.Module):
         ]
         #: timm's data config (input size, mean/std, interpolation, crop); presets set their own.
         self.pretrained_cfg: dict[str, Any] = pretrained_cfg_for(None, cfg)
+        self.default_cfg = self.pretrained_cfg  # timm's older name for it
         self.stem = PatchEmbed(cfg.patch_sizes[0], cfg.in_chans, cfg.embed_dims[0])
         dprs = drop_path_rates(cfg.layers, cfg.drop_path_rate, cfg.drop_path_schedule)
         stages = []
@@ -297,11 +298,6 @@ class Sequencer2D(nn.Module):
         _check_images(x, self.in_chans, self.patch_sizes, self.reduction)
 
     # ---- timm's model interface
-
-    @property
-    def default_cfg(self) -> dict[str, Any]:
-        """timm's older name for :attr:`pretrained_cfg`."""
-        return self.pretrained_cfg
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -406,9 +402,9 @@ def init_weights(model: nn.Module, head_bias: float = 0.0) -> None:
 # ----------------------------------------------------------------------------------------------- presets
 
 
-def _build(name: str, defaults: dict[str, Any], kwargs: dict[str, Any]) -> Sequencer2D:
-    model = Sequencer2D(**{**defaults, **kwargs})
-    model.pretrained_cfg = pretrained_cfg_for(name, model.config)
+def _build(name: str, kwargs: dict[str, Any]) -> Sequencer2D:
+    model = Sequencer2D(**{**PRESET_CONFIGS[name], **kwargs})
+    model.pretrained_cfg = model.default_cfg = pretrained_cfg_for(name, model.config)
     return model
 
 
@@ -453,23 +449,6 @@ _IMAGENET = dict(
     hidden_sizes=(48, 96, 96, 96),
     mlp_ratios=(3.0, 3.0, 3.0, 3.0),
 )
-
-
-def sequencer2d_s(**kwargs: Any) -> Sequencer2D:
-    """Sequencer2D-S: layers (4, 3, 8, 3), 27,651,688 parameters, 8.3 GMACs at 224×224 (paper: 28M, 8.4G)."""
-    return _build("sequencer2d_s", {**_IMAGENET, "layers": (4, 3, 8, 3)}, kwargs)
-
-
-def sequencer2d_m(**kwargs: Any) -> Sequencer2D:
-    """Sequencer2D-M: layers (4, 3, 14, 3), 38,307,688 parameters, 11.1 GMACs at 224×224 (paper: 38M, 11.1G)."""
-    return _build("sequencer2d_m", {**_IMAGENET, "layers": (4, 3, 14, 3)}, kwargs)
-
-
-def sequencer2d_l(**kwargs: Any) -> Sequencer2D:
-    """Sequencer2D-L: layers (8, 8, 16, 4), 54,298,216 parameters, 16.5 GMACs at 224×224 (paper: 54M, 16.6G)."""
-    return _build("sequencer2d_l", {**_IMAGENET, "layers": (8, 8, 16, 4)}, kwargs)
-
-
 _MINI = dict(
     layers=(2, 4),
     patch_sizes=(2, 2),
@@ -478,6 +457,38 @@ _MINI = dict(
     mlp_ratios=(3.0, 3.0),
     num_classes=10,
 )
+#: The keyword arguments of every preset (what :func:`preset_config` turns into a config without building).
+PRESET_CONFIGS: dict[str, dict[str, Any]] = {
+    "sequencer2d_s": {**_IMAGENET, "layers": (4, 3, 8, 3)},
+    "sequencer2d_m": {**_IMAGENET, "layers": (4, 3, 14, 3)},
+    "sequencer2d_l": {**_IMAGENET, "layers": (8, 8, 16, 4)},
+    "sequencer2d_mini28": {**_MINI, "in_chans": 1},
+    "sequencer2d_mini32": {**_MINI, "in_chans": 3},
+    "sequencer2d_fast28": dict(layers=(4,), patch_sizes=(4,), embed_dims=(128,), hidden_sizes=(32,), mlp_ratios=(3.0,),
+                               num_classes=10, in_chans=1),
+}
+
+
+def preset_config(name: str, **kwargs: Any) -> Sequencer2DConfig:
+    """The :class:`Sequencer2DConfig` of a preset (with overrides), without building the model."""
+    if name not in PRESET_CONFIGS:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(PRESET_CONFIGS)}")
+    return Sequencer2DConfig(**{**PRESET_CONFIGS[name], **kwargs})
+
+
+def sequencer2d_s(**kwargs: Any) -> Sequencer2D:
+    """Sequencer2D-S: layers (4, 3, 8, 3), 27,651,688 parameters, 8.3 GMACs at 224×224 (paper: 28M, 8.4G)."""
+    return _build("sequencer2d_s", kwargs)
+
+
+def sequencer2d_m(**kwargs: Any) -> Sequencer2D:
+    """Sequencer2D-M: layers (4, 3, 14, 3), 38,307,688 parameters, 11.1 GMACs at 224×224 (paper: 38M, 11.1G)."""
+    return _build("sequencer2d_m", kwargs)
+
+
+def sequencer2d_l(**kwargs: Any) -> Sequencer2D:
+    """Sequencer2D-L: layers (8, 8, 16, 4), 54,298,216 parameters, 16.5 GMACs at 224×224 (paper: 54M, 16.6G)."""
+    return _build("sequencer2d_l", kwargs)
 
 
 def sequencer2d_mini28(**kwargs: Any) -> Sequencer2D:
@@ -487,12 +498,12 @@ def sequencer2d_mini28(**kwargs: Any) -> Sequencer2D:
     gives a 14×14 grid of 64-wide tokens (2 blocks), then a 2×2 downsampling a 7×7 grid of 128-wide tokens
     (4 blocks). ``h = C/4`` and MLP ratio 3 as in the paper.
     """
-    return _build("sequencer2d_mini28", {**_MINI, "in_chans": 1}, kwargs)
+    return _build("sequencer2d_mini28", kwargs)
 
 
 def sequencer2d_mini32(**kwargs: Any) -> Sequencer2D:
     """The same shape as :func:`sequencer2d_mini28` for 32×32 colour images (CIFAR): grids 16×16, then 8×8."""
-    return _build("sequencer2d_mini32", {**_MINI, "in_chans": 3}, kwargs)
+    return _build("sequencer2d_mini32", kwargs)
 
 
 def sequencer2d_fast28(**kwargs: Any) -> Sequencer2D:
@@ -502,8 +513,7 @@ def sequencer2d_fast28(**kwargs: Any) -> Sequencer2D:
     stage, every LSTM reads 7 steps instead of 14, and a training step costs about half as much on a CPU
     (chapter 6 uses it to chase the 15-minute CPU goal). ``h = C/4`` and MLP ratio 3 as in the paper.
     """
-    return _build("sequencer2d_fast28", dict(layers=(4,), patch_sizes=(4,), embed_dims=(128,), hidden_sizes=(32,), mlp_ratios=(3.0,),
-                       num_classes=10, in_chans=1), kwargs)
+    return _build("sequencer2d_fast28", kwargs)
 
 
 #: Every preset by name, for :func:`create_model` and the training CLI.
