@@ -11,7 +11,8 @@ counter (``/proc/self/clear_refs``), run one forward + backward, and report ``Vm
 ``--repeats`` more passes (median). Plain and checkpointed alternate for each resolution, on one thread.
 
     python bench/grad_checkpointing.py            # sequencer2d_s, batch 1, 224 and 448 px (a few minutes)
-    python bench/grad_checkpointing.py --quick    # sequencer2d_mini32 at 32 and 64 px (seconds)
+    python bench/grad_checkpointing.py --quick    # sequencer2d_mini32 at 32 and 64 px (seconds on an idle CPU);
+                                                  # writes bench/results/grad-checkpointing-cpu-quick.json
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.model, args.sides = "sequencer2d_mini32", [32, 64]
+        args.out = args.out.with_name("grad-checkpointing-cpu-quick.json")
     from sequencer_mini.provenance import write_results
 
     rows = []
@@ -108,11 +110,8 @@ def main() -> None:
                        "median time of a pass, on one CPU thread; ratios are checkpointed / plain, measured in the same run.",
         "model": args.model, "device": "cpu", "threads": 1, "rows": rows,
     }
-    if not args.quick:
-        write_results(args.out, payload)
-        print(f"wrote {args.out}", file=sys.stderr)
-    else:
-        print(json.dumps(payload, indent=1))
+    write_results(args.out, payload)
+    print(f"wrote {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

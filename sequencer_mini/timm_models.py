@@ -36,7 +36,7 @@ from timm.models.sequencer import checkpoint_filter_fn
 
 from .sequencer2d import MODELS, Sequencer2D, preset_config, pretrained_cfg_for
 
-__all__ = ["TIMM_NAMES", "default_cfgs"]
+__all__ = ["TIMM_NAMES", "main"]
 
 #: timm name -> our preset name.
 TIMM_NAMES: dict[str, str] = {
@@ -104,8 +104,11 @@ def main(argv: list[str] | None = None) -> None:
               "validate.py) with sequencer_mini's models in timm's registry: " + ", ".join(TIMM_NAMES))
         return
     script, *rest = args
-    sys.argv = [script, *rest]
-    runpy.run_path(script, run_name="__main__")
+    saved, sys.argv = sys.argv, [script, *rest]  # the script parses its own command line
+    try:
+        runpy.run_path(script, run_name="__main__")
+    finally:
+        sys.argv = saved
 
 
 if __name__ == "__main__":

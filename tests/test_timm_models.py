@@ -243,3 +243,33 @@ def test_zero_patch_size_is_refused_at_construction():
         sm.sequencer2d_mini28(patch_sizes=(0, 2))
     with pytest.raises(ValueError, match=r"num_classes >= 0"):
         sm.sequencer2d_mini28(num_classes=-1)
+
+
+# ----------------------------------------------------------------------------- baselines and the timm script runner
+
+@pytest.mark.parametrize("name", ["small_cnn", "small_vit"])
+def test_baselines_have_the_same_head_interface(name):
+    from sequencer_mini.baselines import create_baseline
+    torch.manual_seed(0)
+    model = create_baseline(name).eval()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        logits = model(x)
+        pre = model.forward_head(model.forward_features(x), pre_logits=True)
+        assert logits.shape == (2, 10) and pre.shape == (2, model.num_features)
+        torch.testing.assert_close(model.head(pre), logits)
+        model.reset_classifier(0)
+        torch.testing.assert_close(model(x), pre)
+        model.reset_classifier(4)
+        assert model(x).shape == (2, 4)
+    zero = create_baseline(name, num_classes=0)
+    assert not any(k.startswith("head") for k in zero.state_dict())
+
+
+def test_timm_script_runner_sees_our_models(tmp_path, capsys):
+    from sequencer_mini.timm_models import main
+    script = tmp_path / "script.py"
+    script.write_text("import sys, timm\nmodel = timm.create_model(sys.argv[1], num_classes=3)\n"
+                      "print(type(model).__name__, model.num_classes, sys.argv[0].endswith('script.py'))\n")
+    main([str(script), "sequencer2d_fast28"])
+    assert capsys.readouterr().out.strip() == "Sequencer2D 3 True"
