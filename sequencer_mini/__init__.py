@@ -18,6 +18,8 @@ Paper: Tatsunami & Taki, *Sequencer: Deep LSTM for Image Classification*, NeurIP
 Reference implementation: timm's ``sequencer.py`` (Ross Wightman and the official authors), Apache-2.0.
 """
 
+from importlib.util import find_spec as _find_spec
+
 from .bilstm2d import BiLSTM2D
 from .blocks import (
     MLP,
@@ -44,6 +46,9 @@ from .sequencer2d import (
     sequencer2d_s,
 )
 from .weights import convert_official_state_dict, load_weights, pretrained
+
+if _find_spec("timm") is not None:  # timm is optional; with it, timm.create_model knows our presets
+    from . import timm_models  # noqa: F401
 
 __version__ = "0.1.0"
 

@@ -4,7 +4,9 @@
 * ``SmallViT``: a plain ViT (patch 4, class token, learned absolute position embeddings, pre-norm blocks).
 
 Both take ``(in_chans, num_classes, img_size)`` like the Sequencer presets and map images
-``(B, in_chans, H, W)`` to logits ``(B, num_classes)``. The CNN accepts any size; the ViT accepts any
+``(B, in_chans, H, W)`` to logits ``(B, num_classes)``; like timm models (and our Sequencer2D) they have
+``forward_features`` / ``forward_head(pre_logits=...)``, ``num_features`` and ``reset_classifier``, and
+``num_classes=0`` makes them return pooled features. The CNN accepts any size; the ViT accepts any
 size divisible by its patch size and resamples its position embeddings to the new grid the way timm's
 ``resample_abs_pos_embed`` does (bicubic, antialiased, class token kept as is), so a model trained at
 28x28 can be evaluated at 56x56 without any other change.
@@ -48,14 +50,31 @@ class SmallCNN(nn.Module):
             stages.append(nn.Sequential(*pool, ConvBNReLU(c_in, width), ConvBNReLU(width, width)))
             c_in = width
         self.stages = nn.Sequential(*stages)
+        self.num_classes, self.num_features = num_classes, c_in
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(c_in, num_classes)
+        self.head = _linear_or_identity(c_in, num_classes)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new classifier for ``num_classes`` (0: none, the model returns pooled features)."""
+        self.num_classes, self.head = num_classes, _linear_or_identity(self.num_features, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(B, in_chans, H, W) -> (B, C, H/4, W/4)``."""
+        return self.stages(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        pooled = self.head_drop(x.mean(dim=(2, 3)))     # (B, C)
+        return pooled if pre_logits else self.head(pooled)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, in_chans, H, W) -> (B, num_classes)``."""
-        features = self.stages(x)                       # (B, C, H/4, W/4)
-        pooled = features.mean(dim=(2, 3))              # (B, C)
-        return self.head(self.head_drop(pooled))
+        return self.forward_head(self.forward_features(x))
+
+
+def _linear_or_identity(dim: int, num_classes: int) -> nn.Module:
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0 (0: no classifier), got {num_classes}")
+    return nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
 
 
 # ----------------------------------------------------------------------------- ViT
@@ -139,8 +158,14 @@ class SmallViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.randn(1, 1 + math.prod(self.grid), embed_dim) * 0.02)
         self.blocks = nn.Sequential(*[TransformerBlock(embed_dim, num_heads, mlp_ratio, drop_rate) for _ in range(depth)])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.head = nn.Linear(embed_dim, num_classes)
+        self.num_classes, self.num_features = num_classes, embed_dim
+        self.head = _linear_or_identity(embed_dim, num_classes)
         self.apply(self._init_weights)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new classifier for ``num_classes`` (0: none, the model returns the class token's features)."""
+        self.num_classes, self.head = num_classes, _linear_or_identity(self.num_features, num_classes)
+        self.head.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -153,16 +178,22 @@ class SmallViT(nn.Module):
         """Position embeddings ``(1, 1 + h*w, D)`` for a token grid; resampled when it is not the training grid."""
         return resample_pos_embed(self.pos_embed, grid, self.grid)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, in_chans, H, W) -> (B, num_classes)``; ``H`` and ``W`` multiples of the patch size."""
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(B, in_chans, H, W) -> (B, 1 + N, D)`` normed tokens, class token first."""
         H, W = x.shape[-2:]
         if H % self.patch_size or W % self.patch_size:
             raise ValueError(f"SmallViT needs H and W divisible by the patch size {self.patch_size}, got {H}x{W}")
         tokens = self.patch_embed(x)                                          # (B, N, D)
         cls = self.cls_token.expand(len(tokens), -1, -1)                      # (B, 1, D)
         tokens = torch.cat([cls, tokens], dim=1) + self.pos_embed_for((H // self.patch_size, W // self.patch_size))
-        tokens = self.norm(self.blocks(tokens))
-        return self.head(tokens[:, 0])
+        return self.norm(self.blocks(tokens))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        return x[:, 0] if pre_logits else self.head(x[:, 0])
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, in_chans, H, W) -> (B, num_classes)``; ``H`` and ``W`` multiples of the patch size."""
+        return self.forward_head(self.forward_features(x))
 
 
 # ----------------------------------------------------------------------------- registry

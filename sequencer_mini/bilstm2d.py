@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from einops import rearrange
+import torch.fx
 from torch import Tensor, nn
 
 from .lstm import LSTM
@@ -54,6 +54,15 @@ def make_rnn(
         return LSTM(input_size, hidden_size, bidirectional=bidirectional, batch_first=True, fused=True)
     cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[rnn]
     return cls(input_size, hidden_size, num_layers=1, batch_first=True, bidirectional=bidirectional)
+
+
+def _check_bilstm2d_input(x: Tensor, input_size: int) -> None:
+    if x.dim() != 4 or x.shape[-1] != input_size:
+        shape = "(" + ", ".join([str(s) for s in x.shape]) + ")"
+        raise ValueError(f"BiLSTM2D expected a channels-last input (B, H, W, {input_size}), got {shape}")
+
+
+torch.fx.wrap("_check_bilstm2d_input")  # a leaf for torch.fx: the check runs in the traced module too
 
 
 class BiLSTM2D(nn.Module):
@@ -110,24 +119,25 @@ class BiLSTM2D(nn.Module):
         return f"union={self.union!r}, with_fc={self.with_fc}, backend={self.backend!r}"
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[-1] != self.input_size:
-            raise ValueError(
-                f"BiLSTM2D expected a channels-last input (B, H, W, {self.input_size}), got {tuple(x.shape)}"
-            )
-        batch = x.shape[0]
+        _check_bilstm2d_input(x, self.input_size)
+        batch, height, width, channels = x.shape
+        # permute + reshape rather than einops, so that torch.jit.script and torch.fx trace this; each line
+        # gives its einops pattern.
         branches: list[Tensor] = []
         if self.rnn_v is not None:
             # Every column is one sequence running down the image: B·W sequences of length H.
-            v = rearrange(x, "b h w c -> (b w) h c")
+            v = x.permute(0, 2, 1, 3).reshape(batch * width, height, channels)  # "b h w c -> (b w) h c"
             v, _ = self.rnn_v(v)
-            branches.append(rearrange(v, "(b w) h d -> b h w d", b=batch))
+            branches.append(v.reshape(batch, width, height, -1).permute(0, 2, 1, 3))  # "(b w) h d -> b h w d"
         if self.rnn_h is not None:
             # Every row is one sequence running across the image: B·H sequences of length W.
-            h = rearrange(x, "b h w c -> (b h) w c")
+            h = x.reshape(batch * height, width, channels)  # "b h w c -> (b h) w c"
             h, _ = self.rnn_h(h)
-            branches.append(rearrange(h, "(b h) w d -> b h w d", b=batch))
+            branches.append(h.reshape(batch, height, width, -1))  # "(b h) w d -> b h w d"
         if len(branches) == 2:
             out = torch.cat(branches, dim=-1) if self.union == "cat" else branches[0] + branches[1]
         else:
             out = branches[0]
-        return self.fc(out) if self.fc is not None else out
+        if self.fc is not None:
+            out = self.fc(out)
+        return out

@@ -7,12 +7,20 @@
 * :class:`VanillaSequencerBlock` is the same block with one BiLSTM over all ``H·W`` tokens in raster order.
 
 All feature maps are channels-last ``(B, H, W, C)``, as in the official code and timm.
+
+Traceable: every forward here runs under ``torch.jit.script``, ``torch.fx.symbolic_trace`` and
+``torch.export``. That is why the forward passes use ``permute``/``reshape`` (each with its einops pattern in a
+comment: einops functions are neither scriptable nor FX-traceable) and why the input checks are free functions
+registered with ``torch.fx.wrap``: FX records them as calls that still run, on real tensors, in the traced
+module, instead of failing on ``if`` over a symbolic shape.
 """
 
 from __future__ import annotations
 
 from functools import partial
 
+import torch
+import torch.fx
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -28,19 +36,57 @@ __all__ = [
     "FlatBiLSTM",
     "VanillaSequencerBlock",
     "LayerNorm",
+    "shape_str",
+    "drop_path",
 ]
 
 #: The norm used everywhere in Sequencer: LayerNorm over channels with eps 1e-6 (official code, timm).
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)
 
 
+def shape_str(x: Tensor) -> str:
+    """``'(2, 3, 224, 224)'``: a tensor's shape as Python prints a tuple, in a form TorchScript compiles."""
+    return "(" + ", ".join([str(s) for s in x.shape]) + ")"
+
+
 def _check_divisible(x: Tensor, patch: int, where: str) -> None:
     height, width = x.shape[-2], x.shape[-1]
-    if height % patch or width % patch:
+    if height % patch != 0 or width % patch != 0:
         raise ValueError(
             f"{where}: height and width must be multiples of the patch size {patch}, got {height}×{width} "
-            f"(input shape {tuple(x.shape)}); resize or pad the input instead of letting it be cropped"
+            f"(input shape {shape_str(x)}); resize or pad the input instead of letting it be cropped"
         )
+
+
+def _check_patch_embed_input(x: Tensor, in_chans: int, patch: int) -> None:
+    if x.dim() != 4 or x.shape[1] != in_chans:
+        raise ValueError(f"PatchEmbed expected images (B, {in_chans}, H, W), got shape {shape_str(x)}")
+    _check_divisible(x, patch, "PatchEmbed")
+
+
+def _check_channels_last(x: Tensor, patch: int) -> None:
+    # Downsample2D reads (B, H, W, C); the grid sides are dims 1 and 2.
+    height, width = x.shape[1], x.shape[2]
+    if height % patch != 0 or width % patch != 0:
+        raise ValueError(
+            f"Downsample2D: height and width must be multiples of the patch size {patch}, got {height}×{width} "
+            f"(input shape {shape_str(x)}); resize or pad the input instead of letting it be cropped"
+        )
+
+
+def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
+    """Stochastic depth on a batch: zero whole samples with probability ``drop_prob``, scale the rest by ``1/(1-p)``."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep = 1.0 - drop_prob
+    shape = [x.shape[0]] + [1] * (x.dim() - 1)  # one coin per sample, broadcast over the rest
+    mask = x.new_empty(shape).bernoulli_(keep)
+    return x * mask / keep
+
+
+# Leaves for torch.fx: traced as calls (that still run and raise) rather than traced through.
+for _name in ("_check_patch_embed_input", "_check_channels_last", "drop_path"):
+    torch.fx.wrap(_name)
 
 
 def patchify(images: Tensor, patch: int) -> Tensor:
@@ -68,12 +114,8 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"PatchEmbed expected images (B, {self.in_chans}, H, W), got shape {tuple(x.shape)}"
-            )
-        _check_divisible(x, self.patch_size, "PatchEmbed")
-        return rearrange(self.proj(x), "b c h w -> b h w c")
+        _check_patch_embed_input(x, self.in_chans, self.patch_size)
+        return self.proj(x).permute(0, 2, 3, 1)  # "b c h w -> b h w c"
 
 
 class Downsample2D(nn.Module):
@@ -88,9 +130,9 @@ class Downsample2D(nn.Module):
         self.down = nn.Conv2d(input_dim, output_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = rearrange(x, "b h w c -> b c h w")
-        _check_divisible(x, self.patch_size, "Downsample2D")
-        return rearrange(self.down(x), "b c h w -> b h w c")
+        _check_channels_last(x, self.patch_size)
+        x = x.permute(0, 3, 1, 2)  # "b h w c -> b c h w"
+        return self.down(x).permute(0, 2, 3, 1)  # "b c h w -> b h w c"
 
 
 class MLP(nn.Module):
@@ -124,11 +166,7 @@ class DropPath(nn.Module):
         return f"drop_prob={self.drop_prob:.3f}"
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)  # one coin per sample
-        return x * mask / keep
+        return drop_path(x, self.drop_prob, self.training)
 
 
 class Sequencer2DBlock(nn.Module):
@@ -178,10 +216,10 @@ class FlatBiLSTM(nn.Module):
         self.rnn = make_rnn(input_size, hidden_size, bidirectional, backend, rnn)
 
     def forward(self, x: Tensor) -> Tensor:
-        height = x.shape[1]
-        tokens = rearrange(x, "b h w c -> b (h w) c")  # one sequence of length H·W per image
+        batch, height, width, channels = x.shape
+        tokens = x.reshape(batch, height * width, channels)  # "b h w c -> b (h w) c": one sequence per image
         tokens, _ = self.rnn(tokens)
-        return rearrange(tokens, "b (h w) d -> b h w d", h=height)
+        return tokens.reshape(batch, height, width, -1)  # "b (h w) d -> b h w d"
 
 
 class VanillaSequencerBlock(nn.Module):

@@ -18,6 +18,12 @@ Two details are the official code's and differ from current timm:
   scratch training is not; ``drop_path_schedule='uniform'`` reproduces current timm.
 * the timm class default ``patch_sizes=(7, 2, 2, 1)`` is **not** what the registered variants use; every
   preset here passes the paper's ``(7, 2, 1, 1)``.
+
+The model speaks timm's model interface (``num_classes=0`` for pooled features, ``reset_classifier``,
+``forward_features`` / ``forward_head(pre_logits=...)``, ``pretrained_cfg``, ``feature_info``,
+``set_grad_checkpointing``), and :mod:`sequencer_mini.timm_models` registers the presets with
+``timm.create_model``. It runs under ``torch.jit.script``, ``torch.fx.symbolic_trace`` and ``torch.export``
+with its input checks in place (see :mod:`sequencer_mini.blocks`).
 """
 
 from __future__ import annotations
@@ -28,10 +34,12 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
+import torch.fx
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .lstm import LSTM as ScratchLSTM
-from .blocks import Downsample2D, LayerNorm, PatchEmbed, Sequencer2DBlock, VanillaSequencerBlock
+from .blocks import Downsample2D, LayerNorm, PatchEmbed, Sequencer2DBlock, VanillaSequencerBlock, shape_str
 
 __all__ = [
     "Sequencer2DConfig",
@@ -48,6 +56,9 @@ __all__ = [
     "sequencer2d_fast28",
     "MODELS",
     "create_model",
+    "pretrained_cfg_for",
+    "preset_config",
+    "PRESET_CONFIGS",
 ]
 
 
@@ -82,8 +93,21 @@ class Sequencer2DConfig:
             raise ValueError(f"drop_path_schedule must be 'linear' (official) or 'uniform' (current timm), got {self.drop_path_schedule!r}")
         if self.block not in ("2d", "vanilla"):
             raise ValueError(f"block must be '2d' (BiLSTM2D) or 'vanilla' (one BiLSTM over H·W), got {self.block!r}")
-        if self.in_chans <= 0 or self.num_classes <= 0:
-            raise ValueError(f"in_chans and num_classes must be positive, got {self.in_chans} and {self.num_classes}")
+        if self.in_chans <= 0 or self.num_classes < 0:
+            raise ValueError(
+                f"in_chans must be positive and num_classes >= 0 (0: no classifier, the model returns pooled "
+                f"features), got in_chans={self.in_chans} and num_classes={self.num_classes}"
+            )
+        for name in ("layers", "patch_sizes", "embed_dims", "hidden_sizes"):
+            bad = [v for v in getattr(self, name) if not (isinstance(v, int) and v >= 1)]
+            if bad:
+                raise ValueError(f"{name} must be positive integers (one per stage), got {list(getattr(self, name))}")
+        if not all(r > 0 for r in self.mlp_ratios):
+            raise ValueError(f"mlp_ratios must be positive, got {list(self.mlp_ratios)}")
+        if not (isinstance(self.drop_path_rate, (int, float)) and 0.0 <= self.drop_path_rate < 1.0):
+            raise ValueError(f"drop_path_rate must be in [0, 1) (a probability of dropping a block), got {self.drop_path_rate!r}")
+        if not (isinstance(self.drop_rate, (int, float)) and 0.0 <= self.drop_rate < 1.0):
+            raise ValueError(f"drop_rate must be in [0, 1) (the dropout before the classifier), got {self.drop_rate!r}")
 
     @property
     def reduction(self) -> int:
@@ -127,22 +151,83 @@ class Sequencer2DStage(nn.Module):
         self.downsample: nn.Module = Downsample2D(dim_in, dim, patch_size) if downsample else nn.Identity()
         # Blocks are built after the downsampling layer, as in timm, so seeded builds draw the same numbers.
         self.blocks = nn.Sequential(*[make_block(j) for j in range(depth)])
+        self.grad_checkpointing = False
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.blocks(self.downsample(x))
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return self._checkpointed_blocks(x)
+        return self.blocks(x)
+
+    @torch.jit.unused
+    def _checkpointed_blocks(self, x: Tensor) -> Tensor:
+        # Keep only each block's input; recompute its inside during the backward pass. The LSTMs' gate
+        # activations for every step dominate the memory at high resolution, and they are what this frees.
+        for block in self.blocks:
+            x = checkpoint(block, x, use_reentrant=False)
+        return x
+
+
+GLOBAL_POOLS = ("avg", "")
 
 
 class ClassifierHead(nn.Module):
-    """Global average pool over the token grid, dropout, linear: ``(B, H, W, C) → (B, num_classes)``."""
+    """Global average pool over the token grid, dropout, linear: ``(B, H, W, C) → (B, num_classes)``.
 
-    def __init__(self, dim: int, num_classes: int, drop_rate: float = 0.0) -> None:
+    ``num_classes=0`` replaces the linear layer by the identity (the head returns ``(B, C)`` pooled features);
+    ``pool_type=''`` skips the pooling (timm's convention), so the head returns the ``(B, H, W, C)`` map.
+    """
+
+    def __init__(self, dim: int, num_classes: int, drop_rate: float = 0.0, pool_type: str = "avg") -> None:
         super().__init__()
+        self.num_features = dim
+        self.pool_type = _check_pool(pool_type)
         self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(dim, num_classes)
+        self.fc: nn.Module = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset(self, num_classes: int, pool_type: str | None = None) -> None:
+        if pool_type is not None:
+            self.pool_type = _check_pool(pool_type)
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.drop(x.mean(dim=(1, 2)))
+        if self.pool_type == "avg":
+            x = x.mean(dim=(1, 2))
+        x = self.drop(x)
         return x if pre_logits else self.fc(x)
+
+
+def _check_pool(pool_type: str) -> str:
+    if pool_type not in GLOBAL_POOLS:
+        raise ValueError(f"global_pool must be 'avg' (mean over the token grid) or '' (no pooling), got {pool_type!r}")
+    return pool_type
+
+
+def _check_images(x: Tensor, in_chans: int, patch_sizes: list[int], reduction: int) -> None:
+    """Raise a ValueError naming what was expected unless ``x`` is a non-empty float ``(B, in_chans, H, W)`` batch
+    whose sides are multiples of ``reduction``. A free function registered with ``torch.fx.wrap``, so that FX
+    keeps it as a call (run on real tensors by the traced module) instead of tracing into its ``if``s."""
+    if x.dim() != 4:
+        raise ValueError(f"Sequencer2D expected images (B, {in_chans}, H, W), got a {x.dim()}-D tensor of shape {shape_str(x)}")
+    if x.shape[1] != in_chans:
+        raise ValueError(f"Sequencer2D expected {in_chans} input channels, got {x.shape[1]} (input shape {shape_str(x)})")
+    if x.shape[0] == 0:
+        raise ValueError(f"Sequencer2D expected a non-empty batch of images (B ≥ 1, {in_chans}, H, W), got shape {shape_str(x)}")
+    if not x.is_floating_point():
+        raise ValueError(
+            f"Sequencer2D expected floating-point images (float32, float16 or bfloat16) of shape (B, {in_chans}, H, W), "
+            f"got dtype {x.dtype}: convert integer pixels with x.float() / 255 and normalise them"
+        )
+    height, width = x.shape[-2], x.shape[-1]
+    if height % reduction != 0 or width % reduction != 0:
+        raise ValueError(
+            f"Sequencer2D with patch_sizes {patch_sizes} needs height and width that are multiples of "
+            f"{reduction}, got {height}×{width}; nothing is cropped silently: resize to e.g. "
+            f"{max(reduction, int(round(height / reduction)) * reduction)}×{max(reduction, int(round(width / reduction)) * reduction)}"
+        )
+
+
+torch.fx.wrap("_check_images")
 
 
 class Sequencer2D(nn.Module):
@@ -152,14 +237,29 @@ class Sequencer2D(nn.Module):
     logits ``(B, num_classes)``. :meth:`forward_features` returns the normed ``(B, H', W', C)`` map.
     """
 
-    def __init__(self, config: Sequencer2DConfig | None = None, **kwargs: Any) -> None:
+    def __init__(self, config: Sequencer2DConfig | None = None, global_pool: str = "avg", **kwargs: Any) -> None:
         super().__init__()
         if config is not None and kwargs:
             raise ValueError("pass either a Sequencer2DConfig or keyword arguments, not both")
         cfg = config if config is not None else Sequencer2DConfig(**kwargs)
         self.config = cfg
         self.num_classes = cfg.num_classes
+        self.in_chans = cfg.in_chans
+        self.global_pool = _check_pool(global_pool)
         self.num_features = cfg.embed_dims[-1]
+        self.head_hidden_size = self.num_features  # timm: width of the pre-logits features
+        # Plain attributes for the input check (TorchScript reads ints and lists, not a dataclass).
+        self.patch_sizes: list[int] = list(cfg.patch_sizes)
+        self.reduction = cfg.reduction
+        self.output_fmt = "NHWC"
+        reductions = [math.prod(cfg.patch_sizes[: i + 1]) for i in range(len(cfg.layers))]
+        #: timm's per-stage feature description: channels, input pixels per token side, module name.
+        self.feature_info = [
+            dict(num_chs=dim, reduction=red, module=f"stages.{i}") for i, (dim, red) in enumerate(zip(cfg.embed_dims, reductions))
+        ]
+        #: timm's data config (input size, mean/std, interpolation, crop); presets set their own.
+        self.pretrained_cfg: dict[str, Any] = pretrained_cfg_for(None, cfg)
+        self.default_cfg = self.pretrained_cfg  # timm's older name for it
         self.stem = PatchEmbed(cfg.patch_sizes[0], cfg.in_chans, cfg.embed_dims[0])
         dprs = drop_path_rates(cfg.layers, cfg.drop_path_rate, cfg.drop_path_schedule)
         stages = []
@@ -171,7 +271,7 @@ class Sequencer2D(nn.Module):
             dim_in = dim
         self.stages = nn.Sequential(*stages)
         self.norm = LayerNorm(self.num_features)
-        self.head = ClassifierHead(self.num_features, cfg.num_classes, cfg.drop_rate)
+        self.head = ClassifierHead(self.num_features, cfg.num_classes, cfg.drop_rate, global_pool)
         init_weights(self)
 
     def _make_block(self, dim: int, hidden: int, mlp_ratio: float, drop_paths: list[float], j: int) -> nn.Module:
@@ -193,20 +293,40 @@ class Sequencer2D(nn.Module):
         )
 
     def check_input(self, x: Tensor) -> None:
-        """Raise a ValueError naming what was expected unless ``x`` is ``(B, in_chans, H, W)`` on the patch grid."""
-        cfg = self.config
-        if x.dim() != 4:
-            raise ValueError(f"Sequencer2D expected images (B, {cfg.in_chans}, H, W), got a {x.dim()}-D tensor of shape {tuple(x.shape)}")
-        if x.shape[1] != cfg.in_chans:
-            raise ValueError(f"Sequencer2D expected {cfg.in_chans} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})")
-        red = cfg.reduction
-        height, width = x.shape[-2:]
-        if height % red or width % red:
-            raise ValueError(
-                f"Sequencer2D with patch_sizes {list(cfg.patch_sizes)} needs height and width that are multiples of "
-                f"{red}, got {height}×{width}; nothing is cropped silently: resize to e.g. "
-                f"{max(red, round(height / red) * red)}×{max(red, round(width / red) * red)}"
-            )
+        """Raise a ValueError naming what was expected unless ``x`` is a non-empty floating-point
+        ``(B, in_chans, H, W)`` batch on the patch grid."""
+        _check_images(x, self.in_chans, self.patch_sizes, self.reduction)
+
+    # ---- timm's model interface
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new (freshly initialised) classifier for ``num_classes``; 0 removes it (the model returns features)."""
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        self.head.reset(num_classes, global_pool)
+        self.num_classes = self.config.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.head.to(self.norm.weight.device, self.norm.weight.dtype)  # follow the model's device and dtype
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of storing its activations (``bench/grad_checkpointing.py``)."""
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Parameter groups for timm's layer-wise lr decay (the same regexes as timm's Sequencer2d)."""
+        return dict(
+            stem=r"^stem",
+            blocks=[(r"^stages\.(\d+)", None), (r"^norm", (99999,))] if coarse else [
+                (r"^stages\.(\d+)\.blocks\.(\d+)", None), (r"^stages\.(\d+)\.downsample", (0,)), (r"^norm", (99999,))],
+        )
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(B, C_in, H, W) → (B, H', W', C)`` after the final LayerNorm."""
@@ -214,6 +334,7 @@ class Sequencer2D(nn.Module):
         return self.norm(self.stages(self.stem(x)))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """``(B, H', W', C)`` → logits ``(B, num_classes)``, or the pooled ``(B, C)`` with ``pre_logits=True``."""
         return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -281,8 +402,45 @@ def init_weights(model: nn.Module, head_bias: float = 0.0) -> None:
 # ----------------------------------------------------------------------------------------------- presets
 
 
-def _build(defaults: dict[str, Any], kwargs: dict[str, Any]) -> Sequencer2D:
-    return Sequencer2D(**{**defaults, **kwargs})
+def _build(name: str, kwargs: dict[str, Any]) -> Sequencer2D:
+    model = Sequencer2D(**{**PRESET_CONFIGS[name], **kwargs})
+    model.pretrained_cfg = model.default_cfg = pretrained_cfg_for(name, model.config)
+    return model
+
+
+# What each preset was made for: timm's data config (``timm.data.resolve_data_config`` reads it). S/M/L point at
+# the authors' ImageNet weights on the Hugging Face hub (timm's tags; the state-dict keys are the same), so
+# ``timm.create_model('sm_sequencer2d_s', pretrained=True)`` loads them.
+_DATASET_OF_PRESET = {
+    "sequencer2d_s": "imagenet", "sequencer2d_m": "imagenet", "sequencer2d_l": "imagenet",
+    "sequencer2d_mini28": "fashion_mnist", "sequencer2d_fast28": "fashion_mnist", "sequencer2d_mini32": "cifar10",
+}
+_INPUT_SIDE = {"imagenet": 224, "fashion_mnist": 28, "cifar10": 32}
+
+
+def pretrained_cfg_for(name: str | None, cfg: Sequencer2DConfig) -> dict[str, Any]:
+    """timm's ``pretrained_cfg`` for a preset ``name`` (or a custom config when ``None``): input size, mean/std,
+    interpolation, crop, classifier and first-layer names, and for S/M/L the hub id of the authors' weights."""
+    from .data import MEAN_STD  # the data module's statistics, the ones our loaders normalise with
+
+    dataset = _DATASET_OF_PRESET.get(name or "", "imagenet")
+    side = _INPUT_SIDE[dataset]
+    if side % cfg.reduction:  # a custom config: the nearest multiple of its patch grid
+        side = cfg.reduction * max(1, round(side / cfg.reduction))
+    mean, std = MEAN_STD[dataset]
+    if len(mean) != cfg.in_chans:  # a preset rebuilt for another channel count
+        mean, std = (mean * cfg.in_chans, std * cfg.in_chans) if len(mean) == 1 else ((0.5,) * cfg.in_chans, (0.5,) * cfg.in_chans)
+    imagenet = dataset == "imagenet"
+    out: dict[str, Any] = dict(
+        architecture=name, num_classes=cfg.num_classes, input_size=(cfg.in_chans, side, side), pool_size=None,
+        crop_pct=0.875 if imagenet else 1.0, crop_mode="center", interpolation="bicubic" if imagenet else "bilinear",
+        fixed_input_size=False, mean=tuple(mean), std=tuple(std), first_conv="stem.proj", classifier="head.fc",
+        license="apache-2.0",
+    )
+    if imagenet and name is not None:
+        out["hf_hub_id"] = f"timm/{name}.in1k"
+        out["tag"] = "in1k"
+    return out
 
 
 _IMAGENET = dict(
@@ -291,23 +449,6 @@ _IMAGENET = dict(
     hidden_sizes=(48, 96, 96, 96),
     mlp_ratios=(3.0, 3.0, 3.0, 3.0),
 )
-
-
-def sequencer2d_s(**kwargs: Any) -> Sequencer2D:
-    """Sequencer2D-S: layers (4, 3, 8, 3), 27,651,688 parameters, 8.3 GMACs at 224×224 (paper: 28M, 8.4G)."""
-    return _build({**_IMAGENET, "layers": (4, 3, 8, 3)}, kwargs)
-
-
-def sequencer2d_m(**kwargs: Any) -> Sequencer2D:
-    """Sequencer2D-M: layers (4, 3, 14, 3), 38,307,688 parameters, 11.1 GMACs at 224×224 (paper: 38M, 11.1G)."""
-    return _build({**_IMAGENET, "layers": (4, 3, 14, 3)}, kwargs)
-
-
-def sequencer2d_l(**kwargs: Any) -> Sequencer2D:
-    """Sequencer2D-L: layers (8, 8, 16, 4), 54,298,216 parameters, 16.5 GMACs at 224×224 (paper: 54M, 16.6G)."""
-    return _build({**_IMAGENET, "layers": (8, 8, 16, 4)}, kwargs)
-
-
 _MINI = dict(
     layers=(2, 4),
     patch_sizes=(2, 2),
@@ -316,6 +457,38 @@ _MINI = dict(
     mlp_ratios=(3.0, 3.0),
     num_classes=10,
 )
+#: The keyword arguments of every preset (what :func:`preset_config` turns into a config without building).
+PRESET_CONFIGS: dict[str, dict[str, Any]] = {
+    "sequencer2d_s": {**_IMAGENET, "layers": (4, 3, 8, 3)},
+    "sequencer2d_m": {**_IMAGENET, "layers": (4, 3, 14, 3)},
+    "sequencer2d_l": {**_IMAGENET, "layers": (8, 8, 16, 4)},
+    "sequencer2d_mini28": {**_MINI, "in_chans": 1},
+    "sequencer2d_mini32": {**_MINI, "in_chans": 3},
+    "sequencer2d_fast28": dict(layers=(4,), patch_sizes=(4,), embed_dims=(128,), hidden_sizes=(32,), mlp_ratios=(3.0,),
+                               num_classes=10, in_chans=1),
+}
+
+
+def preset_config(name: str, **kwargs: Any) -> Sequencer2DConfig:
+    """The :class:`Sequencer2DConfig` of a preset (with overrides), without building the model."""
+    if name not in PRESET_CONFIGS:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(PRESET_CONFIGS)}")
+    return Sequencer2DConfig(**{**PRESET_CONFIGS[name], **kwargs})
+
+
+def sequencer2d_s(**kwargs: Any) -> Sequencer2D:
+    """Sequencer2D-S: layers (4, 3, 8, 3), 27,651,688 parameters, 8.3 GMACs at 224×224 (paper: 28M, 8.4G)."""
+    return _build("sequencer2d_s", kwargs)
+
+
+def sequencer2d_m(**kwargs: Any) -> Sequencer2D:
+    """Sequencer2D-M: layers (4, 3, 14, 3), 38,307,688 parameters, 11.1 GMACs at 224×224 (paper: 38M, 11.1G)."""
+    return _build("sequencer2d_m", kwargs)
+
+
+def sequencer2d_l(**kwargs: Any) -> Sequencer2D:
+    """Sequencer2D-L: layers (8, 8, 16, 4), 54,298,216 parameters, 16.5 GMACs at 224×224 (paper: 54M, 16.6G)."""
+    return _build("sequencer2d_l", kwargs)
 
 
 def sequencer2d_mini28(**kwargs: Any) -> Sequencer2D:
@@ -325,12 +498,12 @@ def sequencer2d_mini28(**kwargs: Any) -> Sequencer2D:
     gives a 14×14 grid of 64-wide tokens (2 blocks), then a 2×2 downsampling a 7×7 grid of 128-wide tokens
     (4 blocks). ``h = C/4`` and MLP ratio 3 as in the paper.
     """
-    return _build({**_MINI, "in_chans": 1}, kwargs)
+    return _build("sequencer2d_mini28", kwargs)
 
 
 def sequencer2d_mini32(**kwargs: Any) -> Sequencer2D:
     """The same shape as :func:`sequencer2d_mini28` for 32×32 colour images (CIFAR): grids 16×16, then 8×8."""
-    return _build({**_MINI, "in_chans": 3}, kwargs)
+    return _build("sequencer2d_mini32", kwargs)
 
 
 def sequencer2d_fast28(**kwargs: Any) -> Sequencer2D:
@@ -340,8 +513,7 @@ def sequencer2d_fast28(**kwargs: Any) -> Sequencer2D:
     stage, every LSTM reads 7 steps instead of 14, and a training step costs about half as much on a CPU
     (chapter 6 uses it to chase the 15-minute CPU goal). ``h = C/4`` and MLP ratio 3 as in the paper.
     """
-    return _build(dict(layers=(4,), patch_sizes=(4,), embed_dims=(128,), hidden_sizes=(32,), mlp_ratios=(3.0,),
-                       num_classes=10, in_chans=1), kwargs)
+    return _build("sequencer2d_fast28", kwargs)
 
 
 #: Every preset by name, for :func:`create_model` and the training CLI.

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .budget import quiet
 from .data import AugmentConfig, carve_validation
 from .recipes import RECIPES
@@ -380,6 +381,7 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Iterable, cfg: Tr
     device = resolve_device(cfg.device)
     channels_last = cfg.channels_last and device.type == "cuda"
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    train_model = distributed.wrap(model, device)  # DDP under torchrun (gradients all-reduced), else model
     steps = len(train_loader)
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(
@@ -400,8 +402,9 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Iterable, cfg: Tr
         _set_epoch(train_loader, epoch)  # shuffle order and augmentation = f(seed, epoch)
         _set_augment(train_loader, epoch >= cfg.aug_from_epoch)
         size = cfg.train_size(epoch)
-        stats = train_one_epoch(model, train_loader, opt, sched, scaler, loss_fn, cfg, device,
+        stats = train_one_epoch(train_model, train_loader, opt, sched, scaler, loss_fn, cfg, device,
                                 desc=f"epoch {epoch + 1}/{cfg.epochs}", img_size=size, ema=ema)
+        stats = distributed.reduce_epoch_stats(stats, train_loader)  # every rank's images, not one slice
         judged = ema.module if ema is not None else model  # the model whose accuracy we report
         test = evaluate(judged, test_loader, device, cfg.amp, channels_last)
         val = evaluate(judged, val_loader, device, cfg.amp, channels_last) if val_loader is not None else None
@@ -413,13 +416,13 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Iterable, cfg: Tr
                      val_acc=val.accuracy if val is not None else None, test_acc_raw=raw)
         for key in history:
             history.setdefault(key, []).append(stats[key])
-        if not quiet():
+        if not quiet() and distributed.is_main():
             extra = f" | val acc {val.accuracy:.4f}" if val is not None else ""
             extra += f" (raw weights: test acc {raw:.4f})" if raw is not None else ""
             print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {stats['train_loss']:.4f} acc {stats['train_acc']:.4f}"
                   f" | test loss {test.loss:.4f} acc {test.accuracy:.4f}{extra} | {stats['images_per_s']:.0f} img/s",
                   file=sys.stderr)
-        if ckpt_path is not None:  # after every epoch: a disconnect loses at most one epoch
+        if ckpt_path is not None and distributed.is_main():  # after every epoch: a disconnect loses at most one
             ckpt_path.parent.mkdir(parents=True, exist_ok=True)
             save_checkpoint(ckpt_path, model, opt, sched, scaler, epoch + 1, history, cfg, steps, ema=ema)
             weights = {"model": judged.state_dict(), "epoch": epoch + 1, "val_acc": stats["val_acc"],
@@ -556,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     aug = AugmentConfig.preset(pick("aug"))
     if args.smoothing is not None:
         aug.label_smoothing = args.smoothing
-    device = resolve_device(args.device)
+    device = distributed.init(args.device)  # under torchrun: join the process group, one device per process
     batch_size = pick("batch_size")
     train_loader, test_loader, info = make_loaders(
         args.dataset, batch_size, aug, limit_train=pick("limit_train"), limit_test=pick("limit_test"),
@@ -564,6 +567,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     val_loader = None
     if args.val:
         train_loader, val_loader = carve_validation(train_loader, args.val)
+    train_loader = distributed.shard(train_loader)  # under torchrun: this rank's slice of every global batch
     model_name = args.model or DEFAULT_MODEL[args.dataset]
     torch.manual_seed(args.seed)  # the initial weights are a function of the seed
     model, model_config = build_model(model_name, info.in_chans, info.num_classes, info.img_size, pick("drop_path"),
@@ -600,9 +604,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "history": history,
     }
     command = shlex.join(["python", "-m", "sequencer_mini.train", *(sys.argv[1:] if argv is None else argv)])
-    write_results(Path(args.out) / "results.json", payload, overrides={"command": command, "budget": run_budget})
-    if not quiet():
-        print(f"wrote {Path(args.out) / 'results.json'}: final test acc {payload['final_test_acc']}", file=sys.stderr)
+    if distributed.is_main():  # rank 0 alone writes; the epoch stats were all-reduced in fit
+        payload["processes"] = distributed.world_size()
+        write_results(Path(args.out) / "results.json", payload, overrides={"command": command, "budget": run_budget})
+        if not quiet():
+            print(f"wrote {Path(args.out) / 'results.json'}: final test acc {payload['final_test_acc']}", file=sys.stderr)
+    distributed.teardown()
     return payload
 
 

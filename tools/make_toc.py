@@ -33,7 +33,7 @@ PLAN: list[tuple[str, list[str]]] = [
     ("Sequencer", ["book/03_images_as_sequences", "book/04_bilstm2d", "book/05_sequencer2d"]),
     ("Training", ["book/06_training_fmnist", "book/07_cifar_gpu", "book/08_imagenet_subset"]),
     ("Looking inside", ["book/09_receptive_fields", "book/10_findings"]),
-    ("Appendices", ["book/appendix_reproducible_runs"]),
+    ("Appendices", ["book/appendix_reproducible_runs", "book/appendix_beyond_one_gpu"]),
     ("Reference", ["book/api", "book/references"]),
 ]
 
@@ -46,7 +46,7 @@ HEADER = """\
 #      python tools/stamp_setup_cells.py book/NN_name.ipynb   (the Colab setup cell, from _config.yml)
 #   2. record its outputs: python tools/execute_notebooks.py book/NN_name.ipynb
 #   3. python tools/make_toc.py   (the file must be in PLAN: Foundations 1-2, Sequencer 3-5,
-#      Training 6-8, Looking inside 9-10, Reference)
+#      Training 6-8, Looking inside 9-10, Appendices, Reference)
 #   4. python -m pytest, then python tools/update_readme_times.py (README times table)
 """
 
