@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DISK_FULL", "NOT_WRITABLE", "root_cause", "write_error", "check_writable_dir", "tensor_bytes",
+__all__ = ["DISK_FULL", "NOT_WRITABLE", "root_cause", "write_error", "reason", "check_writable_dir", "tensor_bytes",
            "created_dirs", "remove_created"]
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -66,10 +66,19 @@ def write_error(err: BaseException, path: Path, needed_bytes: int | None = None)
                                     f"{free} free in {folder}. Free some space or choose another output folder "
                                     f"(the previous complete file, if any, is unchanged)")
     if cause.errno in NOT_WRITABLE:
-        why = "read-only file system" if cause.errno == errno.EROFS else "permission denied"
-        return OSError(cause.errno, f"cannot write {path}: {why} ({cause.strerror}). Choose a writable output "
-                                    f"folder")
+        return OSError(cause.errno, f"cannot write {path}: {reason(cause)}. Choose a writable output folder")
     return None
+
+
+def reason(err: OSError) -> str:
+    """A short cause in words: 'permission denied', 'read-only file system', 'no space left', or strerror."""
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied ({err.strerror})"
+    if err.errno == errno.EROFS:
+        return "read-only file system"
+    if err.errno in DISK_FULL:
+        return "no space left on the device"
+    return str(err.strerror or err)
 
 
 def created_dirs(folder: Path) -> list[Path]:
@@ -108,7 +117,7 @@ def check_writable_dir(folder: str | os.PathLike[str], what: str = "output folde
         if e.errno == errno.ENOTDIR or isinstance(e, FileExistsError):
             raise NotADirectoryError(errno.ENOTDIR, f"{what} {folder} cannot be created: a part of that path "
                                                     f"is a file, not a folder") from e
-        raise type(e)(e.errno, f"{what} {folder} cannot be created: {e.strerror}") from e
+        raise type(e)(e.errno, f"{what} {folder} cannot be created: {reason(e)}") from e
     probe = folder / f".write-probe-{uuid.uuid4().hex[:8]}"
     try:
         with open(probe, "wb") as f:
@@ -119,9 +128,7 @@ def check_writable_dir(folder: str | os.PathLike[str], what: str = "output folde
         with contextlib.suppress(OSError):
             probe.unlink(missing_ok=True)
         remove_created(created)
-        why = write_error(e, probe)
-        raise type(e)(e.errno, f"{what} {folder} is not writable: "
-                               f"{why.strerror if why is not None else e.strerror}") from e
+        raise type(e)(e.errno, f"{what} {folder} is not writable: {reason(e)}") from e
     probe.unlink()
     return created
 

@@ -120,8 +120,11 @@ def _read_checkpoint(path: Path) -> Mapping[str, Any]:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
+        unsafe = re.search(r"unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", str(err), re.IGNORECASE)
+        detail = (f"it holds the Python object {unsafe.group(1)}, which weights-only loading refuses (a pickle "
+                  f"that could run code)" if unsafe else _short(err))
         raise RuntimeError(f"checkpoint file {str(path)!r} is not a PyTorch weights file (expected a state dict "
-                           f"saved with torch.save, official or timm format): {_short(err)}") from err
+                           f"saved with torch.save, official or timm format): {detail}") from err
     if not isinstance(sd, Mapping):
         raise RuntimeError(f"checkpoint file {str(path)!r} holds a {type(sd).__name__}, expected a state dict "
                            f"(a dict of tensors)")
