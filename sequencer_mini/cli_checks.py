@@ -58,6 +58,17 @@ def check_settings(s: dict[str, Any]) -> None:
     need(_whole(s["workers"]) and s["workers"] >= 0, "workers", "a number of DataLoader workers >= 0")
     need(s["threads"] is None or (_whole(s["threads"]) and s["threads"] >= 1), "threads",
          "a number of threads >= 1")
+    need(s.get("ema") is None or (finite(s["ema"]) and 0 < s["ema"] < 1), "ema", "an EMA decay in (0, 1), e.g. 0.998")
+    sizes = s.get("img_sizes")
+    if sizes:
+        parts = [p.strip() for p in str(sizes).split(",")]
+        need(all(p.isdigit() and int(p) >= 1 for p in parts), "img_sizes",
+             "image sides >= 1, comma-separated (e.g. 20,24,28)")
+    need(_whole(s.get("aug_from_epoch", 0)) and 0 <= s.get("aug_from_epoch", 0) < epochs, "aug_from_epoch",
+         f"an epoch in [0, --epochs{'' if epochs == math.inf else f' = {epochs}'}) (0-based)")
+    need(_whole(s.get("val", 0)) and s.get("val", 0) >= 0, "val", "a number of validation images >= 0 (0: none)")
+    if s.get("val") and _whole(s.get("limit_train")) and s["limit_train"] >= 1 and s["val"] >= s["limit_train"]:
+        problems.append(f"--val {s['val']}: expected fewer validation images than --limit-train {s['limit_train']}")
     if s.get("model") is not None and s["model"] not in s["known_models"]:
         problems.append(f"--model {s['model']!r}: expected one of {', '.join(s['known_models'])}")
     device_problem = check_device(s["device"])

@@ -629,6 +629,7 @@ class TensorLoader:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
         self.aug, self.seed, self.epoch, self.device = aug or AugmentConfig(), seed, 0, torch.device(device)
+        self.augment = True  # False: this epoch's batches skip crop/flip (``fit`` switches it for late augmentation)
         per_image = self.aug.randaugment or self.aug.random_erasing > 0
         self.data_device = torch.device("cpu") if per_image else self.device
         self.images = dataset.images.to(self.data_device)  # uint8: 4x smaller than float on the device
@@ -673,7 +674,8 @@ class TensorLoader:
             # (seed, epoch, b) and (2) the model's own randomness (drop path) is not shifted by augmentation.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
-                x = self._crop_flip(x, g)
+                if self.augment:
+                    x = self._crop_flip(x, g)
                 if self.randaug is not None:
                     x = torch.stack([self.randaug(im) for im in x])
                 x = (x.float() - self.mean) / self.std
@@ -682,6 +684,25 @@ class TensorLoader:
                 if self.mixer is not None:
                     x, y = self.mixer(x, y)
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def carve_validation(loader: TensorLoader, n_val: int, seed: int = 0) -> tuple[TensorLoader, TensorLoader]:
+    """Split a training ``TensorLoader`` into ``(train, validation)`` loaders: the validation split is the first
+    ``n_val`` images of a fixed permutation (``seed``, the same for every run seed), never augmented; the
+    training loader keeps the rest with the same batch size, augmentation and seed. Choose checkpoints and
+    hyper-parameters on it, never on the test set."""
+    data = loader.dataset
+    if not isinstance(loader, TensorLoader):
+        raise TypeError(f"carve_validation needs a TensorLoader (in-memory data), got {type(loader).__name__}")
+    if not 0 < n_val < len(data):
+        raise ValueError(f"validation size must be between 1 and {len(data) - 1} (the training images), got {n_val}")
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    full = data.indices if data.indices is not None else torch.arange(len(data))  # positions in the whole split
+    part = lambda idx: TensorImageDataset(data.images[idx], data.labels[idx], data.info, data.transform,  # noqa: E731
+                                          data.source, full[idx])
+    train = TensorLoader(part(perm[n_val:]), loader.batch_size, shuffle=True, aug=loader.aug, device=loader.device,
+                         seed=loader.seed, drop_last=loader.drop_last)
+    return train, TensorLoader(part(perm[:n_val]), 2 * loader.batch_size, shuffle=False, device=loader.device)
 
 
 class EpochSampler(Sampler[int]):

@@ -34,8 +34,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .budget import quiet
-from .data import AugmentConfig, data_identity
+from .data import AugmentConfig, carve_validation, data_identity
 from .fsutil import tensor_bytes, write_error
+from .recipes import RECIPES
 
 __all__ = ["TrainConfig", "fit", "train_one_epoch", "evaluate", "Evaluation", "confusion_matrix", "plot_history",
            "save_checkpoint", "load_checkpoint", "build_model", "recipe_defaults", "main"]
@@ -62,6 +63,12 @@ class TrainConfig:
     resume: bool = False           # continue out_dir/last.pt if it exists
     stop_after: int | None = None  # stop after this many epochs in this call (a time-limited session)
     model_config: dict = field(default_factory=dict)  # stored in checkpoints, checked on resume
+    # --- the levers of chapter 6's CPU recipe (all off by default: the plain recipe above)
+    ema_decay: float | None = None  # keep an exponential moving average of the weights; evaluate it
+    img_sizes: tuple[int, ...] = ()  # progressive resizing: training side per epoch (last one repeats); () = native
+    aug_from_epoch: int = 0        # crop/flip augmentation only from this epoch on (0: always; "late" augmentation)
+    keep_epochs: bool = False      # also save each epoch's weights (out_dir/epochs/NN.pt), e.g. to pick a
+                                   # checkpoint at a given validation accuracy later
 
     def __post_init__(self) -> None:
         if isinstance(self.aug, dict):
@@ -70,6 +77,19 @@ class TrainConfig:
             raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {self.amp!r}")
         if self.epochs < 1 or self.lr <= 0:
             raise ValueError(f"need epochs >= 1 and lr > 0, got epochs={self.epochs}, lr={self.lr}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) (e.g. 0.999) or None, got {self.ema_decay}")
+        self.img_sizes = tuple(int(s) for s in self.img_sizes)
+        if any(s < 1 for s in self.img_sizes):
+            raise ValueError(f"img_sizes must be positive image sides, got {self.img_sizes}")
+        if self.aug_from_epoch < 0:
+            raise ValueError(f"aug_from_epoch must be >= 0, got {self.aug_from_epoch}")
+
+    def train_size(self, epoch: int) -> int | None:
+        """The training image side for 0-based ``epoch`` (None: the data's own size)."""
+        if not self.img_sizes:
+            return None
+        return self.img_sizes[min(epoch, len(self.img_sizes) - 1)]
 
 
 # ----------------------------------------------------------------------------- pieces of the loop
@@ -226,19 +246,20 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 
 def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: Any, scaler: Any,
-                    epoch: int, history: dict, cfg: TrainConfig, steps_per_epoch: int, data: dict | None = None
-                    ) -> None:
+                    epoch: int, history: dict, cfg: TrainConfig, steps_per_epoch: int, ema: nn.Module | None = None,
+                    data: dict | None = None) -> None:
     """``epoch`` = number of completed epochs; ``data``: :func:`~sequencer_mini.data.data_identity` of the run."""
     atomic_save({"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": model.state_dict(),
                  "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                  "rng": rng_states(), "history": history, "train_config": _resume_critical(cfg),
-                 "model_config": cfg.model_config, "steps_per_epoch": steps_per_epoch, "data": data or {}}, path)
+                 "model_config": cfg.model_config, "steps_per_epoch": steps_per_epoch,
+                 "ema": ema.state_dict() if ema is not None else None, "data": data or {}}, path)
 
 
 def _resume_critical(cfg: TrainConfig) -> dict:
     """The settings a resumed run must share with the checkpoint for the result to be the same run."""
     d = asdict(cfg)
-    for k in ("resume", "out_dir", "stop_after", "device", "amp", "channels_last", "model_config"):
+    for k in ("resume", "out_dir", "stop_after", "device", "amp", "channels_last", "model_config", "keep_epochs"):
         d.pop(k)
     return d
 
@@ -249,7 +270,7 @@ def _diff(a: dict, b: dict) -> list[str]:
 
 def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer | None = None, sched: Any = None,
                     scaler: Any = None, cfg: TrainConfig | None = None, steps_per_epoch: int | None = None,
-                    data: dict | None = None) -> dict:
+                    ema: nn.Module | None = None, data: dict | None = None) -> dict:
     """Restore everything from ``path`` and return the checkpoint dict. Any problem -> ``RuntimeError``
     naming the file and what mismatched; nothing is modified before all checks pass. ``data``: this run's
     :func:`~sequencer_mini.data.data_identity`, compared with the one the checkpoint recorded."""
@@ -277,7 +298,7 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer | N
     if problems:
         raise RuntimeError(f"checkpoint {path} does not match this run:\n  " + "\n  ".join(problems))
     model.load_state_dict(ckpt["model"])
-    for obj, key in ((opt, "optimizer"), (sched, "scheduler"), (scaler, "scaler")):
+    for obj, key in ((opt, "optimizer"), (sched, "scheduler"), (scaler, "scaler"), (ema, "ema")):
         if obj is not None:
             obj.load_state_dict(ckpt[key])
     set_rng_states(ckpt["rng"])
@@ -314,19 +335,39 @@ def seed_everything(seed: int) -> None:
 # ----------------------------------------------------------------------------- the loop
 
 def new_history() -> dict[str, list]:
-    keys = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_s", "epoch_time_s")
+    keys = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_s", "epoch_time_s",
+            "images_seen", "img_size", "val_acc", "test_acc_raw")
     return {k: [] for k in keys}
 
 
+def make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``model``'s weights and buffers (BatchNorm statistics too), updated
+    after every optimizer step: ``ema = decay * ema + (1 - decay) * weights``. It changes nothing in training;
+    it is a smoother model to evaluate (torch's own ``AveragedModel``)."""
+    return torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def resize_batch(x: Tensor, size: int | None) -> Tensor:
+    """Progressive resizing: ``(B, C, H, W) -> (B, C, size, size)`` (bilinear, antialiased when shrinking).
+    The Sequencer, the CNN and the ViT accept any multiple of their patch size, so early epochs can run on
+    smaller, cheaper images."""
+    if size is None or tuple(x.shape[-2:]) == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
 def train_one_epoch(model: nn.Module, loader: Iterable, opt: torch.optim.Optimizer, sched: Any, scaler: Any,
-                    loss_fn: nn.Module, cfg: TrainConfig, device: torch.device, desc: str = "") -> dict[str, float]:
-    """One pass over ``loader``; returns mean loss, accuracy (vs the argmax of soft targets), images/s, seconds."""
+                    loss_fn: nn.Module, cfg: TrainConfig, device: torch.device, desc: str = "",
+                    img_size: int | None = None, ema: nn.Module | None = None) -> dict[str, float]:
+    """One pass over ``loader``; returns mean loss, accuracy (vs the argmax of soft targets), images/s, seconds.
+    ``img_size``: train on images resized to this side; ``ema``: an ``AveragedModel`` updated every step."""
     dtype, channels_last = amp_dtype(cfg.amp, device), cfg.channels_last and device.type == "cuda"
     model.train()
     t0, seen = time.perf_counter(), 0
     loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)  # no per-step GPU sync
     for x, y in tqdm(loader, desc=desc, disable=quiet(), leave=False):
-        x, y = _to(x, y, device, channels_last)
+        x, y = _to(resize_batch(x, img_size), y, device, channels_last)
         with autocast(device, dtype):
             logits = model(x)
             loss = loss_fn(logits.float(), y)
@@ -338,20 +379,32 @@ def train_one_epoch(model: nn.Module, loader: Iterable, opt: torch.optim.Optimiz
         scaler.step(opt)
         scaler.update()
         sched.step()  # per step, not per epoch: warmup spans a fraction of an epoch on small data
+        if ema is not None:
+            ema.update_parameters(model)
         loss_sum += loss.detach() * len(x)
         correct += (logits.argmax(-1) == (y.argmax(-1) if y.ndim == 2 else y)).sum()
         seen += len(x)
     seconds = time.perf_counter() - t0
     return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
-            "images_per_s": seen / seconds, "epoch_time_s": seconds}
+            "images_per_s": seen / seconds, "epoch_time_s": seconds, "images": seen}
+
+
+def _set_augment(loader: Iterable, on: bool) -> None:
+    """Switch a ``TensorLoader``'s crop/flip on or off (late augmentation); other loaders are left alone."""
+    if hasattr(loader, "augment"):
+        loader.augment = on
 
 
 def fit(model: nn.Module, train_loader: Iterable, test_loader: Iterable, cfg: TrainConfig,
-        callbacks: Sequence[Callable[[int, dict], None]] = ()) -> dict[str, list]:
+        callbacks: Sequence[Callable[[int, dict], None]] = (), val_loader: Iterable | None = None
+        ) -> dict[str, list]:
     """Train ``model`` for ``cfg.epochs`` and return the per-epoch history (a dict of lists).
 
     ``train_loader`` yields ``(x (B,C,H,W), y (B,) or (B,K) soft)``. ``callbacks(epoch, history)`` run after
-    each epoch's checkpoint is written (raising in one simulates a crash).
+    each epoch's checkpoint is written (raising in one simulates a crash). With ``cfg.ema_decay`` the reported
+    test (and validation) accuracy is the EMA model's, the raw model's goes to ``test_acc_raw``, and the EMA
+    weights are copied into ``model`` at the end. ``best.pt`` is chosen on ``val_loader`` (a split carved from
+    the training images), never on the test set; without a validation loader the result is the last epoch.
     """
     device = resolve_device(cfg.device)
     channels_last = cfg.channels_last and device.type == "cuda"
@@ -362,36 +415,56 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Iterable, cfg: Tr
         round(cfg.warmup_epochs * steps), cfg.epochs * steps, cfg.warmup_lr / cfg.lr, cfg.min_lr / cfg.lr))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(cfg.amp, device) == torch.float16)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.aug.label_smoothing)  # smoothing applied once, here
+    ema = make_ema(model, cfg.ema_decay) if cfg.ema_decay else None
     ckpt_path = Path(cfg.out_dir) / "last.pt" if cfg.out_dir else None
     identity = data_identity(train_loader, test_loader)  # stored in checkpoints, compared on resume
     history, start = new_history(), 0
     if ckpt_path is not None and ckpt_path.exists():
         if not cfg.resume:
             raise RuntimeError(f"{ckpt_path} exists; pass resume=True (--resume) to continue it, or use a new out_dir")
-        ckpt = load_checkpoint(ckpt_path, model, opt, sched, scaler, cfg, steps, data=identity)
+        ckpt = load_checkpoint(ckpt_path, model, opt, sched, scaler, cfg, steps, ema=ema, data=identity)
         history, start = ckpt["history"], ckpt["epoch"]
     else:
         seed_everything(cfg.seed)
     for epoch in range(start, cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start + cfg.stop_after)):
         _set_epoch(train_loader, epoch)  # shuffle order and augmentation = f(seed, epoch)
+        _set_augment(train_loader, epoch >= cfg.aug_from_epoch)
+        size = cfg.train_size(epoch)
         stats = train_one_epoch(model, train_loader, opt, sched, scaler, loss_fn, cfg, device,
-                                desc=f"epoch {epoch + 1}/{cfg.epochs}")
-        test = evaluate(model, test_loader, device, cfg.amp, channels_last)
-        stats.update(epoch=epoch + 1, test_loss=test.loss, test_acc=test.accuracy, lr=sched.get_last_lr()[0])
+                                desc=f"epoch {epoch + 1}/{cfg.epochs}", img_size=size, ema=ema)
+        judged = ema.module if ema is not None else model  # the model whose accuracy we report
+        test = evaluate(judged, test_loader, device, cfg.amp, channels_last)
+        val = evaluate(judged, val_loader, device, cfg.amp, channels_last) if val_loader is not None else None
+        last = epoch + 1 == cfg.epochs  # the raw weights are scored once, at the end, to measure what EMA adds
+        raw = evaluate(model, test_loader, device, cfg.amp, channels_last).accuracy if ema is not None and last else None
+        seen_before = history["images_seen"][-1] if history.get("images_seen") else 0
+        stats.update(epoch=epoch + 1, test_loss=test.loss, test_acc=test.accuracy, lr=sched.get_last_lr()[0],
+                     images_seen=seen_before + stats.pop("images"), img_size=size,
+                     val_acc=val.accuracy if val is not None else None, test_acc_raw=raw)
         for key in history:
-            history[key].append(stats[key])
+            history.setdefault(key, []).append(stats[key])
         if not quiet():
+            extra = f" | val acc {val.accuracy:.4f}" if val is not None else ""
+            extra += f" (raw weights: test acc {raw:.4f})" if raw is not None else ""
             print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {stats['train_loss']:.4f} acc {stats['train_acc']:.4f}"
-                  f" | test loss {test.loss:.4f} acc {test.accuracy:.4f} | {stats['images_per_s']:.0f} img/s",
+                  f" | test loss {test.loss:.4f} acc {test.accuracy:.4f}{extra} | {stats['images_per_s']:.0f} img/s",
                   file=sys.stderr)
         if ckpt_path is not None:  # after every epoch: a disconnect loses at most one epoch
             ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(ckpt_path, model, opt, sched, scaler, epoch + 1, history, cfg, steps, data=identity)
-            if test.accuracy >= max(history["test_acc"]):
-                atomic_save({"model": model.state_dict(), "epoch": epoch + 1, "test_acc": test.accuracy,
-                             "model_config": cfg.model_config}, ckpt_path.with_name("best.pt"))
+            save_checkpoint(ckpt_path, model, opt, sched, scaler, epoch + 1, history, cfg, steps, ema=ema, data=identity)
+            weights = {"model": judged.state_dict(), "epoch": epoch + 1, "val_acc": stats["val_acc"],
+                       "test_acc": test.accuracy, "images_seen": stats["images_seen"], "model_config": cfg.model_config}
+            if val is not None and val.accuracy >= max(history["val_acc"]):  # chosen on validation, never on test
+                atomic_save(weights, ckpt_path.with_name("best.pt"))
+            if last:  # the run's result: the weights that the reported (last-epoch) accuracy belongs to
+                atomic_save(weights, ckpt_path.with_name("final.pt"))
+            if cfg.keep_epochs:
+                (ckpt_path.parent / "epochs").mkdir(exist_ok=True)
+                atomic_save(weights, ckpt_path.parent / "epochs" / f"{epoch + 1:03d}.pt")
         for callback in callbacks:
             callback(epoch + 1, history)
+    if ema is not None:  # hand back the averaged weights: they are the ones the history reports
+        model.load_state_dict(ema.module.state_dict())
     return history
 
 
@@ -415,16 +488,17 @@ def plot_history(history: dict[str, list], title: str | None = None):
 
 # ----------------------------------------------------------------------------- models and recipes
 
-def build_model(name: str, in_chans: int, num_classes: int, img_size: int, drop_path: float = 0.0
-                ) -> tuple[nn.Module, dict]:
-    """A Sequencer preset or a baseline, sized for the dataset; returns ``(model, config dict)``."""
+def build_model(name: str, in_chans: int, num_classes: int, img_size: int, drop_path: float = 0.0,
+                **overrides: Any) -> tuple[nn.Module, dict]:
+    """A Sequencer preset or a baseline, sized for the dataset; returns ``(model, config dict)``.
+    ``overrides`` change the preset's own arguments (e.g. ``depth=6`` for ``small_vit``)."""
     from .baselines import BASELINES
     from .sequencer2d import MODELS, create_model
     if name in BASELINES:
-        kwargs = dict(in_chans=in_chans, num_classes=num_classes, img_size=img_size)
+        kwargs = dict(in_chans=in_chans, num_classes=num_classes, img_size=img_size, **overrides)
         return BASELINES[name](**kwargs), {"name": name, **kwargs}
     if name in MODELS:
-        model = create_model(name, in_chans=in_chans, num_classes=num_classes, drop_path_rate=drop_path)
+        model = create_model(name, in_chans=in_chans, num_classes=num_classes, drop_path_rate=drop_path, **overrides)
         return model, {"name": name, **model.config.to_dict()}
     raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS) + sorted(BASELINES)}")
 
@@ -490,8 +564,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="the folder holding the dataset, used exactly (no fallback; "
                                                      "default: $SEQUENCER_DATA, else the usual places)")
     p.add_argument("--threads", type=int, help="torch intra-op threads; 1 is fastest on a CPU shared with other jobs")
-    p.add_argument("--debug", action="store_true", help=f"show the Python traceback of an error "
-                                                        f"(or set SEQUENCER_DEBUG=1)")
+    p.add_argument("--recipe", choices=sorted(RECIPES), help="a named recipe of the book (sequencer_mini/recipes.py); "
+                   "its settings are defaults that the other flags override")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an argument of the model preset, e.g. depth=6 (repeatable)")
+    p.add_argument("--ema", type=float, help="EMA decay of the weights, in (0, 1), e.g. 0.998 (default: off)")
+    p.add_argument("--img-sizes", help="progressive resizing: training side per epoch, comma-separated; the last "
+                   "repeats (e.g. 20,20,24,28)")
+    p.add_argument("--aug-from-epoch", type=int, default=0, help="crop/flip only from this epoch (0-based) on")
+    p.add_argument("--val", type=int, default=0, help="carve this many training images out as a validation split; "
+                   "best.pt is then chosen on it")
+    p.add_argument("--keep-epochs", action="store_true", help="also save every epoch's weights under OUT/epochs/")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error "
+                                                        "(or set SEQUENCER_DEBUG=1)")
     return p
 
 
@@ -506,13 +591,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from .baselines import BASELINES
     from .budget import budget
     from .cli_checks import UsageError, check_settings, preflight_out
-    from .data import explicit_dirs, make_loaders
+    from .data import dataset_info, explicit_dirs, make_loaders
     from .fsutil import remove_created
     from .macs import count_macs
     from .provenance import write_results
     from .sequencer2d import MODELS
 
-    args = build_parser().parse_args(argv)
+    args = _parse_with_recipe(build_parser(), argv)
     try:
         run_budget = args.budget or budget()  # a CLI flag must not leak into the caller's environment
     except ValueError as e:
@@ -528,7 +613,22 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     "warmup_epochs": warmup, "drop_path": pick("drop_path"), "smoothing": args.smoothing,
                     "seed": args.seed, "stop_after": args.stop_after, "workers": args.workers,
                     "threads": args.threads, "device": args.device, "model": args.model,
-                    "known_models": sorted(MODELS) + sorted(BASELINES)})
+                    "known_models": sorted(MODELS) + sorted(BASELINES), "ema": args.ema,
+                    "img_sizes": args.img_sizes, "aug_from_epoch": args.aug_from_epoch, "val": args.val})
+    img_sizes = tuple(int(v) for v in args.img_sizes.split(",")) if args.img_sizes else ()
+    try:
+        model_args = _model_args(args.model_arg)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    # the model first: a bad --model-arg or rate fails before any data is read (its weights depend on the seed only)
+    model_name = args.model or DEFAULT_MODEL[args.dataset]
+    info = dataset_info(args.dataset)
+    torch.manual_seed(args.seed)  # the initial weights are a function of the seed
+    try:
+        model, model_config = build_model(model_name, info.in_chans, info.num_classes, info.img_size,
+                                          pick("drop_path"), **model_args)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--model {model_name}{''.join(f' --model-arg {a}' for a in args.model_arg)}: {e}") from e
     explicit_dirs(args.data_root)  # a misspelt --data-root / $SEQUENCER_DATA: an error now, not a fallback
     created = preflight_out(args.out, args.resume)  # creatable and writable, before any work
     if args.threads:
@@ -542,17 +642,23 @@ def main(argv: Sequence[str] | None = None) -> dict:
         train_loader, test_loader, info = make_loaders(
             args.dataset, batch_size, aug, limit_train=pick("limit_train"), limit_test=pick("limit_test"),
             seed=args.seed, device=device, fast=not args.no_fast, num_workers=args.workers, root=args.data_root)
+        val_loader = None
+        if args.val:
+            if args.val >= len(train_loader.dataset):
+                raise UsageError(f"--val {args.val}: expected fewer validation images than the "
+                                 f"{len(train_loader.dataset)} training images")
+            train_loader, val_loader = carve_validation(train_loader, args.val)
         identity = data_identity(train_loader, test_loader)
         if not quiet():
             print(f"data: {args.dataset} from {identity.get('root')} ({identity.get('n_train')} train, "
-                  f"{identity.get('n_test')} test images)", file=sys.stderr)
-        model_name = args.model or DEFAULT_MODEL[args.dataset]
-        torch.manual_seed(args.seed)  # the initial weights are a function of the seed
-        model, model_config = build_model(model_name, info.in_chans, info.num_classes, info.img_size, pick("drop_path"))
-        cfg = TrainConfig(epochs=epochs, lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=warmup, aug=aug, amp=args.amp, device=args.device, seed=args.seed,
-                          out_dir=args.out, resume=args.resume, stop_after=args.stop_after, model_config=model_config)
+                  f"{identity.get('n_test')} test images{f', {args.val} validation' if args.val else ''})",
+                  file=sys.stderr)
+        cfg = TrainConfig(epochs=epochs, lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=warmup, aug=aug,
+                          amp=args.amp, device=args.device, seed=args.seed, out_dir=args.out, resume=args.resume,
+                          stop_after=args.stop_after, model_config=model_config, ema_decay=args.ema,
+                          img_sizes=img_sizes, aug_from_epoch=args.aug_from_epoch, keep_epochs=args.keep_epochs)
         t0 = time.perf_counter()
-        history = fit(model, train_loader, test_loader, cfg)
+        history = fit(model, train_loader, test_loader, cfg, val_loader=val_loader)
     except BaseException:
         remove_created(created)  # a refused run leaves no empty --out behind (a started one keeps its files)
         raise
@@ -563,16 +669,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "params": sum(p.numel() for p in model.parameters()),
         "macs": count_macs(model, (info.in_chans, info.img_size, info.img_size)),
         "complete": done == cfg.epochs, "epochs_completed": done,
-        "final_test_acc": history["test_acc"][-1] if done else None,
-        "best_test_acc": max(history["test_acc"]) if done else None,
+        "final_test_acc": history["test_acc"][-1] if done else None,  # the reported figure: the last epoch
+        "best_test_acc": max(history["test_acc"]) if done else None,  # for reference only: chosen on the test set
         "best_epoch": history["epoch"][int(np.argmax(history["test_acc"]))] if done else None,
+        "val_size": args.val, "images_seen": history["images_seen"][-1] if done else 0,
+        "final_val_acc": history["val_acc"][-1] if done and args.val else None,
         "wall_time_s": time.perf_counter() - t0,  # this call only
         "train_time_s": sum(history["epoch_time_s"]),  # all epochs, across resumes
         "images_per_s": n_train * done / sum(history["epoch_time_s"]) if done else None,
         "n_train": n_train, "n_test": n_test, "batch_size": batch_size, "budget": run_budget,
         "data_root": identity.get("root"),  # the folder actually read
         "data": identity,  # sizes and fingerprints of the samples (the same record the checkpoint holds)
-        "recipe": {**asdict(cfg), "batch_size": batch_size, "limit_train": pick("limit_train"),
+        "recipe": {**asdict(cfg), "batch_size": batch_size, "limit_train": pick("limit_train"), "name": args.recipe,
                    "limit_test": pick("limit_test"), "drop_path": pick("drop_path"), "aug_preset": pick("aug"),
                    "threads": torch.get_num_threads()},
         "history": history,
@@ -580,11 +688,33 @@ def main(argv: Sequence[str] | None = None) -> dict:
     command = shlex.join(["python", "-m", "sequencer_mini.train", *(sys.argv[1:] if argv is None else argv)])
     write_results(Path(args.out) / "results.json", payload, overrides={"command": command, "budget": run_budget})
     if not quiet():
-        best = payload["best_test_acc"]
-        print(f"wrote {Path(args.out) / 'results.json'}: best test acc "
-              f"{'n/a' if best is None else f'{best:.4f}'}" + (f" (epoch {payload['best_epoch']})" if done else ""),
-              file=sys.stderr)
+        final = payload["final_test_acc"]
+        print(f"wrote {Path(args.out) / 'results.json'}: final test acc "
+              f"{'n/a' if final is None else f'{final:.4f}'}" + (f" (epoch {done})" if done else ""), file=sys.stderr)
     return payload
+
+
+def _parse_with_recipe(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse twice: a ``--recipe`` sets defaults, then every flag given on the command line overrides them."""
+    first, _ = p.parse_known_args(argv)
+    if first.recipe:
+        p.set_defaults(**RECIPES[first.recipe])
+    return p.parse_args(argv)
+
+
+def _model_args(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["depth=6", "embed_dim=96"] -> {"depth": 6, "embed_dim": 96}`` (values read as Python literals)."""
+    import ast
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model-arg expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
 
 
 if __name__ == "__main__":

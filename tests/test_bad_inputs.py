@@ -135,6 +135,17 @@ REFUSED = [
     ("not a device", ["--device", "gpu0"], {}, UsageError, r"--device 'gpu0': not a device name"),
     ("bad SEQUENCER_BUDGET", [], {"SEQUENCER_BUDGET": "huge"}, UsageError,
      r"SEQUENCER_BUDGET='huge' is not a budget"),
+    ("ema 1", ["--ema", "1.0"], {}, UsageError, r"--ema 1.0: expected an EMA decay in \(0, 1\)"),
+    ("img-sizes not numbers", ["--img-sizes", "20,big"], {}, UsageError, r"--img-sizes '20,big': expected image sides >= 1"),
+    ("img-sizes zero", ["--img-sizes", "0,28"], {}, UsageError, r"--img-sizes '0,28': expected"),
+    ("aug-from-epoch beyond the run", ["--aug-from-epoch", "3", "--epochs", "2"], {}, UsageError,
+     r"--aug-from-epoch 3: expected an epoch in \[0, --epochs = 2\)"),
+    ("val negative", ["--val", "-1"], {}, UsageError, r"--val -1: expected a number of validation images >= 0"),
+    ("val all of the training images", ["--val", "48"], {}, UsageError, r"--val 48: expected fewer validation images than --limit-train 48"),
+    ("val larger than the data", ["--val", "100", "--limit-train", "200"], {}, UsageError,
+     r"--val 100: expected fewer validation images than the 64 training images"),
+    ("model-arg without =", ["--model-arg", "depth"], {}, UsageError, r"--model-arg expects KEY=VALUE, got 'depth'"),
+    ("model-arg unknown key", ["--model-arg", "colour=3"], {}, UsageError, r"--model small_cnn --model-arg colour=3: .*colour"),
     ("every problem at once", ["--lr", "0", "--limit-train", "-5", "--warmup-epochs", "-1"], {}, UsageError,
      r"(?s)invalid arguments:.*--limit-train -5.*--lr 0.0.*--warmup-epochs -1.0"),
     # --out
@@ -250,7 +261,7 @@ def test_run_records_data_folder_mode_and_rounded_line(trees, tmp_path, monkeypa
     assert f"data: fashion_mnist from {trees['fm'].resolve()} (48 train, 32 test images)" in err
     assert (tmp_path / "run" / "results.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
     last = err.strip().splitlines()[-1]
-    assert re.fullmatch(r"wrote .*results.json: best test acc \d\.\d{4} \(epoch 1\)", last), last
+    assert re.fullmatch(r"wrote .*results.json: final test acc \d\.\d{4} \(epoch 1\)", last), last
 
 
 def test_sequencer_data_is_used_exactly(trees, tmp_path, monkeypatch):

@@ -33,6 +33,7 @@ PLAN: list[tuple[str, list[str]]] = [
     ("Sequencer", ["book/03_images_as_sequences", "book/04_bilstm2d", "book/05_sequencer2d"]),
     ("Training", ["book/06_training_fmnist", "book/07_cifar_gpu", "book/08_imagenet_subset"]),
     ("Looking inside", ["book/09_receptive_fields", "book/10_findings"]),
+    ("Appendices", ["book/appendix_reproducible_runs"]),
     ("Reference", ["book/api", "book/references"]),
 ]
 

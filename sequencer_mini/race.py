@@ -1,0 +1,140 @@
+"""Chapter 6: reading the race — three models, the same 15 CPU minutes, several seeds.
+
+The runs are the results files that ``python -m sequencer_mini.train --recipe fmnist-race-<model> --seed S``
+writes under ``book/results/fmnist-race-<model>-s<S>/`` (``bench/race.py run`` makes them all). This module
+turns them into what the chapter shows: one row per model with the mean and spread over seeds, a verdict
+computed from those numbers (who wins, by how much, and whether the seeds agree), and curves of test accuracy
+against images seen and against training time.
+
+Reported accuracies are the **last epoch's** (the recipe fixes the number of epochs in advance); nothing is
+chosen on the test set.
+"""
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["RaceRow", "read_race", "race_rows", "race_verdict", "gap_by_images", "plot_race", "LABELS"]
+
+LABELS = {"sequencer2d_fast28": "Sequencer2D", "small_cnn": "CNN", "small_vit": "ViT"}
+_RUN = re.compile(r"fmnist-race-(?P<model>.+)-s(?P<seed>\d+)$")
+
+
+def read_race(results_dir: str | Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """``{model: {seed: results}}`` for every ``fmnist-race-<model>-s<seed>/results.json`` under ``results_dir``
+    that finished (``complete``). Dry runs (``provenance.dry_run``) are never read as results."""
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
+    for path in sorted(Path(results_dir).glob("fmnist-race-*-s*/results.json")):
+        match = _RUN.match(path.parent.name)
+        results = json.loads(path.read_text(encoding="utf-8"))
+        if not match or not results.get("complete") or (results.get("provenance") or {}).get("dry_run"):
+            continue
+        runs.setdefault(match["model"], {})[int(match["seed"])] = results
+    return runs
+
+
+@dataclass
+class RaceRow:
+    """One model's race: final test accuracy per seed and the cost of one run (all seeds share the recipe)."""
+    model: str
+    label: str
+    params: int
+    macs: int
+    seeds: list[int]
+    accs: list[float]          # final test accuracy per seed, in [0, 1]
+    images_seen: int           # per run: epochs x training images
+    epochs: int
+    lr: float
+    wall_s: dict[int, float]   # seed -> wall time of the whole call (training + per-epoch evaluation)
+    threads: dict[int, int]    # seed -> torch threads of that run
+    images_per_s: dict[int, float]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accs)
+
+    @property
+    def spread(self) -> float:
+        """Half the range over seeds (with two seeds: the distance of each from the mean)."""
+        return (max(self.accs) - min(self.accs)) / 2
+
+
+def race_rows(runs: dict[str, dict[int, dict[str, Any]]]) -> list[RaceRow]:
+    """One ``RaceRow`` per model, best mean first."""
+    rows = []
+    for model, by_seed in runs.items():
+        seeds = sorted(by_seed)
+        first = by_seed[seeds[0]]
+        rows.append(RaceRow(
+            model=model, label=LABELS.get(model, model), params=first["params"], macs=first["macs"], seeds=seeds,
+            accs=[by_seed[s]["final_test_acc"] for s in seeds], images_seen=first["images_seen"],
+            epochs=first["epochs_completed"], lr=first["recipe"]["lr"],
+            wall_s={s: by_seed[s]["wall_time_s"] for s in seeds},
+            threads={s: by_seed[s]["recipe"]["threads"] for s in seeds},
+            images_per_s={s: by_seed[s]["images_per_s"] for s in seeds}))
+    return sorted(rows, key=lambda r: -r.mean)
+
+
+def race_verdict(rows: Sequence[RaceRow]) -> str:
+    """A sentence computed from the rows: the winner, its margin over the runner-up, and whether every seed of
+    the winner beats every seed of the runner-up (a margin larger than the seed spread) or not."""
+    if len(rows) < 2:
+        return "not enough models have finished runs to compare"
+    first, second = rows[0], rows[1]
+    margin = 100 * (first.mean - second.mean)
+    clear = min(first.accs) > max(second.accs)
+    n = min(len(first.accs), len(second.accs))
+    return (f"{first.label} wins by {margin:.2f} points over {second.label} "
+            f"({100 * first.mean:.2f} % vs {100 * second.mean:.2f} %, mean of {n} seeds); "
+            + ("every seed of the winner beats every seed of the runner-up" if clear else
+               "the seeds overlap, so this margin is within the seed-to-seed spread"))
+
+
+def gap_by_images(runs: dict[str, dict[int, dict[str, Any]]], model: str, reference: str, seed: int = 0
+                  ) -> list[tuple[int, float]]:
+    """``[(images seen, test accuracy of reference - model), ...]`` at the epochs where both have seen the same
+    number of images (the first epochs; the slower model stops earlier)."""
+    a, b = runs[model][seed]["history"], runs[reference][seed]["history"]
+    at_b = dict(zip(b["images_seen"], b["test_acc"]))
+    return [(n, at_b[n] - acc) for n, acc in zip(a["images_seen"], a["test_acc"]) if n in at_b]
+
+
+def plot_race(runs: dict[str, dict[int, dict[str, Any]]], reference: dict[str, Any] | None = None):
+    """Test accuracy per epoch against images seen (every seed) and against minutes of training (seed runs that
+    had the CPU to themselves, i.e. the most threads). ``reference``: an extra curve ``{"label", "images",
+    "acc"}`` (chapter 1's row LSTM). Returns the matplotlib Figure."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax_img, ax_time) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=80, sharey=True)
+    for k, (model, by_seed) in enumerate(sorted(runs.items())):
+        color = f"C{k}"
+        solo = max(by_seed, key=lambda s: (by_seed[s]["recipe"]["threads"], -s))
+        for seed, r in sorted(by_seed.items()):
+            h = r["history"]
+            label = f"{LABELS.get(model, model)}" if seed == min(by_seed) else None
+            ax_img.plot([n / 1e3 for n in h["images_seen"]], [100 * a for a in h["test_acc"]], "o-", ms=3,
+                        color=color, alpha=1.0 if seed == solo else 0.45, label=label)
+        h = by_seed[solo]["history"]
+        minutes, t = [], 0.0
+        for s in h["epoch_time_s"]:
+            t += s
+            minutes.append(t / 60)
+        ax_time.plot(minutes, [100 * a for a in h["test_acc"]], "o-", ms=3, color=color,
+                     label=f"{LABELS.get(model, model)} (seed {solo}, {by_seed[solo]['recipe']['threads']} threads)")
+    if reference is not None:
+        ax_img.plot([n / 1e3 for n in reference["images"]], [100 * a for a in reference["acc"]], "k--", lw=1,
+                    label=reference["label"])
+    ax_img.set(xlabel="training images seen (thousands)", ylabel="test accuracy (%)",
+               title="per image (all seeds; faint: other seeds)")
+    ax_time.set(xlabel="minutes of training (evaluation not counted)", title="per minute of CPU")
+    for ax in (ax_img, ax_time):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    lows = [100 * min(r["history"]["test_acc"]) for by_seed in runs.values() for r in by_seed.values()]
+    ax_img.set_ylim(max(0.0, min(lows) - 2) if lows else 0, 100)
+    fig.tight_layout()
+    return fig
