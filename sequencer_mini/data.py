@@ -12,13 +12,18 @@ on 2 CPU cores than a ``DataLoader`` that builds every item in Python. Every loa
 and augmentation draws are a pure function of ``(seed, epoch)``, so a resumed run sees exactly the
 batches an uninterrupted run would have seen.
 
-Where the data is looked for, in order: the ``root`` argument, ``$SEQUENCER_DATA``, the Debian
-package folder (Fashion-MNIST only), the download cache ``~/.cache/sequencer_mini`` (or
-``$SEQUENCER_CACHE``), and finally a download through torchvision when there is internet.
+Where the data is looked for. A folder you name is used exactly: the ``root`` argument (``--data-root``)
+if given, else the folders in ``$SEQUENCER_DATA`` (``os.pathsep``-separated); when the data is not there the
+error names what was expected in it, and nothing else is searched or downloaded (a misspelt folder must not
+silently train on another copy). With neither set: the Debian package folder (Fashion-MNIST only), the
+download cache ``~/.cache/sequencer_mini`` (or ``$SEQUENCER_CACHE``), and finally a download through
+torchvision when there is internet. Every dataset records the folder it was read from (``.source``), and
+:func:`data_identity` describes what a run trained on (checkpoints store it; ``--resume`` compares it).
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
 import pickle
@@ -91,20 +96,50 @@ class DataNotFoundError(FileNotFoundError):
     """The dataset is not on disk and could not be downloaded."""
 
 
+DATA_ENV = "SEQUENCER_DATA"  #: folders that hold the datasets, used exactly (no fallback)
+CACHE_ENV = "SEQUENCER_CACHE"  #: where downloads go
+OFFLINE_ENV = "SEQUENCER_OFFLINE"  #: set: never download
+
+
 def data_dirs() -> list[Path]:
     """Folders searched for datasets, in order: ``$SEQUENCER_DATA`` then the download cache."""
-    dirs = [Path(p) for p in os.environ.get("SEQUENCER_DATA", "").split(os.pathsep) if p]
+    dirs = [Path(p) for p in os.environ.get(DATA_ENV, "").split(os.pathsep) if p]
     return dirs + [cache_dir()]
+
+
+def explicit_dirs(root: str | Path | None = None) -> list[Path]:
+    """The folders the user named, which are then the only ones searched: ``[root]`` if given, else the
+    entries of ``$SEQUENCER_DATA``, else ``[]`` (the default search). A named folder that does not exist is an
+    error at once (a misspelt path), naming where it came from."""
+    if root is not None:
+        dirs, origin = [Path(root)], "data root"
+    else:
+        dirs, origin = [Path(p) for p in os.environ.get(DATA_ENV, "").split(os.pathsep) if p], f"${DATA_ENV} entry"
+    for d in dirs:
+        if not d.is_dir():
+            raise DataNotFoundError(f"{origin} {str(d)!r} {'is not a folder' if d.exists() else 'does not exist'} "
+                                    f"(no other folder is searched when one is named)")
+    return dirs
+
+
+def _explicit_missing(what: str, dirs: Sequence[Path], root: str | Path | None, expected: str) -> DataNotFoundError:
+    origin = "the data root" if root is not None else f"${DATA_ENV}={os.environ.get(DATA_ENV)!r}"
+    listed = "\n".join(f"  - {d}" for d in dirs)
+    return DataNotFoundError(
+        f"{what} not found in {origin}. Expected {expected} in:\n{listed}\nA named folder is used exactly: "
+        f"nothing else is searched or downloaded. Put the files there, or name the right folder, or drop "
+        f"{'--data-root' if root is not None else DATA_ENV} to search the default places "
+        f"(system package, download cache) and download.")
 
 
 def cache_dir() -> Path:
     """Where downloads go: ``$SEQUENCER_CACHE`` or ``~/.cache/sequencer_mini``."""
-    return Path(os.environ.get("SEQUENCER_CACHE", Path.home() / ".cache" / "sequencer_mini"))
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "sequencer_mini"))
 
 
 def download_allowed(download: bool | None) -> bool:
     """``download=None`` means: yes, unless ``SEQUENCER_OFFLINE`` is set."""
-    return (not os.environ.get("SEQUENCER_OFFLINE")) if download is None else download
+    return (not os.environ.get(OFFLINE_ENV)) if download is None else download
 
 
 def _with_timeout(fn: Callable[[], object], seconds: float = 60.0) -> object:
@@ -175,13 +210,16 @@ def _not_found(what: str, tried: Sequence[Path], reason: str, fix: str) -> DataN
 def find_fashion_mnist(root: str | Path | None = None, download: bool | None = None) -> Path:
     """The first folder holding all four Fashion-MNIST IDX files (downloading if allowed and needed)."""
     names = [n for pair in FMNIST_FILES.values() for n in pair]
-    candidates = [Path(root)] if root is not None else []
-    for d in data_dirs()[:-1]:  # $SEQUENCER_DATA entries, with the usual sub-folder names
-        candidates += [d, d / "fashion-mnist", d / "FashionMNIST" / "raw"]
-    candidates += [FMNIST_SYSTEM_DIR, cache_dir() / "FashionMNIST" / "raw"]
+    explicit = explicit_dirs(root)
+    candidates = [c for d in explicit for c in (d, d / "fashion-mnist", d / "FashionMNIST" / "raw")]
+    if not explicit:
+        candidates = [FMNIST_SYSTEM_DIR, cache_dir() / "FashionMNIST" / "raw"]
     for folder in candidates:
         if all(_find_file(folder, n) for n in names):
             return folder
+    if explicit:
+        raise _explicit_missing("Fashion-MNIST", candidates, root,
+                                "the four IDX files " + ", ".join(n + "[.gz]" for n in names))
     reason = "download disabled (offline: download=False or SEQUENCER_OFFLINE set)"
     if download_allowed(download):
         try:
@@ -313,10 +351,13 @@ def read_cifar(root: str | Path, name: str = "cifar10", train: bool = True
 def find_cifar(name: str = "cifar10", root: str | Path | None = None, download: bool | None = None) -> Path:
     """A folder that holds the CIFAR tree (the folder *above* ``cifar-10-batches-py``)."""
     sub = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
-    candidates = ([Path(root)] if root is not None else []) + data_dirs()
+    explicit = explicit_dirs(root)
+    candidates = explicit or [cache_dir()]
     for folder in candidates:
         if (folder / sub).is_dir():
             return folder
+    if explicit:
+        raise _explicit_missing(name, candidates, root, f"the folder {sub}/ (from {CIFAR_URLS[name][0]})")
     reason = "download disabled (offline)"
     if download_allowed(download):
         try:
@@ -374,10 +415,13 @@ def _download_archive(url: str, md5: str, dest: Path) -> None:
 
 def find_tree(folder_name: str, root: str | Path | None, download: bool | None, url_md5: tuple[str, str]) -> Path:
     """``<dir>/<folder_name>`` for the first search dir that has it; else download and extract the archive."""
-    candidates = ([Path(root)] if root is not None else []) + data_dirs()
+    explicit = explicit_dirs(root)
+    candidates = explicit or [cache_dir()]
     for folder in candidates:
         if (folder / folder_name).is_dir():
             return folder / folder_name
+    if explicit:
+        raise _explicit_missing(folder_name, candidates, root, f"the folder {folder_name}/ (from {url_md5[0]})")
     reason = "download disabled (offline)"
     if download_allowed(download):
         try:
@@ -419,7 +463,7 @@ class TinyImageNetVal(Dataset):
         if not ann.is_file():
             raise DataNotFoundError(f"{ann}: missing (expected Tiny-ImageNet's val/val_annotations.txt)")
         self.classes, self.class_to_idx = list(classes), {c: i for i, c in enumerate(classes)}
-        self.transform, self.loader = transform, default_loader
+        self.transform, self.loader, self.root = transform, default_loader, str(tree / "val")
         self.samples: list[tuple[str, int]] = []
         for n, line in enumerate(ann.read_text().splitlines(), 1):
             if not line.strip():
@@ -546,16 +590,22 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 class TensorImageDataset(Dataset):
-    """Images held as one uint8 tensor ``(N, C, H, W)``; items are ``(float (C,H,W) normalised, int label)``."""
+    """Images held as one uint8 tensor ``(N, C, H, W)``; items are ``(float (C,H,W) normalised, int label)``.
+
+    ``source``: the folder the images were read from (None for tensors made in memory); ``indices``: the
+    positions of these images in the full split (None: all of it, in order), set by :meth:`subset`.
+    """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, info: DatasetInfo,
-                 transform: Callable | None = None):
+                 transform: Callable | None = None, source: str | Path | None = None,
+                 indices: torch.Tensor | None = None):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (len(images),):
             raise ValueError(f"labels must have shape ({len(images)},), got {tuple(labels.shape)}")
         self.images, self.labels, self.info = images, labels.long(), info
         self.transform = transform or item_transform(None, info, train=False)
+        self.source, self.indices = (str(source) if source is not None else None), indices
 
     def __len__(self) -> int:
         return len(self.images)
@@ -564,11 +614,21 @@ class TensorImageDataset(Dataset):
         return self.transform(self.images[i]), int(self.labels[i])
 
     def subset(self, n: int | None, seed: int = 0) -> "TensorImageDataset":
-        """The first ``n`` images of a fixed random permutation (class balance on average), or self."""
+        """The first ``n >= 1`` images of a fixed random permutation (class balance on average), or self."""
+        check_limit(n)
         if n is None or n >= len(self):
             return self
         idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
-        return TensorImageDataset(self.images[idx], self.labels[idx], self.info, self.transform)
+        full = self.indices if self.indices is not None else torch.arange(len(self))
+        return TensorImageDataset(self.images[idx], self.labels[idx], self.info, self.transform, self.source,
+                                  full[idx])
+
+
+def check_limit(n: int | None, name: str = "limit") -> None:
+    """A subset size is ``None`` (everything) or an int >= 1: 0 would train on nothing and, as a slice,
+    -5 would mean "all but 5"."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+        raise ValueError(f"{name} must be a whole number >= 1 (or None for the whole split), got {n!r}")
 
 
 class TensorLoader:
@@ -661,7 +721,9 @@ def carve_validation(loader: TensorLoader, n_val: int, seed: int = 0) -> tuple[T
     if not 0 < n_val < len(data):
         raise ValueError(f"validation size must be between 1 and {len(data) - 1} (the training images), got {n_val}")
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
-    part = lambda idx: TensorImageDataset(data.images[idx], data.labels[idx], data.info, data.transform)  # noqa: E731
+    full = data.indices if data.indices is not None else torch.arange(len(data))  # positions in the whole split
+    part = lambda idx: TensorImageDataset(data.images[idx], data.labels[idx], data.info, data.transform,  # noqa: E731
+                                          data.source, full[idx])
     train = TensorLoader(part(perm[n_val:]), loader.batch_size, shuffle=True, aug=loader.aug, device=loader.device,
                          seed=loader.seed, drop_last=loader.drop_last)
     return train, TensorLoader(part(perm[:n_val]), 2 * loader.batch_size, shuffle=False, device=loader.device)
@@ -735,7 +797,8 @@ def tensor_datasets(name: str, root: str | Path | None = None, download: bool | 
     """Train and test sets of an in-memory dataset (``fashion_mnist``, ``cifar10``, ``cifar100``)."""
     info = dataset_info(name)
     if name == "fashion_mnist":
-        (xtr, ytr), (xte, yte) = (load_fashion_mnist(s, root, download) for s in ("train", "test"))
+        folder = find_fashion_mnist(root, download)
+        (xtr, ytr), (xte, yte) = (load_fashion_mnist(s, folder, download) for s in ("train", "test"))
     elif name in ("cifar10", "cifar100"):
         folder = find_cifar(name, root, download)
         xtr, ytr, classes = read_cifar(folder, name, train=True)
@@ -743,7 +806,8 @@ def tensor_datasets(name: str, root: str | Path | None = None, download: bool | 
         info = DatasetInfo(**{**asdict(info), "classes": classes})
     else:
         raise ValueError(f"{name!r} is not an in-memory dataset; use imagenette()/tiny_imagenet()")
-    return TensorImageDataset(xtr, ytr, info), TensorImageDataset(xte, yte, info)
+    return (TensorImageDataset(xtr, ytr, info, source=folder.resolve()),
+            TensorImageDataset(xte, yte, info, source=folder.resolve()))
 
 
 def make_loaders(name: str, batch_size: int = 128, aug: AugmentConfig | None = None, *,
@@ -758,6 +822,8 @@ def make_loaders(name: str, batch_size: int = 128, aug: AugmentConfig | None = N
     ``img_size`` changes the crop size of the image-folder datasets (Imagenette: 160 by default).
     """
     info = dataset_info(name)
+    check_limit(limit_train, "limit_train")
+    check_limit(limit_test, "limit_test")
     if img_size is not None and name in ("imagenette", "tiny_imagenet"):
         info = DatasetInfo(**{**asdict(info), "img_size": img_size})
     eval_bs = eval_batch_size or 2 * batch_size
@@ -773,13 +839,71 @@ def make_loaders(name: str, batch_size: int = 128, aug: AugmentConfig | None = N
         build = imagenette if name == "imagenette" else tiny_imagenet
         train = build("train", transform=item_transform(aug, info, train=True), root=root, download=download)
         test = build("val", transform=item_transform(None, info, train=False), root=root, download=download)
+        for d in (train, test):
+            d.info = info  # read by data_identity
         train, test = (_limit(d, n) for d, n in ((train, limit_train), (test, limit_test)))
     return (make_dataloader(train, batch_size, True, aug, info.num_classes, seed, num_workers, drop_last=False),
             make_dataloader(test, eval_bs, False, None, info.num_classes, seed, num_workers), info)
 
 
 def _limit(dataset: Dataset, n: int | None) -> Dataset:
+    check_limit(n)
     if n is None or n >= len(dataset):
         return dataset
     idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n].tolist()
     return torch.utils.data.Subset(dataset, idx)
+
+
+# ----------------------------------------------------------------------------- what a run trained on
+
+def _fingerprint(*parts: bytes | np.ndarray | torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            part = part.detach().cpu().contiguous().numpy()
+        h.update(memoryview(np.ascontiguousarray(part)).cast("B") if isinstance(part, np.ndarray) else part)
+    return h.hexdigest()[:16]
+
+
+def _describe(ds: object) -> dict | None:
+    """``name``, ``source``, ``n``, ``indices`` (positions in the full split) and ``content`` (a hash of the
+    images and labels, or of the file names and labels) of a dataset we know; None for anything else."""
+    if isinstance(ds, torch.utils.data.Subset):
+        base = _describe(ds.dataset)
+        if base is None:
+            return None
+        picked = torch.as_tensor(ds.indices, dtype=torch.int64)
+        base_idx = torch.as_tensor(base["indices"], dtype=torch.int64)
+        sub = getattr(ds.dataset, "samples", None)
+        content = (_fingerprint("\n".join(f"{Path(sub[i][0]).name}\t{sub[i][1]}" for i in picked.tolist()).encode())
+                   if sub is not None else base["content"] + ":" + _fingerprint(picked))
+        return {**base, "n": len(picked), "indices": base_idx[picked], "content": content}
+    if isinstance(ds, TensorImageDataset):
+        indices = ds.indices if ds.indices is not None else torch.arange(len(ds))
+        return {"name": ds.info.name, "source": ds.source, "n": len(ds), "indices": indices,
+                "content": _fingerprint(ds.images, ds.labels)}
+    samples = getattr(ds, "samples", None)  # ImageFolder, TinyImageNetVal: (path, label) pairs
+    if isinstance(samples, list):
+        info = getattr(ds, "info", None)
+        return {"name": info.name if info is not None else type(ds).__name__,
+                "source": str(Path(getattr(ds, "root", "")).resolve()) if getattr(ds, "root", None) else None,
+                "n": len(samples), "indices": torch.arange(len(samples)),
+                "content": _fingerprint("\n".join(f"{Path(p).name}\t{t}" for p, t in samples).encode())}
+    return None
+
+
+def data_identity(train: object, test: object) -> dict:
+    """What a run trains and evaluates on, from its loaders (or datasets): ``dataset``, ``root`` (the folder
+    read), ``n_train``/``n_test``, and per split a fingerprint of the sample ``indices`` (which images of the
+    split) and of the ``content`` (their pixels and labels, or file names and labels). ``{}`` for loaders we
+    cannot describe (e.g. a list of batches). Checkpoints store it; a resume with other data is refused."""
+    described = []
+    for obj in (train, test):
+        ds = obj if isinstance(obj, Dataset) else getattr(obj, "dataset", None)
+        described.append(_describe(ds) if ds is not None else None)
+    if None in described:
+        return {}
+    tr, te = described
+    return {"dataset": tr["name"], "root": tr["source"], "n_train": tr["n"], "n_test": te["n"],
+            "train_indices": _fingerprint(tr["indices"].to(torch.int64)), "train_content": tr["content"],
+            "test_indices": _fingerprint(te["indices"].to(torch.int64)), "test_content": te["content"]}

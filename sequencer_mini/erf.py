@@ -313,8 +313,9 @@ def effective_receptive_fields(
     Returns:
         One :class:`ERF` per layer, in the order given.
     """
-    if images.dim() != 4:
-        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+    if images.dim() != 4 or images.shape[0] == 0 or not images.is_floating_point():
+        raise ValueError(f"images must be a float (N, C, H, W) batch with N >= 1, got {images.dtype} "
+                         f"{tuple(images.shape)}")
     named = [_module_name(model, layer) for layer in layers]
     if not named:
         raise ValueError("give at least one layer")

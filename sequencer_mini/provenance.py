@@ -144,20 +144,34 @@ def write_results(
     dest.parent.mkdir(parents=True, exist_ok=True)
     data = {**payload, "provenance": {**provenance(), **(overrides or {})}}
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a results file is as readable as any other
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as err:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:  # gone already, or a read-only mount: report the write, not the cleanup
+                pass
+        from .fsutil import write_error
+        explained = write_error(err, dest, len(text.encode())) if isinstance(err, Exception) else None
+        if explained is not None:
+            raise explained from err
         raise
     return dest
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_results(path: str | os.PathLike[str], command: str | None = None) -> dict[str, Any]:

@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .budget import quiet
-from .data import AugmentConfig, carve_validation
+from .data import AugmentConfig, carve_validation, data_identity
+from .fsutil import tensor_bytes, write_error
 from .recipes import RECIPES
 
 __all__ = ["TrainConfig", "fit", "train_one_epoch", "evaluate", "Evaluation", "confusion_matrix", "plot_history",
@@ -235,20 +236,25 @@ def atomic_save(obj: Any, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as err:
+        with contextlib.suppress(OSError):  # on a read-only mount the cleanup fails too: report the write
+            tmp.unlink(missing_ok=True)
+        # a full disk surfaces as torch's "unexpected pos" RuntimeError: say what it is, where, how much
+        explained = write_error(err, path, tensor_bytes(obj)) if isinstance(err, Exception) else None
+        if explained is not None:
+            raise explained from err
         raise
 
 
 def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: Any, scaler: Any,
-                    epoch: int, history: dict, cfg: TrainConfig, steps_per_epoch: int, ema: nn.Module | None = None
-                    ) -> None:
-    """``epoch`` = number of completed epochs."""
+                    epoch: int, history: dict, cfg: TrainConfig, steps_per_epoch: int, ema: nn.Module | None = None,
+                    data: dict | None = None) -> None:
+    """``epoch`` = number of completed epochs; ``data``: :func:`~sequencer_mini.data.data_identity` of the run."""
     atomic_save({"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": model.state_dict(),
                  "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                  "rng": rng_states(), "history": history, "train_config": _resume_critical(cfg),
                  "model_config": cfg.model_config, "steps_per_epoch": steps_per_epoch,
-                 "ema": ema.state_dict() if ema is not None else None}, path)
+                 "ema": ema.state_dict() if ema is not None else None, "data": data or {}}, path)
 
 
 def _resume_critical(cfg: TrainConfig) -> dict:
@@ -265,9 +271,10 @@ def _diff(a: dict, b: dict) -> list[str]:
 
 def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer | None = None, sched: Any = None,
                     scaler: Any = None, cfg: TrainConfig | None = None, steps_per_epoch: int | None = None,
-                    ema: nn.Module | None = None) -> dict:
+                    ema: nn.Module | None = None, data: dict | None = None) -> dict:
     """Restore everything from ``path`` and return the checkpoint dict. Any problem -> ``RuntimeError``
-    naming the file and what mismatched; nothing is modified before all checks pass."""
+    naming the file and what mismatched; nothing is modified before all checks pass. ``data``: this run's
+    :func:`~sequencer_mini.data.data_identity`, compared with the one the checkpoint recorded."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -284,6 +291,7 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer | N
     if steps_per_epoch is not None and ckpt["steps_per_epoch"] != steps_per_epoch:
         problems.append(f"steps per epoch: checkpoint {ckpt['steps_per_epoch']} vs now {steps_per_epoch} "
                         f"(different data size or batch size)")
+    problems += data_mismatches(ckpt.get("data"), data, path)
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in ckpt["model"].items()}
     problems += [f"parameter {k}: checkpoint {theirs.get(k, 'missing')} vs model {ours.get(k, 'missing')}"
@@ -296,6 +304,27 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer | N
             obj.load_state_dict(ckpt[key])
     set_rng_states(ckpt["rng"])
     return ckpt
+
+
+_DATA_HINTS = {"dataset": "another dataset", "n_train": "a different --limit-train or data files",
+               "n_test": "a different --limit-test or data files",
+               "train_indices": "another subset of the training images", "test_indices": "another subset of the test images",
+               "train_content": "other training images or labels (another data folder or other files)",
+               "test_content": "other test images or labels (another data folder or other files)"}
+
+
+def data_mismatches(recorded: dict | None, now: dict | None, path: Path | str = "checkpoint") -> list[str]:
+    """Each difference between the data a checkpoint was trained on and this run's (the folder itself may
+    move: only what was read is compared). A checkpoint from before data records were kept: a warning."""
+    if not now:
+        return []
+    if not recorded:
+        import warnings
+        warnings.warn(f"{path} records no data identity (written by an older version); cannot check that the "
+                      f"resumed epochs use the same data", stacklevel=3)
+        return []
+    return [f"data {k}: checkpoint {recorded.get(k)!r} vs now {now.get(k)!r} ({_DATA_HINTS.get(k, 'other data')})"
+            for k in _DATA_HINTS if recorded.get(k) != now.get(k)]
 
 
 def seed_everything(seed: int) -> None:
@@ -390,11 +419,12 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Iterable, cfg: Tr
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.aug.label_smoothing)  # smoothing applied once, here
     ema = make_ema(model, cfg.ema_decay) if cfg.ema_decay else None
     ckpt_path = Path(cfg.out_dir) / "last.pt" if cfg.out_dir else None
+    identity = data_identity(train_loader, test_loader)  # stored in checkpoints, compared on resume
     history, start = new_history(), 0
     if ckpt_path is not None and ckpt_path.exists():
         if not cfg.resume:
             raise RuntimeError(f"{ckpt_path} exists; pass resume=True (--resume) to continue it, or use a new out_dir")
-        ckpt = load_checkpoint(ckpt_path, model, opt, sched, scaler, cfg, steps, ema=ema)
+        ckpt = load_checkpoint(ckpt_path, model, opt, sched, scaler, cfg, steps, ema=ema, data=identity)
         history, start = ckpt["history"], ckpt["epoch"]
     else:
         seed_everything(cfg.seed)
@@ -424,7 +454,7 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Iterable, cfg: Tr
                   file=sys.stderr)
         if ckpt_path is not None and distributed.is_main():  # after every epoch: a disconnect loses at most one
             ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(ckpt_path, model, opt, sched, scaler, epoch + 1, history, cfg, steps, ema=ema)
+            save_checkpoint(ckpt_path, model, opt, sched, scaler, epoch + 1, history, cfg, steps, ema=ema, data=identity)
             weights = {"model": judged.state_dict(), "epoch": epoch + 1, "val_acc": stats["val_acc"],
                        "test_acc": test.accuracy, "images_seen": stats["images_seen"], "model_config": cfg.model_config}
             if val is not None and val.accuracy >= max(history["val_acc"]):  # chosen on validation, never on test
@@ -506,82 +536,136 @@ def recipe_defaults(dataset: str, budget: str) -> dict[str, Any]:
     return table[budget]
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    """The command line; returns the results payload (also written to ``OUT/results.json``)."""
-    p = argparse.ArgumentParser(prog="python -m sequencer_mini.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="fashion_mnist",
-                   choices=["fashion_mnist", "cifar10", "cifar100", "imagenette", "tiny_imagenet"])
-    p.add_argument("--model", default=None, help="a Sequencer preset or small_cnn / small_vit (default: per dataset)")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options; ``--help`` ends with the models, datasets and environment variables."""
+    from .cli_checks import help_epilog
+    p = argparse.ArgumentParser(prog="python -m sequencer_mini.train", description=__doc__.split("\n\n")[0],
+                                epilog=help_epilog(DEFAULT_MODEL), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="fashion_mnist", choices=list(DEFAULT_MODEL))
+    p.add_argument("--model", default=None, help="a Sequencer preset or small_cnn / small_vit (default: per "
+                                                  "dataset; list below)")
     p.add_argument("--out", required=True, help="folder for last.pt, best.pt and results.json")
     p.add_argument("--budget", choices=["ci", "cpu", "gpu"], default=None, help="default sizes (else $SEQUENCER_BUDGET)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--warmup-epochs", type=float)
-    p.add_argument("--drop-path", type=float)
+    p.add_argument("--warmup-epochs", type=float, help="linear warmup, in epochs (>= 0, at most --epochs)")
+    p.add_argument("--drop-path", type=float, help="stochastic depth rate in [0, 1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit-train", type=int, help="train on a fixed random subset of this size")
-    p.add_argument("--limit-test", type=int)
+    p.add_argument("--limit-train", type=int, help="train on a fixed random subset of this size (>= 1)")
+    p.add_argument("--limit-test", type=int, help="evaluate on a fixed random subset of this size (>= 1)")
     p.add_argument("--aug", choices=["none", "light", "paper"], help="augmentation preset")
-    p.add_argument("--smoothing", type=float, help="override the preset's label smoothing")
+    p.add_argument("--smoothing", type=float, help="override the preset's label smoothing, in [0, 1)")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers (only with --no-fast or image folders)")
     p.add_argument("--no-fast", action="store_true", help="per-item DataLoader instead of in-memory batching")
-    p.add_argument("--resume", action="store_true", help="continue OUT/last.pt if present")
+    p.add_argument("--resume", action="store_true", help="continue OUT/last.pt if present (refused if its model, "
+                                                         "recipe or data differ)")
     p.add_argument("--stop-after", type=int, help="stop after this many epochs in this call (resume later)")
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--data-root", default=None, help="the folder holding the dataset, used exactly (no fallback; "
+                                                     "default: $SEQUENCER_DATA, else the usual places)")
     p.add_argument("--threads", type=int, help="torch intra-op threads; 1 is fastest on a CPU shared with other jobs")
     p.add_argument("--recipe", choices=sorted(RECIPES), help="a named recipe of the book (sequencer_mini/recipes.py); "
                    "its settings are defaults that the other flags override")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="override an argument of the model preset, e.g. depth=6 (repeatable)")
-    p.add_argument("--ema", type=float, help="EMA decay of the weights, e.g. 0.998 (default: off)")
+    p.add_argument("--ema", type=float, help="EMA decay of the weights, in (0, 1), e.g. 0.998 (default: off)")
     p.add_argument("--img-sizes", help="progressive resizing: training side per epoch, comma-separated; the last "
                    "repeats (e.g. 20,20,24,28)")
     p.add_argument("--aug-from-epoch", type=int, default=0, help="crop/flip only from this epoch (0-based) on")
     p.add_argument("--val", type=int, default=0, help="carve this many training images out as a validation split; "
                    "best.pt is then chosen on it")
     p.add_argument("--keep-epochs", action="store_true", help="also save every epoch's weights under OUT/epochs/")
-    args = _parse_with_recipe(p, argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error "
+                                                        "(or set SEQUENCER_DEBUG=1)")
+    return p
 
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """The command line; returns the results payload (also written to ``OUT/results.json``).
+
+    Every argument is checked before any data is read or downloaded and before ``--out`` is touched; a refused
+    run raises (``UsageError``, ``DataNotFoundError``, ``RuntimeError`` for a mismatched checkpoint) and leaves
+    ``--out`` as it was. ``python -m sequencer_mini.train`` prints such errors as one message
+    (:func:`~sequencer_mini.cli_checks.run`).
+    """
+    from .baselines import BASELINES
     from .budget import budget
-    from .data import make_loaders
+    from .cli_checks import UsageError, check_settings, preflight_out
+    from .data import dataset_info, explicit_dirs, make_loaders
+    from .fsutil import remove_created
     from .macs import count_macs
     from .provenance import write_results
+    from .sequencer2d import MODELS
 
-    run_budget = args.budget or budget()  # a CLI flag must not leak into the caller's environment
+    args = _parse_with_recipe(build_parser(), argv)
+    try:
+        run_budget = args.budget or budget()  # a CLI flag must not leak into the caller's environment
+    except ValueError as e:
+        raise UsageError(str(e)) from e
     d = recipe_defaults(args.dataset, run_budget)
     pick = lambda name: d[name] if getattr(args, name) is None else getattr(args, name)  # noqa: E731
-    aug = AugmentConfig.preset(pick("aug"))
-    if args.smoothing is not None:
-        aug.label_smoothing = args.smoothing
-    device = distributed.init(args.device)  # under torchrun: join the process group, one device per process
-    batch_size = pick("batch_size")
-    train_loader, test_loader, info = make_loaders(
-        args.dataset, batch_size, aug, limit_train=pick("limit_train"), limit_test=pick("limit_test"),
-        seed=args.seed, device=device, fast=not args.no_fast, num_workers=args.workers, root=args.data_root)
-    val_loader = None
-    if args.val:
-        train_loader, val_loader = carve_validation(train_loader, args.val)
-    train_loader = distributed.shard(train_loader)  # under torchrun: this rank's slice of every global batch
-    model_name = args.model or DEFAULT_MODEL[args.dataset]
-    torch.manual_seed(args.seed)  # the initial weights are a function of the seed
-    model, model_config = build_model(model_name, info.in_chans, info.num_classes, info.img_size, pick("drop_path"),
-                                      **_model_args(args.model_arg))
     epochs = pick("epochs")
     # default warmup: the budget's, but at most 10% of the run (e.g. --budget gpu --epochs 2)
-    warmup = args.warmup_epochs if args.warmup_epochs is not None else min(d["warmup_epochs"], 0.1 * epochs)
-    cfg = TrainConfig(epochs=epochs, lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=warmup, aug=aug,
-                      amp=args.amp, device=args.device, seed=args.seed, out_dir=args.out, resume=args.resume,
-                      stop_after=args.stop_after, model_config=model_config, ema_decay=args.ema,
-                      img_sizes=tuple(int(v) for v in args.img_sizes.split(",")) if args.img_sizes else (),
-                      aug_from_epoch=args.aug_from_epoch, keep_epochs=args.keep_epochs)
-    t0 = time.perf_counter()
-    history = fit(model, train_loader, test_loader, cfg, val_loader=val_loader)
+    warmup = args.warmup_epochs if args.warmup_epochs is not None else (
+        min(d["warmup_epochs"], 0.1 * epochs) if isinstance(epochs, int) else d["warmup_epochs"])
+    check_settings({"epochs": epochs, "batch_size": pick("batch_size"), "limit_train": pick("limit_train"),
+                    "limit_test": pick("limit_test"), "lr": args.lr, "weight_decay": args.weight_decay,
+                    "warmup_epochs": warmup, "drop_path": pick("drop_path"), "smoothing": args.smoothing,
+                    "seed": args.seed, "stop_after": args.stop_after, "workers": args.workers,
+                    "threads": args.threads, "device": args.device, "model": args.model,
+                    "known_models": sorted(MODELS) + sorted(BASELINES), "ema": args.ema,
+                    "img_sizes": args.img_sizes, "aug_from_epoch": args.aug_from_epoch, "val": args.val})
+    img_sizes = tuple(int(v) for v in args.img_sizes.split(",")) if args.img_sizes else ()
+    try:
+        model_args = _model_args(args.model_arg)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    # the model first: a bad --model-arg or rate fails before any data is read (its weights depend on the seed only)
+    model_name = args.model or DEFAULT_MODEL[args.dataset]
+    info = dataset_info(args.dataset)
+    torch.manual_seed(args.seed)  # the initial weights are a function of the seed
+    try:
+        model, model_config = build_model(model_name, info.in_chans, info.num_classes, info.img_size,
+                                          pick("drop_path"), **model_args)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--model {model_name}{''.join(f' --model-arg {a}' for a in args.model_arg)}: {e}") from e
+    explicit_dirs(args.data_root)  # a misspelt --data-root / $SEQUENCER_DATA: an error now, not a fallback
+    created = preflight_out(args.out, args.resume)  # creatable and writable, before any work
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        aug = AugmentConfig.preset(pick("aug"))
+        if args.smoothing is not None:
+            aug.label_smoothing = args.smoothing
+        device = distributed.init(args.device)  # under torchrun: join the process group, one device per process
+        batch_size = pick("batch_size")
+        train_loader, test_loader, info = make_loaders(
+            args.dataset, batch_size, aug, limit_train=pick("limit_train"), limit_test=pick("limit_test"),
+            seed=args.seed, device=device, fast=not args.no_fast, num_workers=args.workers, root=args.data_root)
+        val_loader = None
+        if args.val:
+            if args.val >= len(train_loader.dataset):
+                raise UsageError(f"--val {args.val}: expected fewer validation images than the "
+                                 f"{len(train_loader.dataset)} training images")
+            train_loader, val_loader = carve_validation(train_loader, args.val)
+        identity = data_identity(train_loader, test_loader)
+        train_loader = distributed.shard(train_loader)  # under torchrun: this rank's slice of every global batch
+        if not quiet() and distributed.is_main():
+            print(f"data: {args.dataset} from {identity.get('root')} ({identity.get('n_train')} train, "
+                  f"{identity.get('n_test')} test images{f', {args.val} validation' if args.val else ''})",
+                  file=sys.stderr)
+        cfg = TrainConfig(epochs=epochs, lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=warmup, aug=aug,
+                          amp=args.amp, device=args.device, seed=args.seed, out_dir=args.out, resume=args.resume,
+                          stop_after=args.stop_after, model_config=model_config, ema_decay=args.ema,
+                          img_sizes=img_sizes, aug_from_epoch=args.aug_from_epoch, keep_epochs=args.keep_epochs)
+        t0 = time.perf_counter()
+        history = fit(model, train_loader, test_loader, cfg, val_loader=val_loader)
+    except BaseException:
+        remove_created(created)  # a refused run leaves no empty --out behind (a started one keeps its files)
+        raise
     n_train, n_test = len(train_loader.dataset), len(test_loader.dataset)
     done = len(history["epoch"])
     payload = {
@@ -598,6 +682,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "train_time_s": sum(history["epoch_time_s"]),  # all epochs, across resumes
         "images_per_s": n_train * done / sum(history["epoch_time_s"]) if done else None,
         "n_train": n_train, "n_test": n_test, "batch_size": batch_size, "budget": run_budget,
+        "data_root": identity.get("root"),  # the folder actually read
+        "data": identity,  # sizes and fingerprints of the samples (the same record the checkpoint holds)
         "recipe": {**asdict(cfg), "batch_size": batch_size, "limit_train": pick("limit_train"), "name": args.recipe,
                    "limit_test": pick("limit_test"), "drop_path": pick("drop_path"), "aug_preset": pick("aug"),
                    "threads": torch.get_num_threads()},
@@ -608,7 +694,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         payload["processes"] = distributed.world_size()
         write_results(Path(args.out) / "results.json", payload, overrides={"command": command, "budget": run_budget})
         if not quiet():
-            print(f"wrote {Path(args.out) / 'results.json'}: final test acc {payload['final_test_acc']}", file=sys.stderr)
+            final = payload["final_test_acc"]
+            print(f"wrote {Path(args.out) / 'results.json'}: final test acc "
+                  f"{'n/a' if final is None else f'{final:.4f}'}" + (f" (epoch {done})" if done else ""), file=sys.stderr)
     distributed.teardown()
     return payload
 
@@ -637,4 +725,5 @@ def _model_args(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from .cli_checks import run
+    sys.exit(run(main))

@@ -6,16 +6,22 @@
   the classifier ``head``. :func:`convert_official_state_dict` renames them as timm's ``checkpoint_filter_fn``
   does.
 * :func:`pretrained` fetches the official ImageNet-1k weights through timm (Hugging Face Hub, ``timm/…in1k``),
-  which needs internet, and otherwise fails with a message saying what it tried.
+  which needs internet, and otherwise fails with a message saying what it tried. It keeps one overall deadline
+  across its sources (``timeout``, default ``$SEQUENCER_DOWNLOAD_TIMEOUT`` or 300 s): a connection that opens
+  and then never answers (a stalled proxy or TLS handshake) costs that long at most, not the Hub's retries.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import threading
+import time
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -91,55 +97,127 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, Any]) -> nn.Module:
     return model
 
 
-def pretrained(name: str = "sequencer2d_s", checkpoint: str | Path | None = None, **kwargs: Any) -> Sequencer2D:
+TIMEOUT_ENV = "SEQUENCER_DOWNLOAD_TIMEOUT"  #: default overall deadline of :func:`pretrained`, in seconds
+DEFAULT_TIMEOUT = 300.0
+
+
+def _deadline_seconds(timeout: float | None) -> float:
+    if timeout is None:
+        raw = os.environ.get(TIMEOUT_ENV, "")
+        try:
+            timeout = float(raw) if raw.strip() else DEFAULT_TIMEOUT
+        except ValueError:
+            raise ValueError(f"${TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+    if not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    return float(timeout)
+
+
+def _read_checkpoint(path: Path) -> Mapping[str, Any]:
+    """A local weights file as a dict of tensors; anything else -> RuntimeError naming the file."""
+    if not path.is_file():
+        raise RuntimeError(f"checkpoint file {str(path)!r} does not exist")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        unsafe = re.search(r"unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", str(err), re.IGNORECASE)
+        detail = (f"it holds the Python object {unsafe.group(1)}, which weights-only loading refuses (a pickle "
+                  f"that could run code)" if unsafe else _short(err))
+        raise RuntimeError(f"checkpoint file {str(path)!r} is not a PyTorch weights file (expected a state dict "
+                           f"saved with torch.save, official or timm format): {detail}") from err
+    if not isinstance(sd, Mapping):
+        raise RuntimeError(f"checkpoint file {str(path)!r} holds a {type(sd).__name__}, expected a state dict "
+                           f"(a dict of tensors)")
+    return sd
+
+
+def pretrained(name: str = "sequencer2d_s", checkpoint: str | Path | None = None, timeout: float | None = None,
+               **kwargs: Any) -> Sequencer2D:
     """The official ImageNet-1k Sequencer2D weights in our model.
 
     Tries, in order: a local ``checkpoint`` file if given (official or timm format); timm's
-    ``create_model(name, pretrained=True)`` (downloads ``timm/{name}.in1k`` from the Hugging Face Hub); the
-    official GitHub release file. Needs internet unless ``checkpoint`` is given (e.g. on Colab). Raises a
-    RuntimeError naming everything it tried when none works.
+    ``create_model(name, pretrained=True)`` (downloads ``timm/{name}.in1k`` from the Hugging Face Hub, or
+    ``$HF_ENDPOINT``); the official GitHub release file. Needs internet unless ``checkpoint`` is given (e.g. on
+    Colab). ``timeout``: seconds for all downloads together (default ``$SEQUENCER_DOWNLOAD_TIMEOUT`` or 300);
+    a source still busy at the deadline is abandoned. Raises a RuntimeError naming everything it tried when
+    none works.
     """
     if name not in OFFICIAL_URLS:
         raise ValueError(f"pretrained weights exist for {sorted(OFFICIAL_URLS)}, not {name!r}")
+    seconds = _deadline_seconds(timeout)
     model = MODELS[name](**kwargs)
-    tried: list[str] = []
     if checkpoint is not None:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise RuntimeError(f"checkpoint file {str(path)!r} does not exist")
-        return load_weights(model, torch.load(path, map_location="cpu", weights_only=True))  # type: ignore[return-value]
-    hub = f"timm.create_model({name!r}, pretrained=True) [Hugging Face Hub 'timm/{name}.in1k']"
-    try:
-        _check_reachable("huggingface.co")  # fail in a second offline instead of after minutes of retries
-        import timm
+        return load_weights(model, _read_checkpoint(Path(checkpoint)))  # type: ignore[return-value]
+    deadline = time.monotonic() + seconds
+    tried: list[str] = []
 
-        ref = timm.create_model(name, pretrained=True)
-        return load_weights(model, ref.state_dict())  # type: ignore[return-value]
-    except RuntimeError as err:
-        if "does not fit" in str(err):
-            raise
-        tried.append(f"{hub}: {_short(err)}")
-    except Exception as err:  # no internet, no timm, hub offline: say so and try the next source
-        tried.append(f"{hub}: {_short(err)}")
-    url = OFFICIAL_URLS[name]
-    try:
-        _check_reachable("github.com")
-        sd = torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True, progress=False)
+    def from_hub() -> Mapping[str, Any]:
+        import timm
+        return timm.create_model(name, pretrained=True).state_dict()
+
+    def from_github() -> Mapping[str, Any]:
+        return torch.hub.load_state_dict_from_url(OFFICIAL_URLS[name], map_location="cpu", weights_only=True,
+                                                  progress=False)
+
+    sources = ((f"timm.create_model({name!r}, pretrained=True) [Hugging Face Hub 'timm/{name}.in1k']",
+                _hub_endpoint(), from_hub),
+               (f"torch.hub.load_state_dict_from_url({OFFICIAL_URLS[name]!r})", OFFICIAL_URLS[name], from_github))
+    for label, url, fetch in sources:
+        try:
+            # fail in a second offline instead of after minutes of retries
+            _check_reachable(url, timeout=min(3.0, max(0.1, deadline - time.monotonic())))
+            sd = _before(deadline, fetch, seconds)
+        except Exception as err:  # no internet, no timm, a stall: say so and try the next source
+            tried.append(f"{label}: {_short(err)}")
+            continue
         return load_weights(model, sd)  # type: ignore[return-value]
-    except Exception as err:
-        tried.append(f"torch.hub.load_state_dict_from_url({url!r}): {_short(err)}")
     raise RuntimeError(
         f"could not load the official {name} weights; this needs internet (e.g. Colab) or a local file via "
         f"pretrained({name!r}, checkpoint='path/to/{name}.pth'). Tried:\n  - " + "\n  - ".join(tried)
     )
 
 
-def _check_reachable(host: str, timeout: float = 3.0) -> None:
-    """Raise ConnectionError unless ``host:443`` accepts a TCP connection within ``timeout`` seconds."""
+def _hub_endpoint() -> str:
+    """The Hugging Face Hub address timm downloads from (``$HF_ENDPOINT`` if set)."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def _before(deadline: float, fetch: Callable[[], Any], seconds: float) -> Any:
+    """``fetch()`` in a daemon thread; TimeoutError if it has not returned by ``deadline`` (``time.monotonic``).
+
+    Why a thread: the Hub client retries a stalled connection with its own per-try timeouts, so no socket
+    timeout bounds the total; an abandoned daemon thread ends with its own timeouts and never blocks exit."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError(f"not tried: the {seconds:g} s deadline had passed")
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fetch()
+        except BaseException as err:  # handed to the caller's thread
+            box["error"] = err
+
+    worker = threading.Thread(target=target, name="sequencer_mini-download", daemon=True)
+    worker.start()
+    worker.join(remaining)
+    if worker.is_alive():
+        raise TimeoutError(f"no complete answer within the {seconds:g} s deadline (pretrained(timeout=...) or "
+                           f"${TIMEOUT_ENV}); abandoned")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _check_reachable(url_or_host: str, timeout: float = 3.0) -> None:
+    """Raise ConnectionError unless the host of ``url_or_host`` (a URL, or a host name meaning port 443)
+    accepts a TCP connection within ``timeout`` seconds."""
+    parts = urllib.parse.urlsplit(url_or_host if "://" in url_or_host else f"https://{url_or_host}")
+    host, port = parts.hostname or url_or_host, parts.port or (80 if parts.scheme == "http" else 443)
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((host, port), timeout=timeout).close()
     except OSError as err:
-        raise ConnectionError(f"no network connection to {host} ({err})") from err
+        raise ConnectionError(f"no network connection to {host}:{port} ({err})") from err
 
 
 def _short(err: BaseException) -> str:

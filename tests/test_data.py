@@ -43,10 +43,10 @@ def test_env_var_is_searched(tmp_path, monkeypatch, no_system_data):
 
 
 def test_missing_offline_names_paths_and_fix(tmp_path, no_system_data):
-    with pytest.raises(DataNotFoundError) as err:
-        data.load_fashion_mnist("train", root=tmp_path / "nowhere", download=False)
+    with pytest.raises(DataNotFoundError) as err:  # the default search (no folder named)
+        data.load_fashion_mnist("train", download=False)
     msg = str(err.value)
-    assert str(tmp_path / "nowhere") in msg and str(tmp_path / "no-debian-package") in msg
+    assert str(tmp_path / "cache") in msg and str(tmp_path / "no-debian-package") in msg
     assert "apt-get install dataset-fashion-mnist" in msg and "SEQUENCER_DATA" in msg
     assert "download disabled" in msg
 
@@ -220,6 +220,8 @@ def test_tiny_imagenet_bad_annotation(tmp_path, no_system_data):
 
 def test_image_tree_missing_offline(tmp_path, no_system_data):
     with pytest.raises(DataNotFoundError, match="(?s)tiny-imagenet-200.*download disabled"):
+        data.tiny_imagenet("train")  # default search: the (empty) cache, then no download
+    with pytest.raises(DataNotFoundError, match="(?s)tiny-imagenet-200.*in the data root.*nothing else is searched"):
         data.tiny_imagenet("train", root=tmp_path)
 
 
