@@ -94,18 +94,20 @@ def race_verdict(rows: Sequence[RaceRow]) -> str:
                "the seeds overlap, so this margin is within the seed-to-seed spread"))
 
 
-def gap_by_images(runs: dict[str, dict[int, dict[str, Any]]], model: str, reference: str, seed: int = 0
-                  ) -> list[tuple[int, float]]:
-    """``[(images seen, test accuracy of reference - model), ...]`` at the epochs where both have seen the same
-    number of images (the first epochs; the slower model stops earlier)."""
+def gap_by_images(runs: dict[str, dict[int, dict[str, Any]]], model: str, reference: str, seed: int = 0,
+                  key: str = "train_acc") -> list[tuple[int, float]]:
+    """``[(images seen, reference - model), ...]`` of the history entry ``key`` at the epochs where both runs have
+    seen the same number of images (the slower model stops earlier). The default, ``train_acc``, is the raw
+    weights' accuracy on the epoch's own training batches: a measure of how fast each model learns per image that
+    the EMA's lag does not distort (the EMA's test accuracy trails the raw weights in the first epochs)."""
     a, b = runs[model][seed]["history"], runs[reference][seed]["history"]
-    at_b = dict(zip(b["images_seen"], b["test_acc"]))
-    return [(n, at_b[n] - acc) for n, acc in zip(a["images_seen"], a["test_acc"]) if n in at_b]
+    at_b = dict(zip(b["images_seen"], b[key]))
+    return [(n, at_b[n] - v) for n, v in zip(a["images_seen"], a[key]) if n in at_b]
 
 
 def plot_race(runs: dict[str, dict[int, dict[str, Any]]], reference: dict[str, Any] | None = None):
-    """Test accuracy per epoch against images seen (every seed) and against minutes of training (seed runs that
-    had the CPU to themselves, i.e. the most threads). ``reference``: an extra curve ``{"label", "images",
+    """Test accuracy per epoch against images seen (every seed; dotted: the accuracy on the epoch's training
+    batches) and against minutes of training (seed runs that had the CPU to themselves, i.e. the most threads). ``reference``: an extra curve ``{"label", "images",
     "acc"}`` (chapter 1's row LSTM). Returns the matplotlib Figure."""
     import matplotlib.pyplot as plt
 
@@ -119,6 +121,7 @@ def plot_race(runs: dict[str, dict[int, dict[str, Any]]], reference: dict[str, A
             ax_img.plot([n / 1e3 for n in h["images_seen"]], [100 * a for a in h["test_acc"]], "o-", ms=3,
                         color=color, alpha=1.0 if seed == solo else 0.45, label=label)
         h = by_seed[solo]["history"]
+        ax_img.plot([n / 1e3 for n in h["images_seen"]], [100 * a for a in h["train_acc"]], ":", color=color, lw=1)
         minutes, t = [], 0.0
         for s in h["epoch_time_s"]:
             t += s
@@ -128,8 +131,8 @@ def plot_race(runs: dict[str, dict[int, dict[str, Any]]], reference: dict[str, A
     if reference is not None:
         ax_img.plot([n / 1e3 for n in reference["images"]], [100 * a for a in reference["acc"]], "k--", lw=1,
                     label=reference["label"])
-    ax_img.set(xlabel="training images seen (thousands)", ylabel="test accuracy (%)",
-               title="per image (all seeds; faint: other seeds)")
+    ax_img.set(xlabel="training images seen (thousands)", ylabel="accuracy (%)",
+               title="per image: test (EMA, all seeds), dotted: training batches (raw weights)")
     ax_time.set(xlabel="minutes of training (evaluation not counted)", title="per minute of CPU")
     for ax in (ax_img, ax_time):
         ax.grid(alpha=0.3)
