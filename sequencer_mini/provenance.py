@@ -18,7 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["device_name", "git_commit", "provenance", "read_results", "write_results"]
+__all__ = ["DryRunResultsError", "device_name", "git_commit", "is_dry_run", "provenance", "read_results",
+           "write_results"]
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,9 +97,10 @@ def provenance() -> dict[str, Any]:
         (hash or ``"unknown"``), ``git_dirty`` (uncommitted changes to tracked files, or
         ``None``), ``device``, ``python``, ``torch``, ``torchvision``, ``timm``,
         ``sequencer_mini`` (versions, ``None`` if not installed), ``budget`` and ``date``
-        (ISO 8601, UTC).
+        (ISO 8601, UTC); in a dry run (``SEQUENCER_DRY_RUN``) also ``dry_run: True``, which makes
+        :func:`read_results` refuse the file.
     """
-    from .budget import budget
+    from .budget import budget, dry_run
 
     try:
         current_budget: str | None = budget()
@@ -116,6 +118,7 @@ def provenance() -> dict[str, Any]:
         "sequencer_mini": _version("sequencer_mini"),
         "budget": current_budget,
         "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        **({"dry_run": True} if dry_run() else {}),
     }
 
 
@@ -160,16 +163,29 @@ def write_results(
     return dest
 
 
-def read_results(path: str | os.PathLike[str], command: str | None = None) -> dict[str, Any]:
+class DryRunResultsError(ValueError):
+    """A results file written by a dry run (``SEQUENCER_DRY_RUN``) was about to be read as a real result."""
+
+
+def is_dry_run(results: dict[str, Any]) -> bool:
+    """True if ``results`` (a payload read from a results file) was written by a dry run."""
+    return bool((results.get("provenance") or {}).get("dry_run"))
+
+
+def read_results(path: str | os.PathLike[str], command: str | None = None, *,
+                 allow_dry_run: bool | None = None) -> dict[str, Any]:
     """Read a results file written by :func:`write_results`.
 
     Args:
         path: the ``.json`` file.
         command: the command that regenerates the file, named in the error if the file is
             missing (e.g. ``"python bench/findings.py"``).
+        allow_dry_run: accept a file written by a dry run. Default: only during a dry run itself,
+            which reads back what it just wrote; a real run never takes a dry run's numbers.
 
     Raises:
         FileNotFoundError: if the file does not exist; the message names the command to run.
+        DryRunResultsError: if the file comes from a dry run and ``allow_dry_run`` is false.
     """
     src = Path(path)
     if not src.is_file():
@@ -178,4 +194,14 @@ def read_results(path: str | os.PathLike[str], command: str | None = None) -> di
             f"results file {str(src)!r} is missing; regenerate it with: {hint}"
         )
     with src.open(encoding="utf-8") as fh:
-        return json.load(fh)
+        data = json.load(fh)
+    if allow_dry_run is None:
+        from .budget import dry_run
+
+        allow_dry_run = dry_run()
+    if not allow_dry_run and isinstance(data, dict) and is_dry_run(data):
+        hint = command or "the command in its provenance, without SEQUENCER_DRY_RUN"
+        raise DryRunResultsError(
+            f"results file {str(src)!r} was written by a dry run (provenance.dry_run is true): its numbers "
+            f"are not results; delete it and regenerate it with: {hint}")
+    return data

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .budget import quiet
+from .budget import limit, quiet  # limit: SEQUENCER_DRY_RUN stops each loop after 2 items
 from .data import AugmentConfig
 
 __all__ = ["TrainConfig", "fit", "train_one_epoch", "evaluate", "Evaluation", "confusion_matrix", "plot_history",
@@ -153,7 +153,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | No
     was_training = model.training
     model.eval()
     preds, targets, loss_sum = [], [], torch.zeros((), device=device)
-    for x, y in loader:
+    for x, y in limit(loader):
         x, y = _to(x, y, device, channels_last)
         y = y.argmax(-1) if y.ndim == 2 else y
         with autocast(device, dtype):
@@ -294,7 +294,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, opt: torch.optim.Optimiz
     model.train()
     t0, seen = time.perf_counter(), 0
     loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)  # no per-step GPU sync
-    for x, y in tqdm(loader, desc=desc, disable=quiet(), leave=False):
+    for x, y in tqdm(limit(loader), desc=desc, disable=quiet(), leave=False):
         x, y = _to(x, y, device, channels_last)
         with autocast(device, dtype):
             logits = model(x)
@@ -340,7 +340,7 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Iterable, cfg: Tr
         history, start = ckpt["history"], ckpt["epoch"]
     else:
         seed_everything(cfg.seed)
-    for epoch in range(start, cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start + cfg.stop_after)):
+    for epoch in limit(range(start, cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start + cfg.stop_after))):
         _set_epoch(train_loader, epoch)  # shuffle order and augmentation = f(seed, epoch)
         stats = train_one_epoch(model, train_loader, opt, sched, scaler, loss_fn, cfg, device,
                                 desc=f"epoch {epoch + 1}/{cfg.epochs}")
