@@ -168,9 +168,12 @@ def cost_line(chapter: str, path: str | os.PathLike[str] | None = None) -> str:
     entry = expected_cost(chapter, path)
     if entry is None:
         return f"expected cost at the gpu budget: not estimated for {chapter}"
-    parts = [f"{name} ~{_duration(g['wall_s'])}, peak ~{g['peak_mib'] / 1024:.1f} GiB"
-             for name, g in entry["gpus"].items()]
-    return "expected at the gpu budget (estimate, see data/gpu_cost.json): " + " | ".join(parts)
+    gpus = entry["gpus"]
+    if all(g["peak_mib"] is None for g in gpus.values()):  # CPU-side work: the same on any Colab machine
+        slowest = max(g["wall_s"] for g in gpus.values())
+        return (f"expected at the gpu budget: ~{_duration(slowest)}, no heavy GPU work (estimate, data/gpu_cost.json)")
+    parts = [f"{name} ~{_duration(g['wall_s'])}, peak ~{g['peak_mib'] / 1024:.1f} GiB" for name, g in gpus.items()]
+    return "expected at the gpu budget (estimate, data/gpu_cost.json): " + " | ".join(parts)
 
 
 def quiet() -> bool:

@@ -24,17 +24,40 @@ __all__ = ["DryRunResultsError", "device_name", "git_commit", "is_dry_run", "pro
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def install_source() -> Path | None:
+    """The local folder ``sequencer_mini`` was pip-installed from (a non-editable install, e.g. Colab's clone)."""
+    try:
+        origin = json.loads(metadata.distribution("sequencer_mini").read_text("direct_url.json") or "{}")
+    except (metadata.PackageNotFoundError, ValueError):
+        return None
+    url = origin.get("url", "")
+    if not url.startswith("file://") or origin.get("dir_info", {}).get("editable"):
+        return None
+    from urllib.parse import unquote, urlparse
+
+    return Path(unquote(urlparse(url).path))
+
+
 def git_commit(cwd: str | os.PathLike[str] | None = None) -> str:
     """Return the current git commit hash, or ``"unknown"`` outside a git checkout.
 
     A copy of the tree without ``.git`` (a GPU machine, say) can pass the hash in ``$SEQUENCER_GIT_COMMIT``.
+    When the library was installed (not editable) from a local clone, as the Colab setup cell does, the
+    clone's commit is used.
     """
     if os.environ.get("SEQUENCER_GIT_COMMIT"):
         return os.environ["SEQUENCER_GIT_COMMIT"]
-    where = str(cwd or _REPO_ROOT)
+    if cwd is None:
+        sha = _rev_parse(_REPO_ROOT)
+        source = install_source() if sha == "unknown" else None
+        return _rev_parse(source) if source is not None and source.is_dir() else sha
+    return _rev_parse(cwd)
+
+
+def _rev_parse(where: str | os.PathLike[str]) -> str:
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
+            ["git", "rev-parse", "HEAD"], cwd=str(where), capture_output=True, text=True,
             timeout=10, check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
