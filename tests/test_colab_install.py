@@ -177,7 +177,8 @@ def test_setup_cell_installs_from_a_clone_in_a_colab_like_env(tmp_path, monkeypa
     cells.append(nbformat.v4.new_code_cell(CHECK))
     nb = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "colab-venv", "language": "python",
                                                                         "display_name": "Colab-like venv"}})
-    client = NotebookClient(nb, timeout=600, kernel_name="colab-venv", resources={"metadata": {"path": str(content)}})
+    client = NotebookClient(nb, timeout=600, kernel_name="colab-venv", startup_timeout=300,
+                            resources={"metadata": {"path": str(content)}})
     try:
         client.execute()
     except CellExecutionError as err:

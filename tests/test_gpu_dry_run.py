@@ -103,7 +103,7 @@ def test_notebook_runs_at_gpu_budget_dry(path: Path, book_copy: Path, fixture_da
     for cell in nb.cells:  # start from a clean slate: no stored output can hide a failure
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", startup_timeout=300,
                             resources={"metadata": {"path": str(book_copy)}})
     start = time.perf_counter()
     try:
