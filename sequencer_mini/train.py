@@ -341,7 +341,8 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Iterable, cfg: Tr
         history, start = ckpt["history"], ckpt["epoch"]
     else:
         seed_everything(cfg.seed)
-    for epoch in limit(range(start, cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start + cfg.stop_after))):
+    last = len(limit(range(cfg.epochs)))  # cfg.epochs; in a dry run (SEQUENCER_DRY_RUN) 2, so that resuming matches
+    for epoch in range(start, last if cfg.stop_after is None else min(last, start + cfg.stop_after)):
         _set_epoch(train_loader, epoch)  # shuffle order and augmentation = f(seed, epoch)
         stats = train_one_epoch(model, train_loader, opt, sched, scaler, loss_fn, cfg, device,
                                 desc=f"epoch {epoch + 1}/{cfg.epochs}")

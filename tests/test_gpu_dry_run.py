@@ -136,3 +136,40 @@ def test_dry_run_results_are_marked_and_refused(tmp_path: Path, monkeypatch) -> 
     assert is_dry_run(read_results(path, allow_dry_run=True))
     real = write_results(tmp_path / "real.json", {"best_test_acc": 0.5})
     assert "dry_run" not in read_results(real)["provenance"]
+
+
+def test_dry_run_stops_fit_after_two_epochs_of_two_steps(monkeypatch) -> None:
+    """fit, train_one_epoch and evaluate honour the dry run; outside it they run in full."""
+    import torch
+
+    from sequencer_mini import create_model
+    from sequencer_mini.budget import limit
+    from sequencer_mini.train import TrainConfig, fit
+
+    seen: list[int] = []
+
+    class Batches:  # a loader that counts the batches taken from it
+        def __init__(self, items: list) -> None:
+            self.items = items
+
+        def __len__(self) -> int:
+            return len(self.items)
+
+        def __iter__(self):
+            for batch in self.items:
+                seen.append(1)
+                yield batch
+
+    g = torch.Generator().manual_seed(0)
+    batches = Batches([(torch.randn(4, 1, 28, 28, generator=g), torch.randint(0, 10, (4,), generator=g))
+                       for _ in range(5)])
+    tiny = dict(layers=(1, 1), embed_dims=(16, 32), hidden_sizes=(4, 8))
+    cfg = TrainConfig(epochs=3, amp="off", device="cpu")
+    monkeypatch.setenv("SEQUENCER_DRY_RUN", "1")
+    assert fit(create_model("sequencer2d_mini28", **tiny), batches, batches, cfg)["epoch"] == [1, 2]
+    assert len(seen) == 2 * (2 + 2)  # 2 epochs x (2 training + 2 evaluation batches)
+    assert list(limit(iter(range(10)))) == [0, 1] and limit((1, 2, 3), 1) == (1,)
+    monkeypatch.delenv("SEQUENCER_DRY_RUN")
+    seen.clear()
+    assert fit(create_model("sequencer2d_mini28", **tiny), batches, batches, cfg)["epoch"] == [1, 2, 3]
+    assert len(seen) == 3 * (5 + 5) and limit(range(10)) == range(10)

@@ -12,7 +12,8 @@ of one training (or evaluation) step, stated in the file's ``assumptions``:
   backward pass (measured on the CPU with ``torch.autograd.graph.saved_tensors_hooks``, 2 bytes per element
   under autocast), over the spec bandwidth;
 * **latency**: what the H200 measurement leaves after its own math and traffic terms (kernel launches, the
-  LSTMs' sequential steps), scaled by the ratio of boost clocks.
+  LSTMs' sequential steps), taken as equal on every GPU (it is bound by launches and the host, not by the
+  chip's throughput); for a Sequencer that was not measured, scaled by its sequential LSTM steps.
 
 Peak memory: 16 bytes per parameter (fp32 weights, gradients, AdamW's two moments) + the batch x the saved
 activations per image x a factor calibrated on the H200's measured peak (``torch.cuda.max_memory_allocated``)
@@ -56,26 +57,26 @@ GPUS: dict[str, dict[str, Any]] = {
     "T4": {
         "name": "NVIDIA T4 16 GB (Colab's free GPU)",
         "tensor_tflops": 65.0, "tensor_precision": "fp16 (Turing has no bf16 tensor cores)",
-        "fp32_tflops": 8.1, "bandwidth_gbs": 320.0, "memory_gib": 16.0, "boost_mhz": 1590,
+        "fp32_tflops": 8.1, "bandwidth_gbs": 320.0, "memory_gib": 16.0,
         "source": "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/tesla-t4/"
                   "t4-tensor-core-datasheet-951643.pdf (FP32 8.1 TFLOPS, mixed FP16/FP32 65 TFLOPS, 320+ GB/s, "
-                  "16 GB GDDR6); boost clock 1590 MHz from NVIDIA's T4 product brief",
+                  "16 GB GDDR6)",
     },
     "A100": {
         "name": "NVIDIA A100-SXM4-40GB (Colab's A100)",
         "tensor_tflops": 312.0, "tensor_precision": "bf16",
-        "fp32_tflops": 19.5, "bandwidth_gbs": 1555.0, "memory_gib": 40.0, "boost_mhz": 1410,
+        "fp32_tflops": 19.5, "bandwidth_gbs": 1555.0, "memory_gib": 40.0,
         "source": "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/"
                   "nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf (BF16 312 TFLOPS dense, FP32 19.5 TFLOPS, "
-                  "40 GB HBM2 1,555 GB/s); boost clock 1410 MHz from the A100 architecture whitepaper",
+                  "40 GB HBM2 1,555 GB/s)",
     },
 }
 REFERENCE_GPU = {
     "name": "NVIDIA H200 (where bench/results/*-cuda.json and book/results/fmnist-gpu-* were measured)",
     "tensor_tflops": 989.0, "tensor_precision": "bf16", "fp32_tflops": 67.0, "bandwidth_gbs": 4800.0,
-    "memory_gib": 141.0, "boost_mhz": 1980,
+    "memory_gib": 141.0,
     "source": "https://www.nvidia.com/en-us/data-center/h200/ (BF16 1,979 TFLOPS with sparsity = 989 dense, "
-              "FP32 67 TFLOPS, 4.8 TB/s, 141 GB); boost clock 1980 MHz as the H100 SXM (same GH100 chip)",
+              "FP32 67 TFLOPS, 4.8 TB/s, 141 GB)",
 }
 
 MATH_EFFICIENCY = 0.5          # share of the tensor peak that large matmuls reach
@@ -147,7 +148,7 @@ def carry_over(ref_ips: float, ref_batch: int, ref_stats: dict, ref_tensor: bool
     """Images/s of ``stats`` at ``batch`` on ``gpu`` (autocast), from a measurement on the reference GPU."""
     step = ref_batch / ref_ips
     math_r, traffic_r = step_terms(ref_stats, ref_batch, REFERENCE_GPU, train, ref_tensor)
-    latency = max(0.0, step - math_r - traffic_r) * REFERENCE_GPU["boost_mhz"] / gpu["boost_mhz"]
+    latency = max(0.0, step - math_r - traffic_r)  # launch- and host-bound: taken as equal on every GPU
     # a model that was not measured: its latency scales with its sequential work, the LSTM steps per forward
     if stats is not ref_stats and stats.get("lstm_steps") and ref_stats.get("lstm_steps"):
         latency *= stats["lstm_steps"] / ref_stats["lstm_steps"]
@@ -220,7 +221,7 @@ def build() -> dict:
                                                                  imagenette_val, 64)),
             ("sequencer2d_mini32 from scratch at 64 px, 30 epochs", ("sequencer2d_mini32@64", 30, imagenette_train,
                                                                      imagenette_val, 64)),
-            ("zero-shot evaluation of Sequencer2D-S", ("sequencer2d_s@224", 0, 0, imagenette_val, 64)),
+            ("zero-shot evaluation of Sequencer2D-S", ("sequencer2d_s@224", 1, 0, imagenette_val, 64)),
         ],
     }
     optional = {  # what a chapter trains only when its recorded runs are missing
@@ -238,8 +239,8 @@ def build() -> dict:
         "04_bilstm2d": (1.0, "a short timing sweep on the GPU (not measured there; taken as the cpu time)"),
         "05_sequencer2d": (1.0, "the same sizes as the cpu budget, on the CPU"),
         "06_training_fmnist": (1.0, "reads the recorded runs; a 2,048-image demonstration"),
-        "07_cifar_gpu": (1.0, "everything but the CIFAR training"),
-        "08_imagenet_subset": (1.0, "everything but the Imagenette runs"),
+        "07_cifar_gpu": (1.0, "the rest of the chapter as at the cpu budget"),
+        "08_imagenet_subset": (1.0, "the rest of the chapter as at the cpu budget"),
         "09_receptive_fields": (1.0, "ERFs of the recorded checkpoints"),
         "10_findings": (1.0, "reads the recorded findings"),
     }
@@ -247,6 +248,8 @@ def build() -> dict:
     chapters = {}
     for stem in nbs:
         factor, what = cpu_side.get(stem, (1.0, "not estimated"))
+        if stem in workloads:
+            what = "; ".join(label for label, _ in workloads[stem]) + "; and " + what
         entry: dict[str, Any] = {"what": what, "cpu_part_s": round(cpu_s(stem, factor)), "gpus": {}, "runs": []}
         for gname, gpu in GPUS.items():
             wall, peak = cpu_s(stem, factor), None
@@ -275,8 +278,9 @@ def build() -> dict:
         "chapters": chapters,
         "assumptions": {
             "model": "one step = latency + math + memory traffic; latency = the H200 step time minus its own math "
-                     "and traffic terms, times H200 boost clock / target boost clock (and times the MACs ratio for "
-                     "a model that was not measured); math = 6 x MACs per training image (2 x for evaluation) at "
+                     "and traffic terms, taken as equal on every GPU (launch- and host-bound; for a Sequencer that "
+                     "was not measured, times the ratio of sequential LSTM steps per forward, blocks x tokens per "
+                     "row summed over stages); math = 6 x MACs per training image (2 x for evaluation) at "
                      f"{MATH_EFFICIENCY:.0%} of the tensor peak; traffic = {TRAFFIC_PER_SAVED_BYTE:g} x the "
                      "autograd-saved activation bytes (2 per element under autocast) per training image (2 x for "
                      "evaluation) over the spec bandwidth",
