@@ -167,3 +167,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         status = "" if clock.items_run == clock.n_items else f" ({clock.items_run}/{clock.n_items} cells)"
         terminalreporter.write_line(
             f"{_rel(clock.path)}: {clock.elapsed:.1f} s of {budget}{status}")
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers", "slow: runs notebooks or installs packages (tests/test_gpu_dry_run.py, tests/test_colab_install.py)")

@@ -18,22 +18,46 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["device_name", "git_commit", "provenance", "read_results", "write_results"]
+__all__ = ["DryRunResultsError", "device_name", "git_commit", "is_dry_run", "provenance", "read_results",
+           "write_results"]
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def install_source() -> Path | None:
+    """The local folder ``sequencer_mini`` was pip-installed from (a non-editable install, e.g. Colab's clone)."""
+    try:
+        origin = json.loads(metadata.distribution("sequencer_mini").read_text("direct_url.json") or "{}")
+    except (metadata.PackageNotFoundError, ValueError):
+        return None
+    url = origin.get("url", "")
+    if not url.startswith("file://") or origin.get("dir_info", {}).get("editable"):
+        return None
+    from urllib.parse import unquote, urlparse
+
+    return Path(unquote(urlparse(url).path))
 
 
 def git_commit(cwd: str | os.PathLike[str] | None = None) -> str:
     """Return the current git commit hash, or ``"unknown"`` outside a git checkout.
 
     A copy of the tree without ``.git`` (a GPU machine, say) can pass the hash in ``$SEQUENCER_GIT_COMMIT``.
+    When the library was installed (not editable) from a local clone, as the Colab setup cell does, the
+    clone's commit is used.
     """
     if os.environ.get("SEQUENCER_GIT_COMMIT"):
         return os.environ["SEQUENCER_GIT_COMMIT"]
-    where = str(cwd or _REPO_ROOT)
+    if cwd is None:
+        sha = _rev_parse(_REPO_ROOT)
+        source = install_source() if sha == "unknown" else None
+        return _rev_parse(source) if source is not None and source.is_dir() else sha
+    return _rev_parse(cwd)
+
+
+def _rev_parse(where: str | os.PathLike[str]) -> str:
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
+            ["git", "rev-parse", "HEAD"], cwd=str(where), capture_output=True, text=True,
             timeout=10, check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -96,9 +120,10 @@ def provenance() -> dict[str, Any]:
         (hash or ``"unknown"``), ``git_dirty`` (uncommitted changes to tracked files, or
         ``None``), ``device``, ``python``, ``torch``, ``torchvision``, ``timm``,
         ``sequencer_mini`` (versions, ``None`` if not installed), ``budget`` and ``date``
-        (ISO 8601, UTC).
+        (ISO 8601, UTC); in a dry run (``SEQUENCER_DRY_RUN``) also ``dry_run: True``, which makes
+        :func:`read_results` refuse the file.
     """
-    from .budget import budget
+    from .budget import budget, dry_run
 
     try:
         current_budget: str | None = budget()
@@ -116,6 +141,7 @@ def provenance() -> dict[str, Any]:
         "sequencer_mini": _version("sequencer_mini"),
         "budget": current_budget,
         "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        **({"dry_run": True} if dry_run() else {}),
     }
 
 
@@ -174,16 +200,29 @@ def _umask() -> int:
     return mask
 
 
-def read_results(path: str | os.PathLike[str], command: str | None = None) -> dict[str, Any]:
+class DryRunResultsError(ValueError):
+    """A results file written by a dry run (``SEQUENCER_DRY_RUN``) was about to be read as a real result."""
+
+
+def is_dry_run(results: dict[str, Any]) -> bool:
+    """True if ``results`` (a payload read from a results file) was written by a dry run."""
+    return bool((results.get("provenance") or {}).get("dry_run"))
+
+
+def read_results(path: str | os.PathLike[str], command: str | None = None, *,
+                 allow_dry_run: bool | None = None) -> dict[str, Any]:
     """Read a results file written by :func:`write_results`.
 
     Args:
         path: the ``.json`` file.
         command: the command that regenerates the file, named in the error if the file is
             missing (e.g. ``"python bench/findings.py"``).
+        allow_dry_run: accept a file written by a dry run. Default: only during a dry run itself,
+            which reads back what it just wrote; a real run never takes a dry run's numbers.
 
     Raises:
         FileNotFoundError: if the file does not exist; the message names the command to run.
+        DryRunResultsError: if the file comes from a dry run and ``allow_dry_run`` is false.
     """
     src = Path(path)
     if not src.is_file():
@@ -192,4 +231,14 @@ def read_results(path: str | os.PathLike[str], command: str | None = None) -> di
             f"results file {str(src)!r} is missing; regenerate it with: {hint}"
         )
     with src.open(encoding="utf-8") as fh:
-        return json.load(fh)
+        data = json.load(fh)
+    if allow_dry_run is None:
+        from .budget import dry_run
+
+        allow_dry_run = dry_run()
+    if not allow_dry_run and isinstance(data, dict) and is_dry_run(data):
+        hint = command or "the command in its provenance, without SEQUENCER_DRY_RUN"
+        raise DryRunResultsError(
+            f"results file {str(src)!r} was written by a dry run (provenance.dry_run is true): its numbers "
+            f"are not results; delete it and regenerate it with: {hint}")
+    return data

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import distributed
-from .budget import quiet
+from .budget import limit, quiet  # limit: SEQUENCER_DRY_RUN stops each loop after 2 items
 from .data import AugmentConfig, carve_validation, data_identity
 from .fsutil import tensor_bytes, write_error
 from .recipes import RECIPES
@@ -104,7 +104,8 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "auto":
         if device.type != "cuda":
             return None  # CPU autocast rarely helps on small CPUs and costs exactness
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # native bf16 only (Ampere and later): a Colab T4 "supports" bf16 by emulation, without tensor cores
+        return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
 
 
@@ -175,7 +176,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | No
     was_training = model.training
     model.eval()
     preds, targets, loss_sum = [], [], torch.zeros((), device=device)
-    for x, y in loader:
+    for x, y in limit(loader):
         x, y = _to(x, y, device, channels_last)
         y = y.argmax(-1) if y.ndim == 2 else y
         with autocast(device, dtype):
@@ -367,7 +368,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, opt: torch.optim.Optimiz
     model.train()
     t0, seen = time.perf_counter(), 0
     loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)  # no per-step GPU sync
-    for x, y in tqdm(loader, desc=desc, disable=quiet(), leave=False):
+    for x, y in tqdm(limit(loader), desc=desc, disable=quiet(), leave=False):
         x, y = _to(resize_batch(x, img_size), y, device, channels_last)
         with autocast(device, dtype):
             logits = model(x)
@@ -428,7 +429,8 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Iterable, cfg: Tr
         history, start = ckpt["history"], ckpt["epoch"]
     else:
         seed_everything(cfg.seed)
-    for epoch in range(start, cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start + cfg.stop_after)):
+    n_epochs = len(limit(range(cfg.epochs)))  # cfg.epochs; in a dry run (SEQUENCER_DRY_RUN) 2, so that resuming matches
+    for epoch in range(start, n_epochs if cfg.stop_after is None else min(n_epochs, start + cfg.stop_after)):
         _set_epoch(train_loader, epoch)  # shuffle order and augmentation = f(seed, epoch)
         _set_augment(train_loader, epoch >= cfg.aug_from_epoch)
         size = cfg.train_size(epoch)
@@ -438,7 +440,7 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Iterable, cfg: Tr
         judged = ema.module if ema is not None else model  # the model whose accuracy we report
         test = evaluate(judged, test_loader, device, cfg.amp, channels_last)
         val = evaluate(judged, val_loader, device, cfg.amp, channels_last) if val_loader is not None else None
-        last = epoch + 1 == cfg.epochs  # the raw weights are scored once, at the end, to measure what EMA adds
+        last = epoch + 1 == n_epochs  # the raw weights are scored once, at the end, to measure what EMA adds
         raw = evaluate(model, test_loader, device, cfg.amp, channels_last).accuracy if ema is not None and last else None
         seen_before = history["images_seen"][-1] if history.get("images_seen") else 0
         stats.update(epoch=epoch + 1, test_loss=test.loss, test_acc=test.accuracy, lr=sched.get_last_lr()[0],

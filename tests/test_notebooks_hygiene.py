@@ -117,7 +117,7 @@ def test_recorded_run_metadata(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
 def test_setup_cell_is_current(path):
-    problem = stamp.setup_cell_problem(_read(path))
+    problem = stamp.setup_cell_problem(_read(path), chapter=path.stem)
     assert problem is None, (
         f"{path.name}: {problem}; run python tools/stamp_setup_cells.py book/{path.name}")
 

@@ -5,7 +5,11 @@ On Colab the cell clones the repository at the URL and branch named in ``_config
 (``repository.url`` / ``repository.branch``, the one place they are kept), installs ``sequencer_mini``
 from that clone and changes into its ``book/`` folder, so the notebook finds ``data/*.json`` and
 ``results/`` exactly as in a local checkout; on
-every machine, prints the Python, torch and sequencer_mini versions, the device and the budget.
+every machine, prints the Python, torch and sequencer_mini versions, the device, the budget (and whether
+this is a dry run) and the chapter's expected time and peak GPU memory at the gpu budget
+(``sequencer_mini.budget.cost_line``, from ``book/data/gpu_cost.json``). For tests, the environment
+variables ``SEQUENCER_REPO_URL`` and ``SEQUENCER_COLAB_DIR`` replace the clone URL and folder
+(tests/test_colab_install.py runs the cell against a local clone).
 
 Usage::
 
@@ -35,28 +39,34 @@ SETUP_TAGS = [SETUP_TAG, "hide-cell"]
 
 TEMPLATE = '''\
 # Setup: on Colab, install sequencer_mini from the same branch as this page; everywhere, print
-# the versions, the device and the budget. Written by tools/stamp_setup_cells.py from
-# _config.yml: do not edit by hand.
+# the versions, the device, the budget and what this chapter costs at the gpu budget. Written by
+# tools/stamp_setup_cells.py from _config.yml: do not edit by hand.
+import os
 import sys
 
 if "google.colab" in sys.modules:
     # Fetch the book at this page's branch (library, data files, recorded results), install the library
     # from it, and work in its book/ folder so that paths such as data/paper.json resolve as they do here.
-    !git clone -q --depth 1 --branch {branch} {url} /content/sequencer-book 2>/dev/null || git -C /content/sequencer-book pull -q
-    %pip install -q "/content/sequencer-book[colab]"
-    %cd /content/sequencer-book/book
+    # (tests/test_colab_install.py points SEQUENCER_REPO_URL and SEQUENCER_COLAB_DIR at a local clone.)
+    REPO = os.environ.get("SEQUENCER_REPO_URL", "{url}")
+    CLONE = os.environ.get("SEQUENCER_COLAB_DIR", "/content/sequencer-book")
+    !git clone -q --depth 1 --branch {branch} {{REPO}} {{CLONE}} 2>/dev/null || git -C {{CLONE}} pull -q
+    %pip install -q "{{CLONE}}[colab]"
+    %cd {{CLONE}}/book
 
 import platform
 from importlib.metadata import version
 
 import torch
 
-from sequencer_mini.budget import budget
+from sequencer_mini.budget import budget, cost_line, dry_run
 from sequencer_mini.provenance import device_name
 
 print(f"python {{platform.python_version()}} | torch {{torch.__version__}} | "
       f"sequencer_mini {{version('sequencer_mini')}}")
-print(f"device: {{device_name()}} | budget: {{budget()}}")'''
+print(f"device: {{device_name()}} | budget: {{budget()}}"
+      + (" | dry run: every loop stops after 2 steps" if dry_run() else ""))
+print(cost_line("{chapter}"))'''
 
 
 def repository(config_path: Path = ROOT / "_config.yml") -> tuple[str, str]:
@@ -70,10 +80,10 @@ def repository(config_path: Path = ROOT / "_config.yml") -> tuple[str, str]:
     return url, branch
 
 
-def setup_source(config_path: Path = ROOT / "_config.yml") -> str:
-    """The exact source the setup cell must have."""
+def setup_source(config_path: Path = ROOT / "_config.yml", chapter: str = "") -> str:
+    """The exact source the setup cell of notebook ``chapter`` (its file stem, e.g. ``01_lstm``) must have."""
     url, branch = repository(config_path)
-    return TEMPLATE.format(url=url, branch=branch)
+    return TEMPLATE.format(url=url, branch=branch, chapter=chapter)
 
 
 def find_setup_cell(nb: nbformat.NotebookNode) -> int | None:
@@ -95,9 +105,9 @@ def setup_index(nb: nbformat.NotebookNode) -> int:
     return 1 if others and _is_title(others[0]) else 0
 
 
-def setup_cell_problem(nb: nbformat.NotebookNode, source: str | None = None) -> str | None:
-    """Return why the notebook's setup cell is out of date, or None if it is current."""
-    source = setup_source() if source is None else source
+def setup_cell_problem(nb: nbformat.NotebookNode, source: str | None = None, chapter: str = "") -> str | None:
+    """Return why the setup cell of notebook ``chapter`` (file stem) is out of date, or None if it is current."""
+    source = setup_source(chapter=chapter) if source is None else source
     index = find_setup_cell(nb)
     if index is None:
         return "has no setup cell"
@@ -115,9 +125,9 @@ def setup_cell_problem(nb: nbformat.NotebookNode, source: str | None = None) -> 
     return None
 
 
-def stamp(nb: nbformat.NotebookNode, source: str | None = None) -> bool:
-    """Insert or refresh the setup cell in place. Returns True if the notebook changed."""
-    source = setup_source() if source is None else source
+def stamp(nb: nbformat.NotebookNode, source: str | None = None, chapter: str = "") -> bool:
+    """Insert or refresh the setup cell of notebook ``chapter`` (file stem) in place. True if it changed."""
+    source = setup_source(chapter=chapter) if source is None else source
     if setup_cell_problem(nb, source) is None:
         return False
     index = find_setup_cell(nb)
@@ -143,10 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only report; exit 1 if stale")
     args = parser.parse_args(argv)
     paths = args.notebooks or sorted(BOOK.glob("*.ipynb"))
-    source = setup_source()
     stale = 0
     for path in paths:
         nb = nbformat.read(path, as_version=4)
+        source = setup_source(chapter=path.stem)
         problem = setup_cell_problem(nb, source)
         if problem is None:
             continue
