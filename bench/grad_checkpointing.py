@@ -5,7 +5,7 @@ the block in the backward pass. The memory it frees is the activations inside th
 gates of every step, which grow with the number of tokens, i.e. with the square of the resolution: the case
 the paper makes for Sequencer (high resolution) is the case where this matters.
 
-Each measurement is a **fresh Python subprocess** (as :func:`sequencer_mini.profile.peak_memory` does): build
+Each measurement is a **fresh Python subprocess** (as :func:`sequencer_mini.cost.peak_memory` does): build
 the model, warm the math libraries up on a tiny input, read the resident set size, reset the kernel's peak
 counter (``/proc/self/clear_refs``), run one forward + backward, and report ``VmHWM - VmRSS``; then time
 ``--repeats`` more passes (median). Plain and checkpointed alternate for each resolution, on one thread.

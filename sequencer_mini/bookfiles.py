@@ -137,7 +137,8 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter(5, "05_sequencer2d", "Sequencer", "Sequencer2D",
             "the full model, equal to timm's; parameters and FLOPs", "sequencer_mini.sequencer2d"),
     Chapter(6, "06_training_fmnist", "Training", "Fashion-MNIST on a CPU",
-            "a small Sequencer trained in minutes, against a CNN and a ViT", "sequencer_mini.train",
+            "15 CPU minutes for a Sequencer, a CNN and a ViT of the same size, and why they learn differently",
+            "sequencer_mini.train",
             datasets=("fashion_mnist",)),
     Chapter(7, "07_cifar_gpu", "Training", "A CIFAR recipe for a GPU",
             "the CIFAR stem, the cost of an epoch, a tested recipe to run on Colab", "sequencer_mini.data",
@@ -148,7 +149,7 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter(9, "09_receptive_fields", "Looking inside", "Receptive fields",
             "effective receptive fields of chapter 6's trained models, interactive", "sequencer_mini.erf"),
     Chapter(10, "10_findings", "Looking inside", "Findings",
-            "what the paper claims and what we could check", "sequencer_mini.profile", experiments=True),
+            "what the paper claims and what we could check", "sequencer_mini.robustness", experiments=True),
 )
 
 _DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",

@@ -88,6 +88,9 @@ def race_verdict(rows: Sequence[RaceRow]) -> str:
     margin = 100 * (first.mean - second.mean)
     clear = min(first.accs) > max(second.accs)
     n = min(len(first.accs), len(second.accs))
+    if n < 2:
+        return (f"{first.label} is ahead of {second.label} by {margin:.2f} points ({100 * first.mean:.2f} % vs "
+                f"{100 * second.mean:.2f} %) with one seed each, so the seed-to-seed spread is not measured yet")
     return (f"{first.label} wins by {margin:.2f} points over {second.label} "
             f"({100 * first.mean:.2f} % vs {100 * second.mean:.2f} %, mean of {n} seeds); "
             + ("every seed of the winner beats every seed of the runner-up" if clear else

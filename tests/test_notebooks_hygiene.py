@@ -218,7 +218,6 @@ def test_paper_numbers_have_sources():
 MACHINE_PATH = re.compile(r"(?<![\w~.<])(?:/root|/home|/tmp|/work|/var|/private|/Users|/mnt|/srv|/opt)/"
                           r"|(?<![\w])[A-Z]:\\\\")
 INTERNAL_NAMES = re.compile(r"gpu_session\.sh|gpu_checks\.py|\bno \.git\b|\.git\b(?!hub)")
-LEAD_REWRITES = {"06_training_fmnist.ipynb", "09_receptive_fields.ipynb", "10_findings.ipynb"}
 
 
 def _output_text(output) -> str:
@@ -230,13 +229,7 @@ def _output_text(output) -> str:
 
 def _public_output_params():
     for path in NOTEBOOKS:
-        marks = []
-        if path.name in LEAD_REWRITES:
-            marks = [pytest.mark.xfail(strict=False, reason=(
-                "issue 12: this chapter is being rewritten on new runs (issue 11); its stored outputs "
-                "printed machine paths / .git notes; the rewrite should print "
-                "sequencer_mini.bookfiles.public_provenance(...) instead"))]
-        yield pytest.param(path, id=path.name, marks=marks)
+        yield pytest.param(path, id=path.name)
 
 
 @pytest.mark.parametrize("path", list(_public_output_params()))
@@ -260,10 +253,7 @@ _RESULT_PATH = re.compile(r"(?:book/)?(?:bench/)?results/[A-Za-z0-9_.\-/*<>]+")
 def _prose_params():
     """One entry per piece of prose: each notebook's markdown cells, setup.md, README.md."""
     for path in NOTEBOOKS:
-        marks = [pytest.mark.xfail(strict=False, reason=(
-            "issue 12: chapter being rewritten on new runs (issue 11); it may name a results file "
-            "that is not committed"))] if path.name in LEAD_REWRITES else []
-        yield pytest.param(path, id=path.name, marks=marks)
+        yield pytest.param(path, id=path.name)
     yield pytest.param(BOOK / "setup.md", id="setup.md")
     yield pytest.param(ROOT / "README.md", id="README.md")
 
