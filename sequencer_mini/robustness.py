@@ -281,7 +281,7 @@ def matched_checkpoints(models: Sequence[str], images: Tensor, labels: Tensor, *
     curves: dict[str, dict[int, float]] = {}
     for name in models:
         curves[name] = {}
-        for ck in epoch_checkpoints(name, seed):
+        for ck in epoch_checkpoints(name, seed, results_dir=load_kwargs.get("results_dir")):
             if not ck.exists:
                 continue
             tm = load_trained(name, seed, checkpoint=ck.checkpoint, fallback="error", log=None, **load_kwargs)
