@@ -63,7 +63,7 @@ def test_two_gloo_processes_equal_one_and_resume(tmp_path):
         assert ra["history"][key] == rb["history"][key]
     for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
         assert rb["history"][key] == pytest.approx(ra["history"][key], rel=1e-4, abs=1e-5), key
-    assert sorted(p.name for p in two.iterdir()) == ["best.pt", "last.pt", "results.json"]  # no per-rank files
+    assert sorted(p.name for p in two.iterdir()) == ["final.pt", "last.pt", "results.json"]  # no per-rank files
 
 
 class GlobalBatches:
