@@ -169,7 +169,8 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
     ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "scaler", "rng", "epoch", "history"} <= set(ckpt)
     assert set(ckpt["rng"]) >= {"python", "numpy", "torch"}
-    assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == 1
+    assert torch.load(tmp_path / "final.pt", weights_only=True)["epoch"] == 1
+    assert not (tmp_path / "best.pt").exists()  # a best epoch is chosen on a validation split only, never on test
 
 
 # ----------------------------------------------------------------------------- small pieces
@@ -223,7 +224,7 @@ def test_cli_writes_results_json(tmp_path):
     assert 0 <= res["best_test_acc"] <= 1 and res["final_test_acc"] == res["history"]["test_acc"][-1]
     assert res["recipe"]["epochs"] == 1 and res["recipe"]["aug"]["label_smoothing"] == 0.1  # the ci defaults
     assert res["provenance"]["budget"] == "ci" and "--budget ci" in res["provenance"]["command"]
-    assert (out / "last.pt").is_file() and (out / "best.pt").is_file()
+    assert (out / "last.pt").is_file() and (out / "final.pt").is_file() and not (out / "best.pt").exists()
 
 
 def test_cli_stop_and_resume(tmp_path, monkeypatch):
