@@ -270,7 +270,7 @@ def test_halves(images: Tensor, labels: Tensor, seed: int = 0) -> tuple[tuple[Te
 
 def matched_checkpoints(models: Sequence[str], images: Tensor, labels: Tensor, *, seed: int = 0,
                         log: Callable[[str], None] | None = None, **load_kwargs: Any
-                        ) -> tuple[dict[str, "TrainedModel"], dict[str, Any]]:
+                        ) -> tuple[dict[str, TrainedModel], dict[str, Any]]:
     """For each race model, the epoch checkpoint whose accuracy on the **selection** images ``(N, 1, 28, 28)`` in
     ``[0, 1]`` is closest to a common target: the smallest over models of each model's best epoch accuracy (the
     highest accuracy every model reaches). Ties go to the earlier epoch. Returns ``(models, selection)``:
