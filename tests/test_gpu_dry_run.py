@@ -55,11 +55,19 @@ def book_copy(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def fixture_data(tmp_path_factory) -> Path:
-    """$SEQUENCER_DATA with a random CIFAR-10 (50 + 10 images) and Imagenette-320 (1 + 1 per class)."""
+    """$SEQUENCER_DATA with the real Fashion-MNIST files (linked), a random CIFAR-10 (50 + 10 images) and
+    Imagenette-320 (1 + 1 per class)."""
     from sequencer_mini.data import IMAGENETTE_WNIDS
     from fixtures import make_cifar_tree, make_image_folder
 
+    from sequencer_mini.data import find_fashion_mnist
+
     root = tmp_path_factory.mktemp("dry-run-data")
+    # A named data folder is the only one searched (issue 13), so the real Fashion-MNIST files are linked in too.
+    fmnist = find_fashion_mnist(download=False)
+    for f in fmnist.iterdir():
+        if "idx" in f.name:
+            (root / f.name).symlink_to(f.resolve())
     make_cifar_tree(root, n_per_batch=10)
     for split in ("train", "val"):
         make_image_folder(root / "imagenette2-320" / split, list(IMAGENETTE_WNIDS), per_class=1, size=96,
