@@ -248,6 +248,7 @@ def test_resume_from_moved_data_equals_straight_run(partial_run, trees, tmp_path
 
 def test_run_records_data_folder_mode_and_rounded_line(trees, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("SEQUENCER_QUIET")
+    monkeypatch.delenv("CI", raising=False)  # quiet() is also on under CI; this test reads the printed lines
     monkeypatch.setenv("SEQUENCER_DATA", str(trees["fm_other"]))  # --data-root wins over the variable
     old = os.umask(0o022)
     try:
