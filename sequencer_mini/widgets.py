@@ -143,6 +143,7 @@ def static_explorer(
 
     def page(panel: Panel, note: str = "") -> widgets.HBox:
         image = widgets.Image(value=panel.png, format="png", width=size, height=size)
+        image.add_class("data-map")  # a colour-mapped data image: the book's dark theme shows it as it is
         image.add_class("erf-map")
         text = widgets.HTML(panel.caption + note, layout=widgets.Layout(margin="0 0 0 12px"))
         return widgets.HBox([image, text])
@@ -213,6 +214,7 @@ class LiveExplorer:
         self.depth = widgets.IntSlider(value=1, min=1, max=len(layers[first]), description="block")
         self.images = widgets.Dropdown(options=list(image_sets), description="images")
         self.image = widgets.Image(format="png", width=size, height=size)
+        self.image.add_class("data-map")
         self.text = widgets.HTML()
         self.last: ERF | None = None
         self.seconds = 0.0
