@@ -1,9 +1,9 @@
 """Chapter 10: which design choices of Sequencer2D matter, by training each ablation variant.
 
-:data:`ABLATIONS` maps each variant of the paper's ablation study to the keyword arguments of
-:func:`~sequencer_mini.sequencer2d.sequencer2d_mini28`, following the official ablation configurations;
-:func:`run_ablation` trains every variant once per seed with one short fixed recipe, and
-:func:`summarize_ablation` gives mean ± std and the paired difference to the baseline (``bench/findings.py``
+:data:`ABLATIONS` maps each variant of the paper's ablation study to changes of :data:`BASE`, the book's CPU
+model ``sequencer2d_fast28`` (one stage: a 7×7 grid of ``C`` = 128-wide tokens, ``h`` = 32), following the
+official ablation configurations; :func:`run_ablation` trains every variant once per seed with one fixed recipe,
+and :func:`summarize_ablation` gives mean ± std and the paired difference to the baseline (``bench/findings.py``
 adds the command line, the sizes per budget and the results file).
 """
 
@@ -19,13 +19,16 @@ from torch import nn
 
 from .cost import param_count
 
-__all__ = ["ABLATIONS", "ablation_model", "run_ablation", "summarize_ablation"]
+__all__ = ["ABLATIONS", "BASE", "ablation_model", "run_ablation", "summarize_ablation"]
 
-#: The ablation variants, as keyword arguments of :func:`~sequencer_mini.sequencer2d.sequencer2d_mini28`
-#: (``C`` = 64, 128; ``h`` = 16, 32), with the official configuration each one mirrors (``okojoalg/sequencer``,
-#: ``models/two_dim_sequencer.py`` and ``vanilla_sequencer.py``). ``with_fc=False`` needs the mixed width to
-#: equal ``C``: ``cat`` gives ``4h = C`` as it is; a single axis gives ``2h``, so, as the official
-#: ``sequencer2d_vertical``, those variants double ``h``; the vanilla block uses ``h = C/2``.
+#: The preset every variant changes: the model of chapter 6's race and of chapter 9.
+BASE = "sequencer2d_fast28"
+
+#: The ablation variants, as changes of :data:`BASE` (``C`` = 128, ``h`` = 32), with the official
+#: configuration each one mirrors (``okojoalg/sequencer``, ``models/two_dim_sequencer.py`` and
+#: ``vanilla_sequencer.py``). ``with_fc=False`` needs the mixed width to equal ``C``: ``cat`` gives ``4h = C`` as
+#: it is; a single axis gives ``2h``, so, as the official ``sequencer2d_vertical``, those variants double ``h``
+#: (``"hidden_x": 2``); the vanilla block uses ``h = C/2``.
 ABLATIONS: dict[str, dict[str, Any]] = {
     "baseline": {"kwargs": {}, "official": "sequencer2d_s",
                  "what": "BiLSTM2D: bidirectional, vertical + horizontal, cat, FC, LSTM (the paper's design)"},
@@ -35,11 +38,11 @@ ABLATIONS: dict[str, dict[str, Any]] = {
             "what": "vertical and horizontal outputs added instead of concatenated"},
     "without_fc": {"kwargs": {"with_fc": False}, "official": "sequencer2d_s_without_fc",
                    "what": "no FC after the concatenation (4h = C already)"},
-    "vertical_only": {"kwargs": {"union": "vertical", "with_fc": False, "hidden_sizes": (32, 64)},
+    "vertical_only": {"kwargs": {"union": "vertical", "with_fc": False, "hidden_x": 2},
                       "official": "sequencer2d_vertical", "what": "columns only, h doubled, no FC"},
-    "horizontal_only": {"kwargs": {"union": "horizontal", "with_fc": False, "hidden_sizes": (32, 64)},
+    "horizontal_only": {"kwargs": {"union": "horizontal", "with_fc": False, "hidden_x": 2},
                         "official": "sequencer2d_s_horizontal", "what": "rows only, h doubled, no FC"},
-    "vanilla": {"kwargs": {"block": "vanilla", "hidden_sizes": (32, 64)}, "official": "v_sequencer_s",
+    "vanilla": {"kwargs": {"block": "vanilla", "hidden_x": 2}, "official": "v_sequencer_s",
                 "what": "one BiLSTM over all H·W tokens (vanilla Sequencer), h = C/2, no FC"},
     "gru": {"kwargs": {"rnn": "gru"}, "official": "gru_sequencer2d_s",
             "what": "GRU instead of LSTM in the same 2-D layout"},
@@ -47,12 +50,16 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 
 
 def ablation_model(name: str, **kwargs: Any) -> nn.Module:
-    """``sequencer2d_mini28`` with the knobs of ablation ``name`` (extra ``kwargs`` override)."""
-    from .sequencer2d import sequencer2d_mini28
+    """:data:`BASE` with the changes of ablation ``name`` (extra ``kwargs`` override)."""
+    from .sequencer2d import create_model, preset_config
 
     if name not in ABLATIONS:
         raise ValueError(f"unknown ablation {name!r}; expected one of {list(ABLATIONS)}")
-    return sequencer2d_mini28(**{**ABLATIONS[name]["kwargs"], **kwargs})
+    changes = dict(ABLATIONS[name]["kwargs"])
+    factor = changes.pop("hidden_x", 1)
+    if factor != 1:  # h relative to the base, so the variants follow the base preset
+        changes["hidden_sizes"] = tuple(factor * h for h in preset_config(BASE).hidden_sizes)
+    return create_model(BASE, **{**changes, **kwargs})
 
 
 def run_ablation(
@@ -71,7 +78,7 @@ def run_ablation(
     on_run: Callable[[dict], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """Train every ablation variant once per seed with one short fixed recipe; one dict per run.
+    """Train every ablation variant once per seed with one fixed recipe; one dict per run.
 
     Recipe: AdamW (lr ``lr``, weight decay 0.05), linear warmup then cosine, no augmentation, no label smoothing,
     ``epochs`` epochs on a fixed random subset of ``limit_train`` training images (the same subset for every

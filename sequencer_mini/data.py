@@ -524,9 +524,11 @@ class AugmentConfig:
 
     @classmethod
     def preset(cls, name: str) -> "AugmentConfig":
-        """``none``; ``light`` (crop+flip+smoothing: short CPU runs); ``paper`` (the full recipe)."""
+        """``none``; ``flip`` (horizontal flip only); ``light`` (crop+flip+smoothing: short CPU runs); ``paper``
+        (the full recipe)."""
         presets = {
             "none": cls(),
+            "flip": cls(hflip=True),
             "light": cls(crop_padding=2, hflip=True, label_smoothing=0.1),
             "paper": cls(crop_padding=2, hflip=True, randaugment=True, random_erasing=0.25,
                          mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1),

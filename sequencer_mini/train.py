@@ -557,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit-train", type=int, help="train on a fixed random subset of this size (>= 1)")
     p.add_argument("--limit-test", type=int, help="evaluate on a fixed random subset of this size (>= 1)")
-    p.add_argument("--aug", choices=["none", "light", "paper"], help="augmentation preset")
+    p.add_argument("--aug", choices=["none", "flip", "light", "paper"], help="augmentation preset")
     p.add_argument("--smoothing", type=float, help="override the preset's label smoothing, in [0, 1)")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

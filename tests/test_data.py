@@ -311,7 +311,7 @@ def test_dataloader_path_matches_epoch_contract():
 
 
 def test_augment_preset_errors():
-    with pytest.raises(ValueError, match="one of \\['none', 'light', 'paper'\\], got 'heavy'"):
+    with pytest.raises(ValueError, match="one of \\['none', 'flip', 'light', 'paper'\\], got 'heavy'"):
         AugmentConfig.preset("heavy")
 
 
