@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["RaceRow", "read_race", "race_rows", "race_verdict", "gap_by_images", "plot_race", "LABELS"]
+__all__ = ["RaceRow", "read_race", "race_rows", "race_verdict", "gap_by_images", "plot_race", "recipe_levers", "LABELS"]
 
 from .trained import LABELS  # noqa: E402  (one list of the race models and their labels)
 _RUN = re.compile(r"fmnist-race-(?P<model>.+)-s(?P<seed>\d+)$")
@@ -144,3 +144,24 @@ def plot_race(runs: dict[str, dict[int, dict[str, Any]]], reference: dict[str, A
     ax_img.set_ylim(max(0.0, min(lows) - 2) if lows else 0, 100)
     fig.tight_layout()
     return fig
+
+
+def recipe_levers(results: dict[str, Any]) -> dict[str, Any]:
+    """The levers of one recorded run, read from its results file, for the recipe-ablation table:
+    ``{"epochs", "images_seen", "lr", "warmup", "augmentation", "smoothing", "ema", "sizes", "complete", "final",
+    "raw", "images_per_s", "wall_min", "threads"}`` (``final``: the last epoch's test accuracy, of a stopped run
+    too; ``raw``: the raw weights' final accuracy when the run kept an EMA)."""
+    recipe, history = results["recipe"], results["history"]
+    aug = recipe["aug"]
+    parts = [name for name, on in (("crop", aug.get("crop_padding")), ("flip", aug.get("hflip"))) if on]
+    start = recipe.get("aug_from_epoch") or 0
+    augmentation = "none" if not parts else "+".join(parts) + (f" from epoch {start + 1}" if start else "")
+    raw = (history.get("test_acc_raw") or [None])[-1]
+    return {"epochs": results["epochs_completed"], "images_seen": history.get("images_seen", [None])[-1]
+            or results["epochs_completed"] * results["n_train"], "lr": recipe["lr"], "warmup": recipe["warmup_epochs"],
+            "augmentation": augmentation, "smoothing": aug.get("label_smoothing", 0.0), "ema": recipe.get("ema_decay"),
+            "sizes": recipe.get("img_sizes") or [], "complete": bool(results.get("complete")),
+            "final": results.get("final_test_acc", history["test_acc"][-1]), "raw": raw,
+            "images_per_s": results.get("images_per_s") or statistics.fmean(history["images_per_s"]),
+            "wall_min": (results.get("wall_time_s") or sum(history["epoch_time_s"])) / 60,
+            "threads": recipe.get("threads")}
