@@ -4,7 +4,7 @@ Three steps, each writing results files with provenance under ``book/results/``:
 
     python bench/race.py sweep              # each model's peak learning rate, chosen on validation images
     python bench/race.py run --seeds 0 1    # the race: each recipe of sequencer_mini/recipes.py, per seed
-    python bench/race.py ablate             # the Sequencer recipe at 2 epochs, one lever changed at a time
+    python bench/race.py ablate             # the Sequencer's other full-length recipes (chapter 6's recipe table)
     python bench/race.py commands           # print the exact training commands (what the README lists)
 
 The sweep gives every model the same small budget: one epoch of 20,000 training images at each of three peak
@@ -54,21 +54,23 @@ def race_commands(seeds: list[int], threads: int) -> list[list[str]]:
             for seed in seeds for name in sorted(RECIPES) if name.startswith("fmnist-race-")]
 
 
-# The recipe-ablation table: the Sequencer's race recipe shortened to 2 epochs (crop/flip in the second), then one
-# lever changed at a time. The EMA needs no run of its own: every run also scores its raw weights at the end.
-ABLATION_BASE = ["--recipe", "fmnist-race-sequencer2d_fast28", "--epochs", "2", "--aug-from-epoch", "1"]
+# The recipe table of chapter 6: full-length runs of the Sequencer on all 60,000 training images, one recipe each
+# (the race recipe's own runs are made by ``run``). The EMA needs no run of its own: every run with an EMA also scores
+# its raw weights at the end.
+SEQ = ["--dataset", "fashion_mnist", "--model", "sequencer2d_fast28", "--budget", "cpu", "--limit-train", "60000",
+       "--amp", "bf16"]
 ABLATIONS: dict[str, list[str]] = {
-    "all-levers": [],
-    "progressive-resizing": ["--img-sizes", "24,28"],
-    "no-label-smoothing": ["--smoothing", "0"],
-    "no-augmentation": ["--aug", "none", "--smoothing", "0.1"],
-    "lower-peak-lr": ["--lr", "2e-3"],
+    "fmnist-cpu-goal-sequencer2d_fast28": [*SEQ, "--epochs", "7", "--aug", "none", "--lr", "2e-3"],  # plain
+    "fmnist-recipe-flip-sequencer2d_fast28": [*SEQ, "--epochs", "8", "--aug", "flip", "--warmup-epochs", "0.3",
+                                              "--lr", "2e-3"],
+    "fmnist-recipe-flip-smoothing-sequencer2d_fast28": [*SEQ, "--epochs", "8", "--aug", "flip", "--warmup-epochs",
+                                                        "0.3", "--lr", "3e-3", "--smoothing", "0.1"],
 }
 
 
 def ablation_commands(threads: int) -> list[list[str]]:
-    return [["python", "-m", "sequencer_mini.train", *ABLATION_BASE, *extra, "--seed", "0", "--threads", str(threads),
-             "--out", f"book/results/fmnist-ablation-{name}"] for name, extra in ABLATIONS.items()]
+    return [["python", "-m", "sequencer_mini.train", *extra, "--threads", str(threads), "--out", f"book/results/{name}"]
+            for name, extra in ABLATIONS.items()]
 
 
 def sweep_choice(folder: Path = ROOT / SWEEP_DIR) -> dict[str, dict]:

@@ -11,7 +11,7 @@ a short warmup then a cosine), each model's own peak learning rate from the same
 sweep``), and as many epochs as fit in 15 minutes at that model's training speed on the 2-core CPU, evaluation
 after every epoch included (the slower a model trains per image, the fewer epochs it gets). Progressive resizing
 is not in the race recipe: a first version trained its first epochs at 20 and 24 pixels and learned much more
-slowly per minute than the same model at 28 pixels; the recipe-ablation table measures it on its own. ``fmnist-race-sequencer2d_fast28`` is also the book's CPU goal recipe.
+slowly per minute than the same model at 28 pixels (chapter 6 compares the two at equal images).
 """
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ def race_recipe(model: str, epochs: int, lr: float) -> dict[str, Any]:
 
 
 RECIPES: dict[str, dict[str, Any]] = {
-    # epochs: what fits into 15 min at each model's speed (seed 0 of each ran alone on 2 cores: its results.json has the
-    # wall time); lr: the sweep's best on validation images (python bench/race.py sweep)
+    # epochs: what fits into 15 min at each model's speed on an idle 2-core CPU (seed 0 of each ran with 2 threads on
+    # a machine shared with other jobs: its results.json has the wall time); lr: the sweep's best on validation images
+    # (python bench/race.py sweep)
     "fmnist-race-sequencer2d_fast28": race_recipe("sequencer2d_fast28", epochs=7, lr=0.004),
     "fmnist-race-small_cnn": race_recipe("small_cnn", epochs=6, lr=0.002),
     "fmnist-race-small_vit": race_recipe("small_vit", epochs=4, lr=0.004),
