@@ -68,8 +68,8 @@ def sizes() -> dict[str, dict[str, Any]]:
         "corruption": dict(n_test=pick(ci=16, cpu=1000, gpu=5000), corruptions=list(CORRUPTIONS),
                            severities=pick(ci=[1, 5], cpu=[1, 3, 5], gpu=[1, 2, 3, 4, 5])),
         "ablation": dict(variants=list(ABLATIONS), seeds=pick(ci=[0], cpu=[0, 1, 2], gpu=[0, 1, 2]),
-                         # cpu: two passes over all 60,000 images, long enough for the baseline to pass 88 %; the peak lr is the
-                         # one the race sweep chose for sequencer2d_fast28 (bench/race.py sweep)
+                         # cpu: two passes over all 60,000 images, long enough for the baseline to pass 88 %;
+                         # the peak lr is the one the race sweep chose for sequencer2d_fast28 (bench/race.py sweep)
                          epochs=pick(ci=1, cpu=2, gpu=4), limit_train=pick(ci=64, cpu=None, gpu=None),
                          limit_test=pick(ci=64, cpu=None, gpu=None), batch_size=pick(ci=32, cpu=128, gpu=128),
                          lr=pick(ci=2e-3, cpu=4e-3, gpu=4e-3), warmup_epochs=pick(ci=0.1, cpu=0.3, gpu=0.3),

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["RaceRow", "read_race", "race_rows", "race_verdict", "gap_by_images", "plot_race", "recipe_levers", "LABELS"]
+__all__ = ["RaceRow", "read_race", "race_rows", "race_verdict", "gap_by_images", "plot_race", "recipe_levers",
+           "LABELS"]
 
 from .trained import LABELS  # noqa: E402  (one list of the race models and their labels)
 _RUN = re.compile(r"fmnist-race-(?P<model>.+)-s(?P<seed>\d+)$")
@@ -110,8 +111,8 @@ def gap_by_images(runs: dict[str, dict[int, dict[str, Any]]], model: str, refere
 
 def plot_race(runs: dict[str, dict[int, dict[str, Any]]], reference: dict[str, Any] | None = None):
     """Test accuracy per epoch against images seen (every seed; dotted: the accuracy on the epoch's training
-    batches) and against minutes of training (seed runs that had the CPU to themselves, i.e. the most threads). ``reference``: an extra curve ``{"label", "images",
-    "acc"}`` (chapter 1's row LSTM). Returns the matplotlib Figure."""
+    batches) and against minutes of training (seed runs that had the CPU to themselves, i.e. the most threads).
+    ``reference``: an extra curve ``{"label", "images", "acc"}`` (chapter 1's row LSTM). Returns the Figure."""
     import matplotlib.pyplot as plt
 
     fig, (ax_img, ax_time) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=80, sharey=True)
