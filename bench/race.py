@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from sequencer_mini.recipes import RACE_MODELS, RECIPES  # noqa: E402
+from sequencer_mini.recipes import RACE_MODELS, RECIPES, recipe_table_commands  # noqa: E402
 
 SWEEP_LRS = ("1e-3", "2e-3", "4e-3")
 SWEEP_DIR = "book/results/fmnist-sweep"
@@ -54,23 +54,9 @@ def race_commands(seeds: list[int], threads: int) -> list[list[str]]:
             for seed in seeds for name in sorted(RECIPES) if name.startswith("fmnist-race-")]
 
 
-# The recipe table of chapter 6: full-length runs of the Sequencer on all 60,000 training images, one recipe each
-# (the race recipe's own runs are made by ``run``). The EMA needs no run of its own: every run with an EMA also scores
-# its raw weights at the end.
-SEQ = ["--dataset", "fashion_mnist", "--model", "sequencer2d_fast28", "--budget", "cpu", "--limit-train", "60000",
-       "--amp", "bf16"]
-ABLATIONS: dict[str, list[str]] = {
-    "fmnist-cpu-goal-sequencer2d_fast28": [*SEQ, "--epochs", "7", "--aug", "none", "--lr", "2e-3"],  # plain
-    "fmnist-recipe-flip-sequencer2d_fast28": [*SEQ, "--epochs", "8", "--aug", "flip", "--warmup-epochs", "0.3",
-                                              "--lr", "2e-3"],
-    "fmnist-recipe-flip-smoothing-sequencer2d_fast28": [*SEQ, "--epochs", "8", "--aug", "flip", "--warmup-epochs",
-                                                        "0.3", "--lr", "3e-3", "--smoothing", "0.1"],
-}
-
-
 def ablation_commands(threads: int) -> list[list[str]]:
-    return [["python", "-m", "sequencer_mini.train", *extra, "--threads", str(threads), "--out", f"book/results/{name}"]
-            for name, extra in ABLATIONS.items()]
+    """Chapter 6's recipe table: the full-length runs of the Sequencer that are not race runs (``RECIPE_TABLE``)."""
+    return recipe_table_commands(threads)
 
 
 def sweep_choice(folder: Path = ROOT / SWEEP_DIR) -> dict[str, dict]:

@@ -149,7 +149,7 @@ def plot_race(runs: dict[str, dict[int, dict[str, Any]]], reference: dict[str, A
 
 def recipe_levers(results: dict[str, Any]) -> dict[str, Any]:
     """The levers of one recorded run, read from its results file, for the recipe-ablation table:
-    ``{"epochs", "images_seen", "lr", "warmup", "augmentation", "smoothing", "ema", "sizes", "complete", "final",
+    ``{"params", "epochs", "images_seen", "lr", "augmentation", "smoothing", "ema", "sizes", "complete", "final",
     "raw", "images_per_s", "wall_min", "threads"}`` (``final``: the last epoch's test accuracy, of a stopped run
     too; ``raw``: the raw weights' final accuracy when the run kept an EMA)."""
     recipe, history = results["recipe"], results["history"]
@@ -158,8 +158,9 @@ def recipe_levers(results: dict[str, Any]) -> dict[str, Any]:
     start = recipe.get("aug_from_epoch") or 0
     augmentation = "none" if not parts else "+".join(parts) + (f" from epoch {start + 1}" if start else "")
     raw = (history.get("test_acc_raw") or [None])[-1]
-    return {"epochs": results["epochs_completed"], "images_seen": history.get("images_seen", [None])[-1]
-            or results["epochs_completed"] * results["n_train"], "lr": recipe["lr"], "warmup": recipe["warmup_epochs"],
+    return {"params": results["params"], "epochs": results["epochs_completed"],
+            "images_seen": history.get("images_seen", [None])[-1] or results["epochs_completed"] * results["n_train"],
+            "lr": recipe["lr"],
             "augmentation": augmentation, "smoothing": aug.get("label_smoothing", 0.0), "ema": recipe.get("ema_decay"),
             "sizes": recipe.get("img_sizes") or [], "complete": bool(results.get("complete")),
             "final": results.get("final_test_acc", history["test_acc"][-1]), "raw": raw,

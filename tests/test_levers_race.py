@@ -12,7 +12,7 @@ import torch
 from fixtures import single_thread  # noqa: F401 (fixture)
 from sequencer_mini import race, robustness
 from sequencer_mini.data import AugmentConfig, TensorImageDataset, TensorLoader, carve_validation, dataset_info
-from sequencer_mini.recipes import RACE_MODELS, RECIPES
+from sequencer_mini.recipes import RACE_MODELS, RECIPE_TABLE, RECIPES, recipe_table_commands
 from sequencer_mini.train import TrainConfig, _model_args, build_model, fit, resize_batch
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -114,6 +114,22 @@ def test_race_recipes_are_within_15_percent_and_build():
         recipe = RECIPES[f"fmnist-race-{name}"]
         assert recipe["model"] == name and recipe["limit_train"] == 60000 and recipe["aug_from_epoch"] >= 1
     assert max(counts.values()) / min(counts.values()) <= 1.15 and max(counts.values()) < 1_000_000
+
+
+def test_recipe_table_rows_parse_and_stay_under_a_million():
+    """Every command of chapter 6's recipe table is a valid training command of a <= 1 M-parameter preset, and each
+    row writes its own folder (the one the chapter reads)."""
+    from sequencer_mini.train import build_parser
+
+    folders = [row.folder for row in RECIPE_TABLE.values()]
+    assert len(set(folders)) == len(folders)
+    commands = recipe_table_commands(threads=2)
+    assert len(commands) == sum(row.flags is not None for row in RECIPE_TABLE.values()) >= 5
+    for cmd in commands:
+        args = build_parser().parse_args(cmd[3:])
+        assert args.out.removeprefix("book/results/") in folders and args.threads == 2 and args.limit_train == 60000
+        model, _ = build_model(args.model, 1, 10, 28, **_model_args(args.model_arg))
+        assert sum(p.numel() for p in model.parameters()) < 1_000_000
 
 
 def fake_run(acc: list[float], train: list[float], threads: int = 2) -> dict:
