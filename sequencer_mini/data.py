@@ -242,7 +242,8 @@ def load_fashion_mnist(split: str = "train", root: str | Path | None = None,
     img_path, lbl_path = (_find_file(folder, n) for n in FMNIST_FILES[split])
     images, labels = read_idx(img_path), read_idx(lbl_path)
     if images.dtype != torch.uint8 or images.ndim != 3:
-        raise ValueError(f"{img_path}: expected uint8 images of shape (N, H, W), got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(f"{img_path}: expected uint8 images of shape (N, H, W), "
+                         f"got {images.dtype} {tuple(images.shape)}")
     if labels.ndim != 1 or len(labels) != len(images):
         raise ValueError(f"{lbl_path}: expected {len(images)} labels (one per image), got shape {tuple(labels.shape)}")
     if len(labels) and int(labels.max()) >= len(FMNIST_CLASSES):
@@ -341,7 +342,8 @@ def read_cifar(root: str | Path, name: str = "cifar10", train: bool = True
         labels.append(torch.as_tensor(lbl, dtype=torch.long))
     classes = tuple(_load_pickle(folder / meta_file).get(meta_key, ()))
     if len(classes) != num_classes:
-        raise ValueError(f"{folder / meta_file}: expected {num_classes} class names under {meta_key!r}, got {len(classes)}")
+        raise ValueError(f"{folder / meta_file}: expected {num_classes} class names under {meta_key!r}, "
+                         f"got {len(classes)}")
     y = torch.cat(labels)
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise ValueError(f"{folder}: labels must be in [0, {num_classes}), found [{int(y.min())}, {int(y.max())}]")
@@ -442,7 +444,8 @@ def imagenette(split: str = "train", size: str = "160px", transform: Callable | 
     evaluate ImageNet-pretrained weights.
     """
     if split not in ("train", "val") or size not in IMAGENETTE_URLS:
-        raise ValueError(f"split must be 'train'/'val' and size one of {list(IMAGENETTE_URLS)}, got {split!r}, {size!r}")
+        raise ValueError(f"split must be 'train'/'val' and size one of {list(IMAGENETTE_URLS)}, "
+                         f"got {split!r}, {size!r}")
     folder = "imagenette2" if size == "full" else f"imagenette2-{size[:-2]}"
     tree = find_tree(folder, root, download, IMAGENETTE_URLS[size])
     return image_folder(tree / split, transform, classes=IMAGENETTE_WNIDS)
@@ -470,7 +473,8 @@ class TinyImageNetVal(Dataset):
                 continue
             parts = line.split("\t")
             if len(parts) < 2 or parts[1] not in self.class_to_idx:
-                raise ValueError(f"{ann}:{n}: expected '<file>\\t<wnid>\\t...' with a wnid from wnids.txt, got {line!r}")
+                raise ValueError(f"{ann}:{n}: expected '<file>\\t<wnid>\\t...' with a wnid from wnids.txt, "
+                                 f"got {line!r}")
             path = tree / "val" / "images" / parts[0]
             if not path.is_file():
                 raise ValueError(f"{ann}:{n}: image {path} does not exist")
@@ -505,6 +509,10 @@ def tiny_imagenet(split: str = "train", transform: Callable | None = None,
 
 
 # ----------------------------------------------------------------------------- augmentation
+
+#: The augmentation presets by name (``AugmentConfig.preset`` and the training CLI's ``--aug``).
+AUG_PRESETS: tuple[str, ...] = ("none", "flip", "light", "paper")
+
 
 @dataclass
 class AugmentConfig:
@@ -664,7 +672,8 @@ class TensorLoader:
         self.mean = torch.tensor(info.mean, device=self.data_device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(info.std, device=self.data_device).view(1, -1, 1, 1) * 255
         self.mixer = batch_mixer(self.aug, info.num_classes)
-        self.randaug = v2.RandAugment(self.aug.randaug_num_ops, self.aug.randaug_magnitude) if self.aug.randaugment else None
+        self.randaug = (v2.RandAugment(self.aug.randaug_num_ops, self.aug.randaug_magnitude)
+                        if self.aug.randaugment else None)
         self.erase = v2.RandomErasing(p=self.aug.random_erasing, value=0) if self.aug.random_erasing > 0 else None
 
     def set_epoch(self, epoch: int) -> None:
@@ -683,7 +692,8 @@ class TensorLoader:
             dy, dx = (torch.randint(0, 2 * p + 1, (2, B), generator=g)).to(x.device)
             rows = (dy[:, None] + torch.arange(H, device=x.device))[:, None, :, None]  # (B,1,H,1)
             cols = (dx[:, None] + torch.arange(W, device=x.device))[:, None, None, :]  # (B,1,1,W)
-            x = xp[torch.arange(B, device=x.device)[:, None, None, None], torch.arange(C, device=x.device)[None, :, None, None], rows, cols]
+            x = xp[torch.arange(B, device=x.device)[:, None, None, None],
+                   torch.arange(C, device=x.device)[None, :, None, None], rows, cols]
         if self.aug.hflip:
             flip = (torch.rand(B, generator=g) < 0.5).to(x.device).view(B, 1, 1, 1)
             x = torch.where(flip, x.flip(-1), x)

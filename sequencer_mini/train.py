@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .budget import limit, quiet  # limit: SEQUENCER_DRY_RUN stops each loop after 2 items
-from .data import AugmentConfig, carve_validation, data_identity
+from .data import AUG_PRESETS, AugmentConfig, carve_validation, data_identity
 from .fsutil import tensor_bytes, write_error
 from .recipes import RECIPES
 
@@ -194,7 +194,8 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | No
 def confusion_matrix(preds: Tensor, targets: Tensor, num_classes: int) -> Tensor:
     """``(K, K)`` int64 counts; row = true class, column = predicted class."""
     if preds.shape != targets.shape:
-        raise ValueError(f"preds and targets must have the same shape, got {tuple(preds.shape)} and {tuple(targets.shape)}")
+        raise ValueError("preds and targets must have the same shape, "
+                         f"got {tuple(preds.shape)} and {tuple(targets.shape)}")
     flat = targets.long() * num_classes + preds.long()
     return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
 
@@ -267,7 +268,8 @@ def _resume_critical(cfg: TrainConfig) -> dict:
 
 
 def _diff(a: dict, b: dict) -> list[str]:
-    return [f"{k}: checkpoint {a.get(k)!r} vs now {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return [f"{k}: checkpoint {a.get(k)!r} vs now {b.get(k)!r}"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
 def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer | None = None, sched: Any = None,
@@ -309,7 +311,8 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer | N
 
 _DATA_HINTS = {"dataset": "another dataset", "n_train": "a different --limit-train or data files",
                "n_test": "a different --limit-test or data files",
-               "train_indices": "another subset of the training images", "test_indices": "another subset of the test images",
+               "train_indices": "another subset of the training images",
+               "test_indices": "another subset of the test images",
                "train_content": "other training images or labels (another data folder or other files)",
                "test_content": "other test images or labels (another data folder or other files)"}
 
@@ -441,7 +444,8 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Iterable, cfg: Tr
         test = evaluate(judged, test_loader, device, cfg.amp, channels_last)
         val = evaluate(judged, val_loader, device, cfg.amp, channels_last) if val_loader is not None else None
         last = epoch + 1 == n_epochs  # the raw weights are scored once, at the end, to measure what EMA adds
-        raw = evaluate(model, test_loader, device, cfg.amp, channels_last).accuracy if ema is not None and last else None
+        raw = (evaluate(model, test_loader, device, cfg.amp, channels_last).accuracy
+               if ema is not None and last else None)
         seen_before = history["images_seen"][-1] if history.get("images_seen") else 0
         stats.update(epoch=epoch + 1, test_loss=test.loss, test_acc=test.accuracy, lr=sched.get_last_lr()[0],
                      images_seen=seen_before + stats.pop("images"), img_size=size,
@@ -456,7 +460,8 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Iterable, cfg: Tr
                   file=sys.stderr)
         if ckpt_path is not None and distributed.is_main():  # after every epoch: a disconnect loses at most one
             ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(ckpt_path, model, opt, sched, scaler, epoch + 1, history, cfg, steps, ema=ema, data=identity)
+            save_checkpoint(ckpt_path, model, opt, sched, scaler, epoch + 1, history, cfg, steps, ema=ema,
+                            data=identity)
             weights = {"model": judged.state_dict(), "epoch": epoch + 1, "val_acc": stats["val_acc"],
                        "test_acc": test.accuracy, "images_seen": stats["images_seen"], "model_config": cfg.model_config}
             if val is not None and val.accuracy >= max(history["val_acc"]):  # chosen on validation, never on test
@@ -508,8 +513,9 @@ def build_model(name: str, in_chans: int, num_classes: int, img_size: int, drop_
     raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS) + sorted(BASELINES)}")
 
 
-DEFAULT_MODEL = {"fashion_mnist": "sequencer2d_mini28", "cifar10": "sequencer2d_mini32", "cifar100": "sequencer2d_mini32",
-                 "tiny_imagenet": "sequencer2d_mini32", "imagenette": "sequencer2d_mini32"}
+DEFAULT_MODEL = {"fashion_mnist": "sequencer2d_mini28", "cifar10": "sequencer2d_mini32",
+                 "cifar100": "sequencer2d_mini32", "tiny_imagenet": "sequencer2d_mini32",
+                 "imagenette": "sequencer2d_mini32"}
 
 
 def recipe_defaults(dataset: str, budget: str) -> dict[str, Any]:
@@ -547,7 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="a Sequencer preset or small_cnn / small_vit (default: per "
                                                   "dataset; list below)")
     p.add_argument("--out", required=True, help="folder for last.pt, best.pt and results.json")
-    p.add_argument("--budget", choices=["ci", "cpu", "gpu"], default=None, help="default sizes (else $SEQUENCER_BUDGET)")
+    p.add_argument("--budget", choices=["ci", "cpu", "gpu"], default=None,
+                   help="default sizes (else $SEQUENCER_BUDGET)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -557,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit-train", type=int, help="train on a fixed random subset of this size (>= 1)")
     p.add_argument("--limit-test", type=int, help="evaluate on a fixed random subset of this size (>= 1)")
-    p.add_argument("--aug", choices=["none", "flip", "light", "paper"], help="augmentation preset")
+    p.add_argument("--aug", choices=AUG_PRESETS, help="augmentation preset")
     p.add_argument("--smoothing", type=float, help="override the preset's label smoothing, in [0, 1)")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -698,7 +705,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if not quiet():
             final = payload["final_test_acc"]
             print(f"wrote {Path(args.out) / 'results.json'}: final test acc "
-                  f"{'n/a' if final is None else f'{final:.4f}'}" + (f" (epoch {done})" if done else ""), file=sys.stderr)
+                  f"{'n/a' if final is None else f'{final:.4f}'}" + (f" (epoch {done})" if done else ""),
+                  file=sys.stderr)
     distributed.teardown()
     return payload
 

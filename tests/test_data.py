@@ -146,7 +146,8 @@ def test_cifar_wrong_shape(tmp_path):
     batch = pickle.loads(path.read_bytes(), encoding="latin1")
     batch["data"] = batch["data"][:, :1000]
     path.write_bytes(pickle.dumps(batch, protocol=2))
-    with pytest.raises(ValueError, match=r"data_batch_1: key 'data' must be a uint8 array \(N, 3072\), got uint8 \(10, 1000\)"):
+    with pytest.raises(ValueError, match=r"data_batch_1: key 'data' must be a uint8 array \(N, 3072\), "
+                                         r"got uint8 \(10, 1000\)"):
         read_cifar(tmp_path, "cifar10")
 
 
@@ -230,7 +231,8 @@ def test_image_tree_missing_offline(tmp_path, no_system_data):
 def _toy(n=50, c=1, s=28):
     g = torch.Generator().manual_seed(0)
     info = dataset_info("fashion_mnist") if c == 1 else dataset_info("cifar10")
-    return TensorImageDataset(torch.randint(0, 256, (n, c, s, s), dtype=torch.uint8, generator=g), torch.arange(n) % 10, info)
+    return TensorImageDataset(torch.randint(0, 256, (n, c, s, s), dtype=torch.uint8, generator=g),
+                              torch.arange(n) % 10, info)
 
 
 def test_tensor_loader_order_is_pure_function_of_seed_and_epoch():
@@ -338,3 +340,12 @@ def test_imagenet_eval_transform_is_timms_pil_pipeline():
     ref = torch.from_numpy(np.asarray(resized.crop((left, top, left + 224, top + 224)), dtype=np.float32) / 255)
     mean, std = (torch.tensor(v)[:, None, None] for v in MEAN_STD["imagenet"])
     torch.testing.assert_close(x.as_subclass(torch.Tensor), (ref.permute(2, 0, 1) - mean) / std, rtol=0, atol=1e-5)
+
+
+def test_every_preset_name_builds_and_the_cli_offers_exactly_those():
+    from sequencer_mini.data import AUG_PRESETS
+    from sequencer_mini.train import build_parser
+
+    assert all(isinstance(AugmentConfig.preset(name), AugmentConfig) for name in AUG_PRESETS)
+    aug_action = next(a for a in build_parser()._actions if a.dest == "aug")
+    assert tuple(aug_action.choices) == AUG_PRESETS
