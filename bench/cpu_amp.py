@@ -51,8 +51,8 @@ def main() -> None:
         t32, t16 = time_pair(*steps, torch.device("cpu"), repeats)
         rows.append({"model": name, "batch": batch, "fp32_img_per_s": batch / t32, "bf16_img_per_s": batch / t16,
                      "speedup_bf16_over_fp32": t32 / t16})
-        print(f"{name:<20} fp32 {batch / t32:7.0f} img/s   bf16 {batch / t16:7.0f} img/s   bf16/fp32 speed {t32 / t16:.2f}x",
-              flush=True)
+        print(f"{name:<20} fp32 {batch / t32:7.0f} img/s   bf16 {batch / t16:7.0f} img/s   "
+              f"bf16/fp32 speed {t32 / t16:.2f}x", flush=True)
     if not args.quick:
         write_results(args.out, {"benchmark": "cpu_amp", "native_bf16": native, "threads": torch.get_num_threads(),
                                  "repeats": repeats, "rows": rows})

@@ -66,7 +66,8 @@ def main() -> None:
         params = sum(p.numel() for p in ref_model.parameters())
         variants = {"bf16": dict(dtype=bf16), "bf16, batch 64": dict(dtype=bf16, batch=64),
                     "bf16, batch 256": dict(dtype=bf16, batch=256), "bf16, 20 px": dict(dtype=bf16, size=20),
-                    "bf16, 24 px": dict(dtype=bf16, size=24), "bf16, channels_last": dict(dtype=bf16, channels_last=True)}
+                    "bf16, 24 px": dict(dtype=bf16, size=24),
+                    "bf16, channels_last": dict(dtype=bf16, channels_last=True)}
         if not (args.quick or args.no_compile):
             variants["bf16, torch.compile"] = dict(dtype=bf16, compile=True)
         for label, v in variants.items():

@@ -73,8 +73,8 @@ print(json.dumps({"peak_mib": (peak - base) / 1024, "baseline_mib": base / 1024,
 
 def measure(name: str, side: int, batch: int, ckpt: bool, repeats: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", CHILD, name, str(side), str(batch), "1" if ckpt else "0", str(repeats)],
-                          capture_output=True, text=True, env=env, timeout=1800)
+    proc = subprocess.run([sys.executable, "-c", CHILD, name, str(side), str(batch), "1" if ckpt else "0",
+                           str(repeats)], capture_output=True, text=True, env=env, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"measuring subprocess failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -107,7 +107,8 @@ def main() -> None:
     payload = {
         "description": "Gradient checkpointing (model.set_grad_checkpointing(True)) against none: peak resident memory "
                        "of one forward+backward pass (VmHWM - VmRSS in a fresh subprocess after a warm-up) and the "
-                       "median time of a pass, on one CPU thread; ratios are checkpointed / plain, measured in the same run.",
+                       "median time of a pass, on one CPU thread; ratios are checkpointed / plain, measured in the "
+                       "same run.",
         "model": args.model, "device": "cpu", "threads": 1, "rows": rows,
     }
     write_results(args.out, payload)

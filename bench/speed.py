@@ -65,7 +65,8 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.op
     return step
 
 
-def model_pair(name: str, kwargs: dict, size: int, in_chans: int, batch: int, device: torch.device, repeats: int) -> dict:
+def model_pair(name: str, kwargs: dict, size: int, in_chans: int, batch: int, device: torch.device,
+               repeats: int) -> dict:
     torch.manual_seed(0)
     ref = timm.create_model("sequencer2d_s", **kwargs, in_chans=in_chans).to(device).train()
     ours = sm.Sequencer2D(**kwargs, in_chans=in_chans).to(device).train()

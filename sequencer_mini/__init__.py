@@ -6,7 +6,8 @@ chapter                        module
 1-2  LSTM, BiLSTM              :mod:`sequencer_mini.lstm`
 3    images as sequences       :mod:`sequencer_mini.blocks`
 4    BiLSTM2D                  :mod:`sequencer_mini.bilstm2d`
-5    Sequencer2D               :mod:`sequencer_mini.sequencer2d`, :mod:`~sequencer_mini.weights`, :mod:`~sequencer_mini.macs`
+5    Sequencer2D               :mod:`sequencer_mini.sequencer2d`, :mod:`~sequencer_mini.weights`,
+                               :mod:`~sequencer_mini.macs`
 6-8  training                  :mod:`sequencer_mini.data`, :mod:`sequencer_mini.train`, :mod:`sequencer_mini.baselines`,
                                :mod:`sequencer_mini.recipes`, :mod:`sequencer_mini.trained`
 9    receptive fields          :mod:`sequencer_mini.erf`, :mod:`sequencer_mini.widgets`

@@ -92,7 +92,8 @@ def run_ablation(
     from .train import TrainConfig, fit
 
     recipe = {"epochs": epochs, "limit_train": limit_train, "limit_test": limit_test, "batch_size": batch_size,
-              "lr": lr, "weight_decay": 0.05, "warmup_epochs": warmup_epochs, "aug": "none", "label_smoothing": 0.0, "amp": amp}
+              "lr": lr, "weight_decay": 0.05, "warmup_epochs": warmup_epochs, "aug": "none", "label_smoothing": 0.0,
+              "amp": amp}
     finished = {(r["variant"], r["seed"]): r for r in done if r.get("recipe") == recipe}
     runs = []
     for seed in seeds:  # seed-major: an interrupted run still has every variant for the first seeds

@@ -134,7 +134,8 @@ class TransformerBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(drop), nn.Linear(hidden, dim), nn.Dropout(drop))
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(drop), nn.Linear(hidden, dim),
+                                 nn.Dropout(drop))
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))
@@ -156,7 +157,8 @@ class SmallViT(nn.Module):
         self.patch_embed = PatchEmbedding(in_chans, embed_dim, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.randn(1, 1 + math.prod(self.grid), embed_dim) * 0.02)
-        self.blocks = nn.Sequential(*[TransformerBlock(embed_dim, num_heads, mlp_ratio, drop_rate) for _ in range(depth)])
+        self.blocks = nn.Sequential(*[TransformerBlock(embed_dim, num_heads, mlp_ratio, drop_rate)
+                                      for _ in range(depth)])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.num_classes, self.num_features = num_classes, embed_dim
         self.head = _linear_or_identity(embed_dim, num_classes)

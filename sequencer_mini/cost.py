@@ -292,7 +292,8 @@ def _cuda_peak(model: nn.Module, x: Tensor, train: bool, attention: str) -> Memo
         return MemoryResult(None, "cuda: max_memory_allocated - memory_allocated", oom=True, baseline_mib=base / 2**20)
     peak = torch.cuda.max_memory_allocated(device)
     model.zero_grad(set_to_none=True)
-    return MemoryResult((peak - base) / 2**20, "cuda: max_memory_allocated - memory_allocated", baseline_mib=base / 2**20)
+    return MemoryResult((peak - base) / 2**20, "cuda: max_memory_allocated - memory_allocated",
+                        baseline_mib=base / 2**20)
 
 
 def peak_memory(
@@ -426,6 +427,7 @@ def imagenet_macs(names: Sequence[str] = ("sequencer2d_s", "sequencer2d_m", "seq
 SCALING_SPECS: tuple[ModelSpec, ...] = (
     ModelSpec("Sequencer2D (mini28)", "sequencer_mini.sequencer2d:sequencer2d_mini28"),
     ModelSpec("CNN (small_cnn)", "sequencer_mini.baselines:small_cnn"),
-    ModelSpec("ViT (small_vit), explicit attention", "sequencer_mini.baselines:small_vit", sized=True, attention="math"),
+    ModelSpec("ViT (small_vit), explicit attention", "sequencer_mini.baselines:small_vit", sized=True,
+              attention="math"),
     ModelSpec("ViT (small_vit), fused attention", "sequencer_mini.baselines:small_vit", sized=True),
 )

@@ -121,8 +121,8 @@ def sequencer2d_figure(config: Sequencer2DConfig | None = None, img_size: int = 
     _arrow(ax, (2.0, 2.7), (3.0, 1.8))
     _box(ax, 10.6, 2.9, 3.0, 1.3, f"concatenate\nH × W × 4D\n(D: LSTM hidden size;\nstage 1: 4 × {hid} = {4 * hid})",
          _GREY, fontsize=7.5)
-    _arrow(ax, (7.4, 4.0), (9.1, 3.2), f"H × W × 2D")
-    _arrow(ax, (7.4, 1.8), (9.1, 2.6), f"H × W × 2D")
+    _arrow(ax, (7.4, 4.0), (9.1, 3.2), "H × W × 2D")
+    _arrow(ax, (7.4, 1.8), (9.1, 2.6), "H × W × 2D")
     _box(ax, 14.3, 2.9, 2.4, 1.0, "FC (linear)\n4D → C", _CHAN, fontsize=8.5)
     _arrow(ax, (12.1, 2.9), (13.1, 2.9))
     _box(ax, 18.0, 2.9, 2.2, 0.9, "H × W × C\n(same shape)", _GREY, fontsize=8)

@@ -99,7 +99,8 @@ class _ShardedBatchSampler(Sampler[list[int]]):
     """Cut the sampler's order into global batches and yield slice ``rank::world`` of each."""
 
     def __init__(self, sampler: Sampler[int], batch_size: int, drop_last: bool, rank: int, world: int):
-        self.sampler, self.batch_size, self.drop_last, self.rank, self.world = sampler, batch_size, drop_last, rank, world
+        self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
         n = len(self.sampler)  # type: ignore[arg-type]

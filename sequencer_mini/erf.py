@@ -367,7 +367,8 @@ def effective_receptive_fields(
                     kind = layout or detect_layout(out.shape, (height, width), named[k][1])
                     grid = _to_grid(out, kind, num_prefix_tokens)  # (B, h, w, C)
                     gh, gw = grid.shape[1:3]
-                    ci, cj = centre if isinstance(centre, tuple) else (centre_index(gh, centre), centre_index(gw, centre))
+                    ci, cj = (centre if isinstance(centre, tuple)
+                              else (centre_index(gh, centre), centre_index(gw, centre)))
                     if not (0 <= ci < gh and 0 <= cj < gw):
                         raise ValueError(f"centre {(ci, cj)} is outside the {gh}×{gw} grid of {named[k][0]}")
                     if start == 0:

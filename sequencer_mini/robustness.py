@@ -99,7 +99,8 @@ def corrupt(images: Tensor, name: str, severity: int, seed: int = 0) -> Tensor:
     if severity not in SEVERITIES:
         raise ValueError(f"severity must be one of {SEVERITIES}, got {severity}")
     if images.dim() != 4 or not images.is_floating_point():
-        raise ValueError(f"corrupt expects float images (N, C, H, W) in [0, 1], got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(f"corrupt expects float images (N, C, H, W) in [0, 1], "
+                         f"got {images.dtype} {tuple(images.shape)}")
     p = SEVERITY_PARAMS[name][severity - 1]
     s = _seed_for(name, seed)
     g = torch.Generator().manual_seed(s)

@@ -86,11 +86,14 @@ class Sequencer2DConfig:
     def __post_init__(self) -> None:
         for name in ("layers", "patch_sizes", "embed_dims", "hidden_sizes", "mlp_ratios"):
             setattr(self, name, tuple(getattr(self, name)))
-        lengths = {n: len(getattr(self, n)) for n in ("layers", "patch_sizes", "embed_dims", "hidden_sizes", "mlp_ratios")}
+        lengths = {n: len(getattr(self, n))
+                   for n in ("layers", "patch_sizes", "embed_dims", "hidden_sizes", "mlp_ratios")}
         if len(set(lengths.values())) != 1:
-            raise ValueError(f"layers, patch_sizes, embed_dims, hidden_sizes and mlp_ratios need one entry per stage, got lengths {lengths}")
+            raise ValueError("layers, patch_sizes, embed_dims, hidden_sizes and mlp_ratios need one entry per stage, "
+                             f"got lengths {lengths}")
         if self.drop_path_schedule not in ("linear", "uniform"):
-            raise ValueError(f"drop_path_schedule must be 'linear' (official) or 'uniform' (current timm), got {self.drop_path_schedule!r}")
+            raise ValueError("drop_path_schedule must be 'linear' (official) or 'uniform' (current timm), "
+                             f"got {self.drop_path_schedule!r}")
         if self.block not in ("2d", "vanilla"):
             raise ValueError(f"block must be '2d' (BiLSTM2D) or 'vanilla' (one BiLSTM over H·W), got {self.block!r}")
         if self.in_chans <= 0 or self.num_classes < 0:
@@ -105,7 +108,8 @@ class Sequencer2DConfig:
         if not all(r > 0 for r in self.mlp_ratios):
             raise ValueError(f"mlp_ratios must be positive, got {list(self.mlp_ratios)}")
         if not (isinstance(self.drop_path_rate, (int, float)) and 0.0 <= self.drop_path_rate < 1.0):
-            raise ValueError(f"drop_path_rate must be in [0, 1) (a probability of dropping a block), got {self.drop_path_rate!r}")
+            raise ValueError("drop_path_rate must be in [0, 1) (a probability of dropping a block), "
+                             f"got {self.drop_path_rate!r}")
         if not (isinstance(self.drop_rate, (int, float)) and 0.0 <= self.drop_rate < 1.0):
             raise ValueError(f"drop_rate must be in [0, 1) (the dropout before the classifier), got {self.drop_rate!r}")
 
@@ -143,7 +147,8 @@ class Sequencer2DStage(nn.Module):
     """An optional :class:`Downsample2D` followed by ``depth`` blocks (timm's ``Sequencer2dStage``)."""
 
     def __init__(
-        self, dim_in: int, dim: int, patch_size: int, depth: int, make_block: Callable[[int], nn.Module], downsample: bool
+        self, dim_in: int, dim: int, patch_size: int, depth: int, make_block: Callable[[int], nn.Module],
+        downsample: bool
     ) -> None:
         super().__init__()
         if not downsample and dim_in != dim:
@@ -208,22 +213,27 @@ def _check_images(x: Tensor, in_chans: int, patch_sizes: list[int], reduction: i
     whose sides are multiples of ``reduction``. A free function registered with ``torch.fx.wrap``, so that FX
     keeps it as a call (run on real tensors by the traced module) instead of tracing into its ``if``s."""
     if x.dim() != 4:
-        raise ValueError(f"Sequencer2D expected images (B, {in_chans}, H, W), got a {x.dim()}-D tensor of shape {shape_str(x)}")
+        raise ValueError(f"Sequencer2D expected images (B, {in_chans}, H, W), "
+                         f"got a {x.dim()}-D tensor of shape {shape_str(x)}")
     if x.shape[1] != in_chans:
-        raise ValueError(f"Sequencer2D expected {in_chans} input channels, got {x.shape[1]} (input shape {shape_str(x)})")
+        raise ValueError(f"Sequencer2D expected {in_chans} input channels, "
+                         f"got {x.shape[1]} (input shape {shape_str(x)})")
     if x.shape[0] == 0:
-        raise ValueError(f"Sequencer2D expected a non-empty batch of images (B ≥ 1, {in_chans}, H, W), got shape {shape_str(x)}")
+        raise ValueError(f"Sequencer2D expected a non-empty batch of images (B ≥ 1, {in_chans}, H, W), "
+                         f"got shape {shape_str(x)}")
     if not x.is_floating_point():
         raise ValueError(
-            f"Sequencer2D expected floating-point images (float32, float16 or bfloat16) of shape (B, {in_chans}, H, W), "
-            f"got dtype {x.dtype}: convert integer pixels with x.float() / 255 and normalise them"
+            "Sequencer2D expected floating-point images (float32, float16 or bfloat16) "
+            f"of shape (B, {in_chans}, H, W), got dtype {x.dtype}: "
+            "convert integer pixels with x.float() / 255 and normalise them"
         )
     height, width = x.shape[-2], x.shape[-1]
     if height % reduction != 0 or width % reduction != 0:
         raise ValueError(
             f"Sequencer2D with patch_sizes {patch_sizes} needs height and width that are multiples of "
             f"{reduction}, got {height}×{width}; nothing is cropped silently: resize to e.g. "
-            f"{max(reduction, int(round(height / reduction)) * reduction)}×{max(reduction, int(round(width / reduction)) * reduction)}"
+            f"{max(reduction, int(round(height / reduction)) * reduction)}×"
+            f"{max(reduction, int(round(width / reduction)) * reduction)}"
         )
 
 
@@ -255,7 +265,8 @@ class Sequencer2D(nn.Module):
         reductions = [math.prod(cfg.patch_sizes[: i + 1]) for i in range(len(cfg.layers))]
         #: timm's per-stage feature description: channels, input pixels per token side, module name.
         self.feature_info = [
-            dict(num_chs=dim, reduction=red, module=f"stages.{i}") for i, (dim, red) in enumerate(zip(cfg.embed_dims, reductions))
+            dict(num_chs=dim, reduction=red, module=f"stages.{i}")
+            for i, (dim, red) in enumerate(zip(cfg.embed_dims, reductions))
         ]
         #: timm's data config (input size, mean/std, interpolation, crop); presets set their own.
         self.pretrained_cfg: dict[str, Any] = pretrained_cfg_for(None, cfg)
@@ -278,7 +289,8 @@ class Sequencer2D(nn.Module):
         cfg, drop_path = self.config, drop_paths[j]
         if cfg.block == "vanilla":
             return VanillaSequencerBlock(
-                dim, hidden, mlp_ratio, cfg.bidirectional, drop=0.0, drop_path=drop_path, backend=cfg.backend, rnn=cfg.rnn
+                dim, hidden, mlp_ratio, cfg.bidirectional, drop=0.0, drop_path=drop_path, backend=cfg.backend,
+                rnn=cfg.rnn
             )
         return Sequencer2DBlock(
             dim,
@@ -315,7 +327,8 @@ class Sequencer2D(nn.Module):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass instead of storing its activations (``bench/grad_checkpointing.py``)."""
+        """Recompute each block in the backward pass instead of storing its activations
+        (``bench/grad_checkpointing.py``)."""
         for stage in self.stages:
             stage.grad_checkpointing = enable
 
@@ -429,7 +442,8 @@ def pretrained_cfg_for(name: str | None, cfg: Sequencer2DConfig) -> dict[str, An
         side = cfg.reduction * max(1, round(side / cfg.reduction))
     mean, std = MEAN_STD[dataset]
     if len(mean) != cfg.in_chans:  # a preset rebuilt for another channel count
-        mean, std = (mean * cfg.in_chans, std * cfg.in_chans) if len(mean) == 1 else ((0.5,) * cfg.in_chans, (0.5,) * cfg.in_chans)
+        mean, std = ((mean * cfg.in_chans, std * cfg.in_chans) if len(mean) == 1
+                     else ((0.5,) * cfg.in_chans, (0.5,) * cfg.in_chans))
     imagenet = dataset == "imagenet"
     out: dict[str, Any] = dict(
         architecture=name, num_classes=cfg.num_classes, input_size=(cfg.in_chans, side, side), pool_size=None,

@@ -98,7 +98,8 @@ def panels_from_models(
             results = effective_receptive_fields(model, x, layers[model_name], **erf_kwargs)
             erfs[model_name][variant] = results
             panels[model_name][variant] = [
-                Panel(erf_png(r.map, size, cmap), caption(r, f"{model_name}, {variant}, block {k + 1} of {len(results)}"))
+                Panel(erf_png(r.map, size, cmap),
+                      caption(r, f"{model_name}, {variant}, block {k + 1} of {len(results)}"))
                 for k, r in enumerate(results)
             ]
     return panels, erfs
@@ -170,7 +171,8 @@ def static_explorer(
     links += [widgets.jslink((depth_control, "index"), (s, "selected_index")) for s in depth_stacks]
 
     header = widgets.HTML(
-        f"<b>{html.escape(title)}</b> <small>(precomputed maps: the controls work in the page, without a kernel)</small>"
+        f"<b>{html.escape(title)}</b> "
+        "<small>(precomputed maps: the controls work in the page, without a kernel)</small>"
     )
     box = widgets.VBox([header, model_control, weights_control, depth_control, outer])
     box.add_class("erf-explorer")

@@ -45,9 +45,10 @@ def make_cifar_tree(root: Path, n_per_batch: int = 10, cifar100: bool = False, s
         meta_name, meta = "meta", {"fine_label_names": [f"class{i}" for i in range(100)],
                                    "coarse_label_names": [f"super{i}" for i in range(20)]}
     else:
-        folder, files, key, k = root / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], "labels", 10
-        meta_name, meta = "batches.meta", {"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": n_per_batch,
-                                           "num_vis": 3072}
+        folder, files, key, k = (root / "cifar-10-batches-py",
+                                 [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], "labels", 10)
+        meta_name, meta = "batches.meta", {"label_names": [f"class{i}" for i in range(10)],
+                                           "num_cases_per_batch": n_per_batch, "num_vis": 3072}
     folder.mkdir(parents=True, exist_ok=True)
     for name in files:
         batch = {"batch_label": name, key: [int(v) for v in rng.integers(0, k, n_per_batch)],

@@ -70,7 +70,8 @@ def snapshot(folder: Path) -> dict | None:
         return None
     if folder.is_file():
         return {".": hashlib.sha256(folder.read_bytes()).hexdigest()}
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns,
+                                         hashlib.sha256(p.read_bytes()).hexdigest())
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
@@ -98,17 +99,24 @@ def partial_run(trees, tmp_path_factory) -> Path:
 # --data-root itself or sets $SEQUENCER_DATA.
 REFUSED = [
     # silent wrong results before issue 13
-    ("limit-train negative", ["--limit-train", "-5"], {}, UsageError, r"--limit-train -5: expected a number of training images >= 1"),
+    ("limit-train negative", ["--limit-train", "-5"], {}, UsageError,
+     r"--limit-train -5: expected a number of training images >= 1"),
     ("limit-train zero", ["--limit-train", "0"], {}, UsageError, r"--limit-train 0: expected .* >= 1"),
-    ("limit-test zero", ["--limit-test", "0"], {}, UsageError, r"--limit-test 0: expected a number of test images >= 1"),
+    ("limit-test zero", ["--limit-test", "0"], {}, UsageError,
+     r"--limit-test 0: expected a number of test images >= 1"),
     ("limit-test negative", ["--limit-test", "-1"], {}, UsageError, r"--limit-test -1: expected"),
-    ("warmup negative", ["--warmup-epochs", "-1"], {}, UsageError, r"--warmup-epochs -1.0: expected a number of epochs in \[0, --epochs = 1\]"),
-    ("warmup beyond the run", ["--warmup-epochs", "5", "--epochs", "2"], {}, UsageError, r"--warmup-epochs 5.0: .*\[0, --epochs = 2\]"),
+    ("warmup negative", ["--warmup-epochs", "-1"], {}, UsageError,
+     r"--warmup-epochs -1.0: expected a number of epochs in \[0, --epochs = 1\]"),
+    ("warmup beyond the run", ["--warmup-epochs", "5", "--epochs", "2"], {}, UsageError,
+     r"--warmup-epochs 5.0: .*\[0, --epochs = 2\]"),
     ("warmup nan", ["--warmup-epochs", "nan"], {}, UsageError, r"--warmup-epochs nan: expected"),
     ("data root empty", ["--data-root", "{empty}"], {}, DataNotFoundError,
-     r"(?s)Fashion-MNIST not found in the data root\. Expected the four IDX files train-images-idx3-ubyte\[\.gz\].*{empty}.*nothing else is searched"),
-    ("data root misspelt", ["--data-root", "{tmp}/fahsion"], {}, DataNotFoundError, r"data root '.*/fahsion' does not exist"),
-    ("data root is a file", ["--data-root", "{a_file}"], {}, DataNotFoundError, r"data root '.*a_file' is not a folder"),
+     r"(?s)Fashion-MNIST not found in the data root\. Expected the four IDX files "
+     r"train-images-idx3-ubyte\[\.gz\].*{empty}.*nothing else is searched"),
+    ("data root misspelt", ["--data-root", "{tmp}/fahsion"], {}, DataNotFoundError,
+     r"data root '.*/fahsion' does not exist"),
+    ("data root is a file", ["--data-root", "{a_file}"], {}, DataNotFoundError,
+     r"data root '.*a_file' is not a folder"),
     ("SEQUENCER_DATA empty", [], {"SEQUENCER_DATA": "{empty}"}, DataNotFoundError,
      r"(?s)Fashion-MNIST not found in \$SEQUENCER_DATA='.*empty'\. Expected the four IDX files.*drop SEQUENCER_DATA"),
     ("SEQUENCER_DATA misspelt", [], {"SEQUENCER_DATA": "{tmp}/fahsion"}, DataNotFoundError,
@@ -119,7 +127,8 @@ REFUSED = [
     ("lr zero", ["--lr", "0"], {}, UsageError, r"--lr 0.0: expected a learning rate > 0"),
     ("lr negative", ["--lr=-1e-3"], {}, UsageError, r"--lr -0.001: expected a learning rate > 0"),
     ("lr infinite", ["--lr", "inf"], {}, UsageError, r"--lr inf: expected"),
-    ("weight decay negative", ["--weight-decay", "-0.1"], {}, UsageError, r"--weight-decay -0.1: expected a weight decay >= 0"),
+    ("weight decay negative", ["--weight-decay", "-0.1"], {}, UsageError,
+     r"--weight-decay -0.1: expected a weight decay >= 0"),
     ("drop path 1", ["--drop-path", "1.0"], {}, UsageError, r"--drop-path 1.0: expected a drop-path rate in \[0, 1\)"),
     ("drop path 2", ["--drop-path", "2.0"], {}, UsageError, r"--drop-path 2.0: expected a drop-path rate"),
     ("smoothing 1", ["--smoothing", "1"], {}, UsageError, r"--smoothing 1.0: expected a label smoothing in \[0, 1\)"),
@@ -130,29 +139,36 @@ REFUSED = [
     ("stop-after zero", ["--stop-after", "0"], {}, UsageError, r"--stop-after 0: expected a number of epochs >= 1"),
     ("workers negative", ["--workers", "-2"], {}, UsageError, r"--workers -2: expected"),
     ("threads zero", ["--threads", "0"], {}, UsageError, r"--threads 0: expected a number of threads >= 1"),
-    ("unknown model", ["--model", "resnet50"], {}, UsageError, r"--model 'resnet50': expected one of .*sequencer2d_mini28.*small_cnn"),
+    ("unknown model", ["--model", "resnet50"], {}, UsageError,
+     r"--model 'resnet50': expected one of .*sequencer2d_mini28.*small_cnn"),
     ("no such CUDA device", ["--device", "cuda:99"], {}, UsageError, r"--device 'cuda:99': .*CUDA"),
     ("not a device", ["--device", "gpu0"], {}, UsageError, r"--device 'gpu0': not a device name"),
     ("bad SEQUENCER_BUDGET", [], {"SEQUENCER_BUDGET": "huge"}, UsageError,
      r"SEQUENCER_BUDGET='huge' is not a budget"),
     ("ema 1", ["--ema", "1.0"], {}, UsageError, r"--ema 1.0: expected an EMA decay in \(0, 1\)"),
-    ("img-sizes not numbers", ["--img-sizes", "20,big"], {}, UsageError, r"--img-sizes '20,big': expected image sides >= 1"),
+    ("img-sizes not numbers", ["--img-sizes", "20,big"], {}, UsageError,
+     r"--img-sizes '20,big': expected image sides >= 1"),
     ("img-sizes zero", ["--img-sizes", "0,28"], {}, UsageError, r"--img-sizes '0,28': expected"),
     ("aug-from-epoch beyond the run", ["--aug-from-epoch", "3", "--epochs", "2"], {}, UsageError,
      r"--aug-from-epoch 3: expected an epoch in \[0, --epochs = 2\)"),
     ("val negative", ["--val", "-1"], {}, UsageError, r"--val -1: expected a number of validation images >= 0"),
-    ("val all of the training images", ["--val", "48"], {}, UsageError, r"--val 48: expected fewer validation images than --limit-train 48"),
+    ("val all of the training images", ["--val", "48"], {}, UsageError,
+     r"--val 48: expected fewer validation images than --limit-train 48"),
     ("val larger than the data", ["--val", "100", "--limit-train", "200"], {}, UsageError,
      r"--val 100: expected fewer validation images than the 64 training images"),
     ("model-arg without =", ["--model-arg", "depth"], {}, UsageError, r"--model-arg expects KEY=VALUE, got 'depth'"),
-    ("model-arg unknown key", ["--model-arg", "colour=3"], {}, UsageError, r"--model small_cnn --model-arg colour=3: .*colour"),
+    ("model-arg unknown key", ["--model-arg", "colour=3"], {}, UsageError,
+     r"--model small_cnn --model-arg colour=3: .*colour"),
     ("every problem at once", ["--lr", "0", "--limit-train", "-5", "--warmup-epochs", "-1"], {}, UsageError,
      r"(?s)invalid arguments:.*--limit-train -5.*--lr 0.0.*--warmup-epochs -1.0"),
     # --out
-    ("out is a file", ["--out", "{a_file}"], {}, UsageError, r"--out '.*a_file' is an existing file; expected a folder"),
-    ("out below a file", ["--out", "{a_file}/run"], {}, UsageError, r"--out .*a_file/run cannot be created: a part of that path is a file"),
+    ("out is a file", ["--out", "{a_file}"], {}, UsageError,
+     r"--out '.*a_file' is an existing file; expected a folder"),
+    ("out below a file", ["--out", "{a_file}/run"], {}, UsageError,
+     r"--out .*a_file/run cannot be created: a part of that path is a file"),
     # sysfs refuses new files even to root: a real kernel refusal without a read-only mount
-    ("out cannot be created", ["--out", "/sys/fs/sequencer-run"], {}, UsageError, r"--out /sys/fs/sequencer-run cannot be created: permission denied"),
+    ("out cannot be created", ["--out", "/sys/fs/sequencer-run"], {}, UsageError,
+     r"--out /sys/fs/sequencer-run cannot be created: permission denied"),
     ("out not writable", ["--out", "/sys/fs"], {}, UsageError, r"--out /sys/fs is not writable: permission denied"),
 ]
 
@@ -191,7 +207,8 @@ def test_cli_refuses_before_any_work(case, trees, tmp_path, monkeypatch):
 
 RESUME_REFUSED = [
     ("changed limit-train, same steps per epoch", ["--limit-train", "40"], r"(?s)data n_train: checkpoint 48 vs now 40 "
-     r"\(a different --limit-train.*data train_indices: checkpoint '\w+' vs now '\w+' \(another subset of the training"),
+     r"\(a different --limit-train.*data train_indices: checkpoint '\w+' vs now '\w+' "
+     r"\(another subset of the training"),
     ("changed limit-test", ["--limit-test", "16"], r"data n_test: checkpoint 32 vs now 16 \(a different --limit-test"),
     ("other data, same sizes", ["--data-root", "{fm_other}"], r"(?s)data train_content: .*other training images or "
      r"labels.*data test_content"),
@@ -336,7 +353,8 @@ def _erf(images):
 
 LIBRARY = [
     # (id, call(tmp_path, trees), exception, regex)
-    ("subset -5 is not 'all but 5'", lambda t, tr: _toy_dataset().subset(-5), ValueError, r"limit must be a whole number >= 1 .*got -5"),
+    ("subset -5 is not 'all but 5'", lambda t, tr: _toy_dataset().subset(-5),
+     ValueError, r"limit must be a whole number >= 1 .*got -5"),
     ("subset 0", lambda t, tr: _toy_dataset().subset(0), ValueError, r"limit must be a whole number >= 1"),
     ("make_loaders limit_train -5", lambda t, tr: data.make_loaders("fashion_mnist", 8, limit_train=-5, root=tr["fm"]),
      ValueError, r"limit_train must be a whole number >= 1 .*got -5"),
@@ -349,25 +367,36 @@ LIBRARY = [
     ("pretrained: a list", lambda t, tr: _pretrained(checkpoint=_save(t / "list.pth", [1, 2])),
      RuntimeError, r"checkpoint file '.*list.pth' holds a list, expected a state dict"),
     ("pretrained: a malicious pickle", lambda t, tr: _pretrained(checkpoint=_evil_pickle(t / "evil.pth", t / "pwned")),
-     RuntimeError, r"evil.pth' is not a PyTorch weights file .*it holds the Python object posix.system, which weights-only loading refuses"),
-    ("pretrained: no such file", lambda t, tr: _pretrained(checkpoint=t / "missing.pth"), RuntimeError, r"missing.pth' does not exist"),
-    ("pretrained: unknown name", lambda t, tr: _pretrained("sequencer2d_xs"), ValueError, r"pretrained weights exist for"),
-    ("pretrained: timeout 0", lambda t, tr: _pretrained(timeout=0), ValueError, r"timeout must be a number of seconds > 0"),
-    ("load_checkpoint: a malicious pickle", lambda t, tr: train.load_checkpoint(_evil_pickle(t / "last.pt", t / "pwned"), _tiny()),
+     RuntimeError, r"evil.pth' is not a PyTorch weights file .*it holds the Python object posix.system, "
+     r"which weights-only loading refuses"),
+    ("pretrained: no such file", lambda t, tr: _pretrained(checkpoint=t / "missing.pth"),
+     RuntimeError, r"missing.pth' does not exist"),
+    ("pretrained: unknown name", lambda t, tr: _pretrained("sequencer2d_xs"),
+     ValueError, r"pretrained weights exist for"),
+    ("pretrained: timeout 0", lambda t, tr: _pretrained(timeout=0),
+     ValueError, r"timeout must be a number of seconds > 0"),
+    ("load_checkpoint: a malicious pickle",
+     lambda t, tr: train.load_checkpoint(_evil_pickle(t / "last.pt", t / "pwned"), _tiny()),
      RuntimeError, r"last.pt is unreadable .*Refusing to resume"),
     ("load_checkpoint: a text file", lambda t, tr: train.load_checkpoint(_write(t / "last.pt", "hello"), _tiny()),
      RuntimeError, r"last.pt is unreadable"),
-    ("ERF of zero images", lambda t, tr: _erf(torch.zeros(0, 1, 28, 28)), ValueError, r"N >= 1, got torch.float32 \(0, 1, 28, 28\)"),
-    ("ERF of uint8 images", lambda t, tr: _erf(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)), ValueError, r"float .*got torch.uint8"),
+    ("ERF of zero images", lambda t, tr: _erf(torch.zeros(0, 1, 28, 28)),
+     ValueError, r"N >= 1, got torch.float32 \(0, 1, 28, 28\)"),
+    ("ERF of uint8 images", lambda t, tr: _erf(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)),
+     ValueError, r"float .*got torch.uint8"),
     ("ERF of a 3-d tensor", lambda t, tr: _erf(torch.zeros(1, 28, 28)), ValueError, r"\(N, C, H, W\)"),
-    ("CIFAR pickle that runs code", lambda t, tr: data.read_cifar(_evil_cifar(t), "cifar10"), ValueError, r"is not allowed in a CIFAR batch"),
-    ("IDX with a bad magic number", lambda t, tr: data.read_idx(_write(t / "x-idx3-ubyte", "hello world")), ValueError, r"not an IDX file"),
+    ("CIFAR pickle that runs code", lambda t, tr: data.read_cifar(_evil_cifar(t), "cifar10"),
+     ValueError, r"is not allowed in a CIFAR batch"),
+    ("IDX with a bad magic number", lambda t, tr: data.read_idx(_write(t / "x-idx3-ubyte", "hello world")),
+     ValueError, r"not an IDX file"),
     ("batch size 0", lambda t, tr: data.TensorLoader(_toy_dataset(), 0), ValueError, r"batch_size must be >= 1"),
-    ("unknown augmentation preset", lambda t, tr: AugmentConfig.preset("strong"), ValueError, r"augmentation preset must be one of"),
+    ("unknown augmentation preset", lambda t, tr: AugmentConfig.preset("strong"),
+     ValueError, r"augmentation preset must be one of"),
     ("unknown dataset", lambda t, tr: dataset_info("mnist"), ValueError, r"dataset must be one of"),
     ("TrainConfig amp fp8", lambda t, tr: train.TrainConfig(amp="fp8"), ValueError, r"amp must be"),
     ("TrainConfig epochs 0", lambda t, tr: train.TrainConfig(epochs=0), ValueError, r"need epochs >= 1"),
-    ("results payload not a dict", lambda t, tr: _write_results(t / "r.json", [1]), TypeError, r"payload must be a dict"),
+    ("results payload not a dict", lambda t, tr: _write_results(t / "r.json", [1]),
+     TypeError, r"payload must be a dict"),
 ]
 
 
@@ -471,7 +500,8 @@ def test_permission_errors_name_the_file_not_the_cleanup(tmp_path, monkeypatch, 
 def test_results_json_disk_full(tmp_path, monkeypatch):
     from sequencer_mini import provenance
     real_fdopen = os.fdopen
-    monkeypatch.setattr(provenance.os, "fdopen", lambda fd, *a, **k: (os.close(fd), real_fdopen(os.open("/dev/full", os.O_WRONLY), *a, **k))[1])
+    monkeypatch.setattr(provenance.os, "fdopen",
+                        lambda fd, *a, **k: (os.close(fd), real_fdopen(os.open("/dev/full", os.O_WRONLY), *a, **k))[1])
     with pytest.raises(OSError, match=r"no space left on the device while writing .*r.json: it needs about"):
         provenance.write_results(tmp_path / "r.json", {"v": 1})
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind
@@ -495,8 +525,8 @@ def _wait_for_epoch(out: Path, proc: subprocess.Popen, timeout: float = 600) -> 
         time.sleep(0.01)
 
 
-INTERRUPTED = ["--dataset", "fashion_mnist", "--model", "small_cnn", "--budget", "ci", "--device", "cpu", "--epochs", "6",
-               "--limit-train", "64", "--limit-test", "32", "--threads", "1"]
+INTERRUPTED = ["--dataset", "fashion_mnist", "--model", "small_cnn", "--budget", "ci", "--device", "cpu",
+               "--epochs", "6", "--limit-train", "64", "--limit-test", "32", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -504,7 +534,8 @@ def uninterrupted(trees, tmp_path_factory) -> dict:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SEQUENCER_QUIET", "1")
         threads = torch.get_num_threads()
-        payload = main([*INTERRUPTED, "--data-root", str(trees["fm"]), "--out", str(tmp_path_factory.mktemp("straight"))])
+        payload = main([*INTERRUPTED, "--data-root", str(trees["fm"]),
+                        "--out", str(tmp_path_factory.mktemp("straight"))])
         torch.set_num_threads(threads)
     return payload
 
@@ -587,6 +618,7 @@ def test_pretrained_fails_fast_on_a_refused_port(monkeypatch):
     monkeypatch.setitem(w.OFFICIAL_URLS, "sequencer2d_s", f"http://127.0.0.1:{port}/sequencer2d_s.pth")
     monkeypatch.setitem(w.MODELS, "sequencer2d_s", lambda **kw: torch.nn.Linear(1, 1))  # time the network only
     t0 = time.monotonic()
-    with pytest.raises(RuntimeError, match=r"(?s)needs internet.*no network connection to 127.0.0.1.*no network connection"):
+    with pytest.raises(RuntimeError,
+                       match=r"(?s)needs internet.*no network connection to 127.0.0.1.*no network connection"):
         w.pretrained("sequencer2d_s", timeout=30)
     assert time.monotonic() - t0 < 5

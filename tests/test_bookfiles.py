@@ -10,7 +10,6 @@ import pytest
 
 matplotlib.use("Agg")
 
-from sequencer_mini import bookfiles  # noqa: E402
 from sequencer_mini.bookfiles import (RecordedRun, chapter_map, is_gpu_device, public_command,  # noqa: E402
                                       public_provenance, recorded_runs, recorded_runs_text, repo_file)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys
@@ -163,7 +162,8 @@ def test_setup_cell_installs_from_a_clone_in_a_colab_like_env(tmp_path, monkeypa
     content.mkdir()
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.delenv("PYTHONPATH", raising=False)
-    for name, value in {"SEQUENCER_REPO_URL": f"file://{remote}", "SEQUENCER_COLAB_DIR": str(content / "sequencer-book"),
+    for name, value in {"SEQUENCER_REPO_URL": f"file://{remote}",
+                        "SEQUENCER_COLAB_DIR": str(content / "sequencer-book"),
                         "SEQUENCER_BUDGET": "ci", "SEQUENCER_OFFLINE": "1", "SEQUENCER_QUIET": "1",
                         "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(WHEELHOUSE),
                         "PIP_DISABLE_PIP_VERSION_CHECK": "1", "MPLBACKEND": "Agg"}.items():
@@ -171,7 +171,8 @@ def test_setup_cell_installs_from_a_clone_in_a_colab_like_env(tmp_path, monkeypa
 
     stamp = load_tool("stamp_setup_cells")
     chapter = nbformat.read(ROOT / "book" / f"{CHAPTER}.ipynb", as_version=4)
-    cells = [nbformat.v4.new_code_cell('import sys, types\nsys.modules["google.colab"] = types.ModuleType("google.colab")'),
+    cells = [nbformat.v4.new_code_cell('import sys, types\n'
+                                       'sys.modules["google.colab"] = types.ModuleType("google.colab")'),
              nbformat.v4.new_code_cell(stamp.setup_source(chapter=CHAPTER))]
     cells += [c for c in chapter.cells[1:] if c.cell_type == "code"]
     cells.append(nbformat.v4.new_code_cell(CHECK))

@@ -106,7 +106,8 @@ def test_sharded_dataloader_reads_only_its_share():
 
 def test_uneven_splits_are_refused_with_the_reason():
     loader = GlobalBatches()
-    with pytest.raises(ValueError, match=r"global batch size \(4\) must be a multiple of the number of processes \(3\)"):
+    with pytest.raises(ValueError,
+                       match=r"global batch size \(4\) must be a multiple of the number of processes \(3\)"):
         ShardedLoader(loader, 0, 3)
     loader.dataset = list(range(9))  # last batch: 1 image for 2 processes
     with pytest.raises(ValueError, match="last batch holds 1 image"):

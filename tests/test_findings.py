@@ -161,7 +161,8 @@ def test_ablation_variants_build_and_have_similar_size():
         with torch.no_grad():
             assert model(x).shape == (1, 10)
         assert 0.7 * base < cost.param_count(model) < 1.05 * base, name
-    assert cost.param_count(ablations.ablation_model("vertical_only")) == cost.param_count(ablations.ablation_model("vanilla"))
+    assert (cost.param_count(ablations.ablation_model("vertical_only"))
+            == cost.param_count(ablations.ablation_model("vanilla")))
 
 
 def test_summarize_ablation_pairs_by_seed():

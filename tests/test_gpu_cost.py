@@ -24,7 +24,8 @@ def load_tool(name: str):
 
 
 def differences(a, b, where: str = "") -> list[str]:
-    """Where two JSON values differ; numbers may differ by 2 % (activation bytes vary a little across torch versions)."""
+    """Where two JSON values differ; numbers may differ by 2 % (activation bytes vary a little across torch
+    versions)."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = [f"{where}/{k}: only in one" for k in set(a) ^ set(b)]
         return out + [d for k in set(a) & set(b) for d in differences(a[k], b[k], f"{where}/{k}")]
@@ -45,7 +46,8 @@ def test_gpu_cost_file_is_current():
     fresh = json.loads(tool.render(tool.build()))
     stored = json.loads(FILE.read_text(encoding="utf-8"))
     problems = differences(stored, fresh)
-    assert not problems, "book/data/gpu_cost.json is not current (run python tools/gpu_cost.py):\n" + "\n".join(problems[:20])
+    assert not problems, ("book/data/gpu_cost.json is not current (run python tools/gpu_cost.py):\n"
+                          + "\n".join(problems[:20]))
 
 
 def test_every_chapter_has_a_cost_and_the_setup_line_shows_it():

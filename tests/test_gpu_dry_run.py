@@ -6,8 +6,9 @@ batch sizes, image sizes, data paths, plots, glue) while every training or sweep
 loops) stops after two items. CUDA is hidden, so the device falls back to the CPU although the budget is
 ``gpu``; downloads are off (``SEQUENCER_OFFLINE``). CIFAR-10 and Imagenette come as small random fixtures
 (``$SEQUENCER_DATA``), so that chapters 7 and 8 run their gpu-budget training paths (on the CPU, which a dry
-run allows) instead of the "no data here" fallback; Fashion-MNIST is the real one. Each notebook runs in a fresh kernel on a copy of ``book/``: whatever a dry run writes (results
-files marked ``dry_run``, checkpoints) stays in the test's temporary folder.
+run allows) instead of the "no data here" fallback; Fashion-MNIST is the real one. Each notebook runs in a
+fresh kernel on a copy of ``book/``: whatever a dry run writes (results files marked ``dry_run``,
+checkpoints) stays in the test's temporary folder.
 
 Run one chapter: ``python -m pytest tests/test_gpu_dry_run.py -k 07``.
 """

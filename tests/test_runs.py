@@ -70,7 +70,8 @@ def test_interrupted_run_resumes_on_rerun(no_drive, monkeypatch, capsys):
         calls.append(argv)
         return train_main(argv)
 
-    first, source, folder = runs.recorded_or_trained(missing, "python -m ...", [*ARGS, "--stop-after", "1"], "fm", train)
+    first, source, folder = runs.recorded_or_trained(missing, "python -m ...", [*ARGS, "--stop-after", "1"], "fm",
+                                                     train)
     assert "is missing" in capsys.readouterr().out
     assert folder == no_drive / "ckpt" / "fm" and (folder / "last.pt").is_file()
     assert not first["complete"] and first["epochs_completed"] == 1 and "NOT complete" in source

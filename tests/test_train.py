@@ -215,8 +215,8 @@ def test_cli_writes_results_json(tmp_path):
     env = {**os.environ, "SEQUENCER_DATA": str(tmp_path / "fm"), "SEQUENCER_OFFLINE": "1", "SEQUENCER_QUIET": "1",
            "OMP_NUM_THREADS": "1"}
     out = tmp_path / "run"
-    proc = run_cli("--dataset", "fashion_mnist", "--model", "small_cnn", "--budget", "ci", "--limit-train", "48", "--device", "cpu",
-                   "--out", str(out), env=env)
+    proc = run_cli("--dataset", "fashion_mnist", "--model", "small_cnn", "--budget", "ci", "--limit-train", "48",
+                   "--device", "cpu", "--out", str(out), env=env)
     assert proc.returncode == 0, proc.stderr
     res = json.loads((out / "results.json").read_text())
     assert res["complete"] and res["history"]["epoch"] == [1] and res["n_train"] == 48 and res["n_test"] == 32
@@ -233,8 +233,8 @@ def test_cli_stop_and_resume(tmp_path, monkeypatch):
     make_idx_tree(tmp_path / "fm", n_train=64, n_test=32)
     monkeypatch.setenv("SEQUENCER_DATA", str(tmp_path / "fm"))
     monkeypatch.setenv("SEQUENCER_BUDGET", "ci")  # main() sets it from --budget; monkeypatch restores it
-    common = ["--dataset", "fashion_mnist", "--model", "sequencer2d_mini28", "--budget", "ci", "--epochs", "2", "--device", "cpu",
-              "--limit-train", "32", "--limit-test", "32", "--out", str(tmp_path / "run")]
+    common = ["--dataset", "fashion_mnist", "--model", "sequencer2d_mini28", "--budget", "ci", "--epochs", "2",
+              "--device", "cpu", "--limit-train", "32", "--limit-test", "32", "--out", str(tmp_path / "run")]
     partial = main([*common, "--stop-after", "1"])
     assert partial["complete"] is False and partial["epochs_completed"] == 1
     done = main([*common, "--resume"])

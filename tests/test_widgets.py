@@ -29,8 +29,10 @@ def tiny_models() -> tuple[dict[str, dict[str, nn.Module]], dict[str, list[str]]
     seq_random = Sequencer2D(layers=(2,), patch_sizes=(1,), embed_dims=(8,), hidden_sizes=(2,), mlp_ratios=(1.0,),
                              in_chans=1, num_classes=3)
     cnn = nn.Sequential(*[nn.Sequential(nn.Conv2d(1 if i == 0 else 4, 4, 3, padding=1), nn.ReLU()) for i in range(3)])
-    cnn_random = nn.Sequential(*[nn.Sequential(nn.Conv2d(1 if i == 0 else 4, 4, 3, padding=1), nn.ReLU()) for i in range(3)])
-    models = {"Sequencer2D": {"trained": seq, "random init": seq_random}, "CNN": {"trained": cnn, "random init": cnn_random}}
+    cnn_random = nn.Sequential(*[nn.Sequential(nn.Conv2d(1 if i == 0 else 4, 4, 3, padding=1), nn.ReLU())
+                                 for i in range(3)])
+    models = {"Sequencer2D": {"trained": seq, "random init": seq_random},
+              "CNN": {"trained": cnn, "random init": cnn_random}}
     layers = {"Sequencer2D": ["stages.0.blocks.0", "stages.0.blocks.1"], "CNN": ["0", "1", "2"]}
     return models, layers
 

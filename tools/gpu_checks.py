@@ -62,7 +62,8 @@ def main() -> int:
     # positions may be zero for a handful of images: require most of the cross to be positive.
     ok = bool((raw[~cross] == 0).all()) and (raw[cross] > 0).float().mean().item() > 0.5
     check("ERF on cuDNN (eval model) is an exact cross", ok,
-          f"off-cross max={raw[~cross].max().item():.2e}, positive on cross={(raw[cross] > 0).float().mean().item():.2f}")
+          f"off-cross max={raw[~cross].max().item():.2e}, "
+          f"positive on cross={(raw[cross] > 0).float().mean().item():.2f}")
     check("modes restored after ERF", modes_before == {n: m.training for n, m in one.named_modules()})
     print(f"device: {torch.cuda.get_device_name()} torch {torch.__version__}")
     return 1 if failures else 0

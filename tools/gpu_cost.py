@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -211,7 +210,8 @@ def build() -> dict:
         "07_cifar_gpu": [
             ("sequencer2d_mini32, CIFAR-10, the gpu recipe", ("sequencer2d_mini32@32", cifar["epochs"], 50_000, 10_000,
                                                               cifar["batch_size"])),
-            ("the wide configuration, the same recipe", ("wide@32", cifar["epochs"], 50_000, 10_000, cifar["batch_size"])),
+            ("the wide configuration, the same recipe", ("wide@32", cifar["epochs"], 50_000, 10_000,
+                                                         cifar["batch_size"])),
             ("the demonstration (5 epochs, 10,000 images)", ("sequencer2d_mini32@32", 5, 10_000, 10_000, 64)),
         ],
         "08_imagenet_subset": [
@@ -302,7 +302,8 @@ def build() -> dict:
         "inputs": {
             "measured": {k: {"path": rel(p), "date": _load(p)["provenance"]["date"],
                              "device": _load(p)["provenance"]["device"]} for k, p in MEASURED.items()},
-            "models": {k: {"params": v["params"], "macs": v["macs"], "lstm_steps": v["lstm_steps"], "saved_mib_per_image": round(v["saved_bytes"] / 2**20, 3)}
+            "models": {k: {"params": v["params"], "macs": v["macs"], "lstm_steps": v["lstm_steps"],
+                           "saved_mib_per_image": round(v["saved_bytes"] / 2**20, 3)}
                        for k, v in stats.items()},
             "notebooks_cpu_time_s": {stem: nb.metadata["sequencer"]["cpu_time_s"] for stem, nb in nbs.items()},
         },

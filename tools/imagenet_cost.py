@@ -56,7 +56,8 @@ def table(est: dict) -> str:
     ]
     for r in est["rows"]:
         lines.append(f"| {r['model']} | {r['macs_G']:.1f} G | {r['top1']:.1f} % | {r['steps']:,} | "
-                     f"{r['exaflop']:.1f} EFLOP | {r['images_per_s']:.0f} | {r['gpu_hours']:,.0f} | {r['wall_days']:.1f} |")
+                     f"{r['exaflop']:.1f} EFLOP | {r['images_per_s']:.0f} | {r['gpu_hours']:,.0f} | "
+                     f"{r['wall_days']:.1f} |")
     lines.append("")
     lines.append(f"*{est['images']:,} training images × {est['epochs']} epochs at a global batch of "
                  f"{est['global_batch']:,}; computed by `tools/imagenet_cost.py` from `book/data/paper.json` and "
