@@ -147,6 +147,16 @@ def plot_race(runs: dict[str, dict[int, dict[str, Any]]], reference: dict[str, A
     return fig
 
 
+def _params(results: dict[str, Any]) -> int:
+    """The run's parameter count; a stopped run's file may lack it, then it is counted from the model config."""
+    if results.get("params") is not None:
+        return results["params"]
+    from .sequencer2d import Sequencer2D, Sequencer2DConfig
+
+    config = {k: v for k, v in results["model_config"].items() if k != "name"}
+    return sum(p.numel() for p in Sequencer2D(Sequencer2DConfig(**config)).parameters())
+
+
 def recipe_levers(results: dict[str, Any]) -> dict[str, Any]:
     """The levers of one recorded run, read from its results file, for the recipe-ablation table:
     ``{"params", "epochs", "images_seen", "lr", "augmentation", "smoothing", "ema", "sizes", "complete", "final",
@@ -158,7 +168,7 @@ def recipe_levers(results: dict[str, Any]) -> dict[str, Any]:
     start = recipe.get("aug_from_epoch") or 0
     augmentation = "none" if not parts else "+".join(parts) + (f" from epoch {start + 1}" if start else "")
     raw = (history.get("test_acc_raw") or [None])[-1]
-    return {"params": results["params"], "epochs": results["epochs_completed"],
+    return {"params": _params(results), "epochs": results["epochs_completed"],
             "images_seen": history.get("images_seen", [None])[-1] or results["epochs_completed"] * results["n_train"],
             "lr": recipe["lr"],
             "augmentation": augmentation, "smoothing": aug.get("label_smoothing", 0.0), "ema": recipe.get("ema_decay"),

@@ -132,6 +132,23 @@ def test_recipe_table_rows_parse_and_stay_under_a_million():
         assert sum(p.numel() for p in model.parameters()) < 1_000_000
 
 
+def test_recipe_levers_read_a_run_and_count_a_stopped_runs_parameters():
+    run = fake_run([0.8, 0.9], [0.85, 0.92])
+    run["recipe"].update(aug={"crop_padding": 2, "hflip": True, "label_smoothing": 0.1}, aug_from_epoch=1,
+                         ema_decay=0.998)
+    run["n_train"] = 60000
+    v = race.recipe_levers(run)
+    assert (v["params"], v["epochs"], v["images_seen"], v["final"], v["raw"]) == (100, 2, 120000, 0.9, 0.9)
+    assert v["augmentation"] == "crop+flip from epoch 2" and v["smoothing"] == 0.1 and v["ema"] == 0.998
+    assert v["wall_min"] == 2.0 and v["threads"] == 2 and v["complete"]
+    from sequencer_mini.sequencer2d import preset_config
+
+    config = {"name": "tiny", **preset_config("sequencer2d_mini28", **TINY).to_dict()}
+    stopped = dict(run, params=None, complete=False, model_config=config)
+    model, _ = build_model("sequencer2d_mini28", 1, 10, 28, **TINY)
+    assert race.recipe_levers(stopped)["params"] == sum(p.numel() for p in model.parameters())
+
+
 def fake_run(acc: list[float], train: list[float], threads: int = 2) -> dict:
     n = len(acc)
     return {"complete": True, "params": 100, "macs": 10, "final_test_acc": acc[-1], "epochs_completed": n,
