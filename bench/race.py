@@ -54,11 +54,6 @@ def race_commands(seeds: list[int], threads: int) -> list[list[str]]:
             for seed in seeds for name in sorted(RECIPES) if name.startswith("fmnist-race-")]
 
 
-def ablation_commands(threads: int) -> list[list[str]]:
-    """Chapter 6's recipe table: the full-length runs of the Sequencer that are not race runs (``RECIPE_TABLE``)."""
-    return recipe_table_commands(threads)
-
-
 def sweep_choice(folder: Path = ROOT / SWEEP_DIR) -> dict[str, dict]:
     """model -> {"lr": best peak lr on validation, "val_acc": {lr: accuracy}} from the sweep's results files."""
     out: dict[str, dict] = {}
@@ -86,10 +81,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--logs", type=Path, default=Path("/tmp/race-logs"))
     args = p.parse_args()
-    cmds = {"sweep": sweep_commands, "ablate": ablation_commands}.get(
+    # ablate: chapter 6's recipe table, the Sequencer's full-length runs that are not race runs (RECIPE_TABLE)
+    cmds = {"sweep": sweep_commands, "ablate": recipe_table_commands}.get(
         args.step, lambda t: race_commands(args.seeds, t))(args.threads)
     if args.step == "commands":
-        print("\n".join(shlex.join(c) for c in sweep_commands(args.threads) + cmds + ablation_commands(args.threads)))
+        everything = sweep_commands(args.threads) + cmds + recipe_table_commands(args.threads)
+        print("\n".join(shlex.join(c) for c in everything))
         return
     args.logs.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(args.jobs) as pool:

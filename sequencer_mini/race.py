@@ -148,13 +148,14 @@ def plot_race(runs: dict[str, dict[int, dict[str, Any]]], reference: dict[str, A
 
 
 def _params(results: dict[str, Any]) -> int:
-    """The run's parameter count; a stopped run's file may lack it, then it is counted from the model config."""
+    """The run's parameter count. Files written by an earlier version of the training CLI for a stopped run (the
+    progressive-resizing run of chapter 6) lack it; then it is counted from the recorded model config."""
     if results.get("params") is not None:
         return results["params"]
-    from .sequencer2d import Sequencer2D, Sequencer2DConfig
+    from .cost import param_count
+    from .sequencer2d import Sequencer2D
 
-    config = {k: v for k, v in results["model_config"].items() if k != "name"}
-    return sum(p.numel() for p in Sequencer2D(Sequencer2DConfig(**config)).parameters())
+    return param_count(Sequencer2D(**{k: v for k, v in results["model_config"].items() if k != "name"}))
 
 
 def recipe_levers(results: dict[str, Any]) -> dict[str, Any]:
