@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import time_pair, train_step  # noqa: E402
 
-from sequencer_mini.provenance import write_results  # noqa: E402
-from sequencer_mini.train import build_model, cpu_bf16_native  # noqa: E402
+from sequencer_mini.core.provenance import write_results  # noqa: E402
+from sequencer_mini.train.loop import cpu_bf16_native
+from sequencer_mini.train.recipes import build_model  # noqa: E402
 
 MODELS = ("sequencer2d_mini28", "sequencer2d_fast28", "small_cnn", "small_vit")
 

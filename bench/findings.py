@@ -8,20 +8,20 @@ Parts (each writes its own results file, ``OUT/findings-<part>.json``):
     tokens of 4 × 4 pixels), so the sweep uses multiples of 4 only: 44 px (≈1.57×) stands in for 1.5×.
     Images are resized whole, never cropped.
 ``corruption``
-    The race's models under six corruptions at severities 1-5 (``sequencer_mini.robustness.corrupt``), with the
+    The race's models under six corruptions at severities 1-5 (``sequencer_mini.analysis.robustness.corrupt``), with the
     corruption error normalised by the CNN's, as ImageNet-C's mCE is by AlexNet's.
 ``ablation``
-    The Sequencer2D ablations (``sequencer_mini.ablations.ABLATIONS``, variants of ``sequencer2d_fast28``)
+    The Sequencer2D ablations (``sequencer_mini.analysis.ablations.ABLATIONS``, variants of ``sequencer2d_fast28``)
     trained with one fixed recipe, once per seed (at ``cpu``: two passes over the 60,000 training images, scored on
     all 10,000 test images after the last); mean ± std and the paired difference to the baseline.
 
 Both parts run twice on the second (evaluation) half of the test set: on the race's final models, and on the
 epoch checkpoints at which the three models reach a matched clean accuracy on the first (selection) half
-(``sequencer_mini.robustness.matched_checkpoints``), so that a robustness difference is not a difference in
+(``sequencer_mini.analysis.robustness.matched_checkpoints``), so that a robustness difference is not a difference in
 clean accuracy in disguise.
 
 The models are the training chapter's race (``book/results/fmnist-race-<model>-s<seed>/final.pt``), loaded
-with ``sequencer_mini.trained.load_race``; when weights are missing, its one fallback policy applies (the same
+with ``sequencer_mini.analysis.trained.load_race``; when weights are missing, its one fallback policy applies (the same
 recipe trained here at the current budget, the results say ``FALLBACK``; ``--fallback error`` stops instead).
 
 Usage::
@@ -53,10 +53,10 @@ PARTS = ("resolution", "corruption", "ablation")
 
 def sizes() -> dict[str, dict[str, Any]]:
     """Every experiment's size at the current budget (read after ``--budget`` has set the environment)."""
-    from sequencer_mini.budget import pick
-    from sequencer_mini.ablations import ABLATIONS
-    from sequencer_mini.robustness import CORRUPTIONS
-    from sequencer_mini.train import cpu_bf16_native
+    from sequencer_mini.analysis.ablations import ABLATIONS
+    from sequencer_mini.analysis.robustness import CORRUPTIONS
+    from sequencer_mini.core.budget import pick
+    from sequencer_mini.train.loop import cpu_bf16_native
 
     return {
         "models": dict(seed=0, checkpoint="final"),  # the race's recorded weights (trained.load_race)
@@ -79,7 +79,7 @@ def sizes() -> dict[str, dict[str, Any]]:
 
 def _existing(path: Path, current_budget: str) -> dict | None:
     """The results already in ``path`` if they were made at ``current_budget``, else None."""
-    from sequencer_mini.provenance import read_results
+    from sequencer_mini.core.provenance import read_results
 
     if not path.is_file():
         return None
@@ -122,11 +122,11 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from sequencer_mini import ablations, robustness, trained
-    from sequencer_mini.budget import budget, pick
-    from sequencer_mini.data import fashion_mnist_tensors
-    from sequencer_mini.provenance import write_results
-    from sequencer_mini.train import resolve_device
+    from sequencer_mini.analysis import ablations, robustness, trained
+    from sequencer_mini.core.budget import budget, pick
+    from sequencer_mini.core.provenance import write_results
+    from sequencer_mini.train.data import fashion_mnist_tensors
+    from sequencer_mini.train.loop import resolve_device
 
     current = budget()
     cfg = sizes()
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
                 payload["note_1p5x"] = (
                     "1.5x of 28 px is 42 px, not a multiple of 4 (4x4-pixel stem in sequencer2d_fast28; 4x4 "
                     "patches in small_vit); the sweep uses multiples of 4, so 44 px "
-                    f"(x{44 / 28:.2f}, sequencer_mini.robustness.nearest_valid_size(42, 4) = "
+                    f"(x{44 / 28:.2f}, sequencer_mini.analysis.robustness.nearest_valid_size(42, 4) = "
                     f"{robustness.nearest_valid_size(42, 4)}) stands in for 1.5x. Whole images are resized, never "
                     "cropped.")
             payload["test_split"] = ("robustness.test_halves(seed=0): evaluation on the second half of a fixed "

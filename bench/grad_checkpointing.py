@@ -5,7 +5,7 @@ the block in the backward pass. The memory it frees is the activations inside th
 gates of every step, which grow with the number of tokens, i.e. with the square of the resolution: the case
 the paper makes for Sequencer (high resolution) is the case where this matters.
 
-Each measurement is a **fresh Python subprocess** (as :func:`sequencer_mini.cost.peak_memory` does): build
+Each measurement is a **fresh Python subprocess** (as :func:`sequencer_mini.measure.cost.peak_memory` does): build
 the model, warm the math libraries up on a tiny input, read the resident set size, reset the kernel's peak
 counter (``/proc/self/clear_refs``), run one forward + backward, and report ``VmHWM - VmRSS``; then time
 ``--repeats`` more passes (median). Plain and checkpointed alternate for each resolution, on one thread.
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 CHILD = r"""
 import gc, json, statistics, sys, time
 import torch
-from sequencer_mini.sequencer2d import create_model
+from sequencer_mini.models.sequencer2d import create_model
 
 def status_kib(key):
     with open("/proc/self/status", encoding="ascii") as fh:
@@ -92,7 +92,7 @@ def main() -> None:
     if args.quick:
         args.model, args.sides = "sequencer2d_mini32", [32, 64]
         args.out = args.out.with_name("grad-checkpointing-cpu-quick.json")
-    from sequencer_mini.provenance import write_results
+    from sequencer_mini.core.provenance import write_results
 
     rows = []
     for side in args.sides:

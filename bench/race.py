@@ -3,13 +3,13 @@
 Three steps, each writing results files with provenance under ``book/results/``:
 
     python bench/race.py sweep              # each model's peak learning rate, chosen on validation images
-    python bench/race.py run --seeds 0 1    # the race: each recipe of sequencer_mini/recipes.py, per seed
+    python bench/race.py run --seeds 0 1    # the race: each recipe of sequencer_mini/train/recipes.py, per seed
     python bench/race.py ablate             # the Sequencer's other full-length recipes (chapter 6's recipe table)
     python bench/race.py commands           # print the exact training commands (what the README lists)
 
 The sweep gives every model the same small budget: one epoch of 20,000 training images at each of three peak
 learning rates, scored on 5,000 validation images carved from the training set (never the test set). The race
-recipes (``fmnist-race-*`` in ``sequencer_mini/recipes.py``) then use each model's best rate. ``--jobs 2 --threads
+recipes (``fmnist-race-*`` in ``sequencer_mini/train/recipes.py``) then use each model's best rate. ``--jobs 2 --threads
 1`` runs two trainings side by side with one thread each (more images per second in total on 2 cores than one
 run with two threads); a recipe is defined by the images it shows, so its result does not depend on that, only
 its wall time does (``--jobs 1 --threads 2`` is the setting that the 15-minute figures refer to).
@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from sequencer_mini.recipes import RACE_MODELS, RECIPES, recipe_table_commands  # noqa: E402
+from sequencer_mini.train.recipes import RACE_MODELS, RECIPES, recipe_table_commands  # noqa: E402
 
 SWEEP_LRS = ("1e-3", "2e-3", "4e-3")
 SWEEP_DIR = "book/results/fmnist-sweep"

@@ -2,7 +2,7 @@
 
 For each model and each input side it records parameters, MACs (LSTMs and attention counted; also what
 ``FlopCounterMode`` alone reports), images/s of a forward pass (and, on CUDA, of a forward+backward pass) and
-the peak memory increase of a forward and of a forward+backward pass (``sequencer_mini.cost`` explains
+the peak memory increase of a forward and of a forward+backward pass (``sequencer_mini.measure.cost`` explains
 both measurement methods: ``torch.cuda.max_memory_allocated`` on a GPU, the peak RSS of a fresh subprocess
 on the CPU). The ViT is measured twice: with the attention matrix materialised (PyTorch's math backend, as
 ViT code of 2022 computed it) and with PyTorch's fused attention. It also records the MACs of
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> Path:
 
     import torch
 
-    from sequencer_mini import cost
-    from sequencer_mini.provenance import write_results
+    from sequencer_mini.core.provenance import write_results
+    from sequencer_mini.measure import cost
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -28,8 +28,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sequencer_mini as sm  # noqa: E402
-from sequencer_mini.provenance import write_results  # noqa: E402
-from sequencer_mini.train import autocast  # noqa: E402
+from sequencer_mini.core.provenance import write_results  # noqa: E402
+from sequencer_mini.train.loop import autocast  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sequencer_mini.provenance import write_results  # noqa: E402
-from sequencer_mini.train import build_model  # noqa: E402
+from sequencer_mini.core.provenance import write_results  # noqa: E402
+from sequencer_mini.train.recipes import build_model  # noqa: E402
 
 MODELS = ["small_cnn", "small_vit", "sequencer2d_mini32"]
 

@@ -1,19 +1,17 @@
-"""sequencer_mini: Sequencer2D from scratch, one file per chapter of the book.
+"""sequencer_mini: Sequencer2D from scratch, the library of the book, in layers.
 
-=============================  ================================================
-chapter                        module
-=============================  ================================================
-1-2  LSTM, BiLSTM              :mod:`sequencer_mini.lstm`
-3    images as sequences       :mod:`sequencer_mini.blocks`
-4    BiLSTM2D                  :mod:`sequencer_mini.bilstm2d`
-5    Sequencer2D               :mod:`sequencer_mini.sequencer2d`, :mod:`~sequencer_mini.weights`,
-                               :mod:`~sequencer_mini.macs`
-6-8  training                  :mod:`sequencer_mini.data`, :mod:`sequencer_mini.train`, :mod:`sequencer_mini.baselines`,
-                               :mod:`sequencer_mini.recipes`, :mod:`sequencer_mini.trained`
-9    receptive fields          :mod:`sequencer_mini.erf`, :mod:`sequencer_mini.widgets`
-10   findings                  :mod:`sequencer_mini.cost`, :mod:`sequencer_mini.robustness`,
-                               :mod:`sequencer_mini.ablations`
-=============================  ================================================
+Each layer imports only the layers below it (``tests/test_architecture.py`` checks it)::
+
+    core      budget switch, results files with provenance, safe writes, data-set facts, environment
+    models    chapters 1-5: LSTM, BiLSTM2D, blocks, Sequencer2D and its presets, the CNN and ViT baselines
+    interop   timm's registry and the authors' pretrained weights
+    measure   multiply-accumulates, throughput, peak memory
+    train     chapters 6-8: data, the training loop, the command line, recipes, torchrun
+    analysis  chapters 6, 9, 10: the recorded runs, the race, ablations, robustness, receptive fields, widgets
+    book      the book's plumbing: which runs are recorded, glue, diagrams, figure style
+
+The names below are the public API (``import sequencer_mini as sm; sm.Sequencer2D``); CONTRIBUTING.md maps
+each chapter to its modules.
 
 Paper: Tatsunami & Taki, *Sequencer: Deep LSTM for Image Classification*, NeurIPS 2022 (arXiv 2205.01972).
 Reference implementation: timm's ``sequencer.py`` (Ross Wightman and the official authors), Apache-2.0.
@@ -21,8 +19,10 @@ Reference implementation: timm's ``sequencer.py`` (Ross Wightman and the officia
 
 from importlib.util import find_spec as _find_spec
 
-from .bilstm2d import BiLSTM2D
-from .blocks import (
+from sequencer_mini.interop.weights import convert_official_state_dict, load_weights, pretrained
+from sequencer_mini.measure.macs import count_macs, summary
+from sequencer_mini.models.bilstm2d import BiLSTM2D
+from sequencer_mini.models.blocks import (
     MLP,
     Downsample2D,
     DropPath,
@@ -32,24 +32,22 @@ from .blocks import (
     VanillaSequencerBlock,
     patchify,
 )
-from .lstm import LSTM, LSTMCell
-from .macs import count_macs, summary
-from .sequencer2d import (
+from sequencer_mini.models.lstm import LSTM, LSTMCell
+from sequencer_mini.models.sequencer2d import (
     MODELS,
     Sequencer2D,
     Sequencer2DConfig,
     create_model,
+    sequencer2d_fast28,
     sequencer2d_l,
     sequencer2d_m,
     sequencer2d_mini28,
     sequencer2d_mini32,
-    sequencer2d_fast28,
     sequencer2d_s,
 )
-from .weights import convert_official_state_dict, load_weights, pretrained
 
 if _find_spec("timm") is not None:  # timm is optional; with it, timm.create_model knows our presets
-    from . import timm_models  # noqa: F401
+    from sequencer_mini.interop import timm_models  # noqa: F401
 
 __version__ = "0.1.0"
 

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from fixtures import make_cifar_tree, make_idx_tree, single_thread  # noqa: F401 (fixture)
-from sequencer_mini import data, train
-from sequencer_mini.cli_checks import UsageError, run
-from sequencer_mini.data import AugmentConfig, DataNotFoundError, TensorImageDataset, dataset_info
-from sequencer_mini.train import main
+
+from sequencer_mini.train import data
+from sequencer_mini.train import loop as train
+from sequencer_mini.train.cli import UsageError, main, run
+from sequencer_mini.train.data import AugmentConfig, DataNotFoundError, TensorImageDataset, dataset_info
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -345,8 +345,8 @@ def _evil_pickle(path: Path, marker: Path) -> Path:
 
 
 def _erf(images):
-    from sequencer_mini.baselines import small_cnn
-    from sequencer_mini.erf import effective_receptive_field
+    from sequencer_mini.analysis.erf import effective_receptive_field
+    from sequencer_mini.models.baselines import small_cnn
     model = small_cnn(in_chans=1, num_classes=10, img_size=28)
     return effective_receptive_field(model, images, "stages.0")
 
@@ -411,17 +411,17 @@ def _save(path: Path, obj) -> Path:
 
 
 def _pretrained(*args, **kwargs):
-    from sequencer_mini.weights import pretrained
+    from sequencer_mini.interop.weights import pretrained
     return pretrained(*args, **kwargs)
 
 
 def _write_results(path, payload):
-    from sequencer_mini.provenance import write_results
+    from sequencer_mini.core.provenance import write_results
     return write_results(path, payload)
 
 
 def _tiny():
-    from sequencer_mini.baselines import small_cnn
+    from sequencer_mini.models.baselines import small_cnn
     return small_cnn(in_chans=1, num_classes=10, img_size=28)
 
 
@@ -463,6 +463,7 @@ def test_disk_full_is_reported_and_resume_is_exact(tmp_path, monkeypatch):
     """A real ENOSPC from the kernel (/dev/full) mid-run: one OSError that names the file and the space, the
     last good checkpoint untouched, and a resume that ends bitwise equal to an uninterrupted run."""
     import builtins
+
     from test_train import cfg_for, tiny_model, toy_loaders
     train_loader, test_loader = toy_loaders(n=64)
     straight = train.fit(tiny_model(), train_loader, test_loader, cfg_for(tmp_path / "a", epochs=2))
@@ -498,7 +499,7 @@ def test_permission_errors_name_the_file_not_the_cleanup(tmp_path, monkeypatch, 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux /dev/full")
 def test_results_json_disk_full(tmp_path, monkeypatch):
-    from sequencer_mini import provenance
+    from sequencer_mini.core import provenance
     real_fdopen = os.fdopen
     monkeypatch.setattr(provenance.os, "fdopen",
                         lambda fd, *a, **k: (os.close(fd), real_fdopen(os.open("/dev/full", os.O_WRONLY), *a, **k))[1])
@@ -588,7 +589,7 @@ def stalled_server():
 def test_pretrained_keeps_its_deadline_when_the_network_stalls(stalled_server, tmp_path):
     port, accepted = stalled_server
     code = f"""
-import time, sequencer_mini.weights as w
+import time, sequencer_mini.interop.weights as w
 w.OFFICIAL_URLS["sequencer2d_s"] = "http://127.0.0.1:{port}/sequencer2d_s.pth"
 t0 = time.monotonic()
 try:
@@ -610,7 +611,7 @@ except RuntimeError as e:
 
 
 def test_pretrained_fails_fast_on_a_refused_port(monkeypatch):
-    import sequencer_mini.weights as w
+    import sequencer_mini.interop.weights as w
     with socket.socket() as s:  # a port that was free a moment ago: connections are refused
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

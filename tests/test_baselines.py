@@ -1,12 +1,19 @@
-"""sequencer_mini.baselines: sizes comparable to the mini Sequencer, shapes, ViT at other resolutions."""
+"""sequencer_mini.models.baselines: sizes comparable to the mini Sequencer, shapes, ViT at other resolutions."""
 from __future__ import annotations
 
 import pytest
 import torch
-
 from fixtures import single_thread  # noqa: F401 (fixture)
-from sequencer_mini.baselines import BASELINES, SmallViT, create_baseline, resample_pos_embed, small_cnn, small_vit
-from sequencer_mini.sequencer2d import create_model
+
+from sequencer_mini.models.baselines import (
+    BASELINES,
+    SmallViT,
+    create_baseline,
+    resample_pos_embed,
+    small_cnn,
+    small_vit,
+)
+from sequencer_mini.models.sequencer2d import create_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -1,4 +1,4 @@
-"""sequencer_mini.bookfiles (what the book says exists) and sequencer_mini.diagrams."""
+"""sequencer_mini.book.bookfiles (what the book says exists) and sequencer_mini.book.diagrams."""
 
 from __future__ import annotations
 
@@ -10,8 +10,16 @@ import pytest
 
 matplotlib.use("Agg")
 
-from sequencer_mini.bookfiles import (RecordedRun, chapter_map, is_gpu_device, public_command,  # noqa: E402
-                                      public_provenance, recorded_runs, recorded_runs_text, repo_file)
+from sequencer_mini.book.bookfiles import (  # noqa: E402
+    RecordedRun,
+    chapter_map,
+    is_gpu_device,
+    public_command,
+    public_provenance,
+    recorded_runs,
+    recorded_runs_text,
+    repo_file,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,8 +69,8 @@ def test_chapter_map_and_setup_text_claim_only_what_exists():
 
 
 def test_public_command_and_provenance_hide_machine_folders():
-    cmd = "python3 /srv/x/checkout/sequencer_mini/train.py --epochs 6 --out /root/out/fmnist"
-    assert public_command(cmd) == "python3 sequencer_mini/train.py --epochs 6 --out <dir>/fmnist"
+    cmd = "python3 /srv/x/checkout/sequencer_mini/train/cli.py --epochs 6 --out /root/out/fmnist"
+    assert public_command(cmd) == "python3 sequencer_mini/train/cli.py --epochs 6 --out <dir>/fmnist"
     prov = {"device": "NVIDIA H200", "date": "d", "torch": "2", "git_commit": "unknown", "command": cmd,
             "git_commit_note": "copy had no .git; sent from commit " + "a" * 40 + " plus uncommitted work"}
     shown = public_provenance(prov)
@@ -86,7 +94,7 @@ def test_diagrams_draw_the_configuration():
     import matplotlib.pyplot as plt
 
     from sequencer_mini import Sequencer2DConfig
-    from sequencer_mini.diagrams import lstm_cell_figure, sequencer2d_figure
+    from sequencer_mini.book.diagrams import lstm_cell_figure, sequencer2d_figure
 
     def texts(fig):
         return " ".join(t.get_text() for ax in fig.axes for t in ax.texts)

@@ -1,4 +1,4 @@
-"""Unit tests for sequencer_mini.budget, .provenance and .plotting."""
+"""Unit tests for sequencer_mini.core.budget, .provenance and .plotting."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from sequencer_mini import budget as budget_mod
-from sequencer_mini.budget import BUDGETS, budget, pick, quiet
-from sequencer_mini.plotting import BOOK_RC, use_book_style
-from sequencer_mini.provenance import provenance, read_results, write_results
+from sequencer_mini.book.plotting import BOOK_RC, use_book_style
+from sequencer_mini.core import budget as budget_mod
+from sequencer_mini.core.budget import BUDGETS, budget, pick, quiet
+from sequencer_mini.core.provenance import provenance, read_results, write_results
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def test_provenance_survives_bad_budget(clean_env):
 
 
 def test_git_commit_unknown_outside_a_repository(tmp_path):
-    from sequencer_mini.provenance import git_commit
+    from sequencer_mini.core.provenance import git_commit
 
     assert git_commit(tmp_path) == "unknown"
 
@@ -105,7 +105,7 @@ def test_git_dirty_ignores_results_folders(tmp_path):
     also when asked from a sub-folder."""
     import subprocess
 
-    from sequencer_mini.provenance import _git_dirty
+    from sequencer_mini.core.provenance import _git_dirty
 
     git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
     git("init", "-q")

@@ -109,7 +109,7 @@ import json, os, sys
 from importlib.metadata import distribution
 from pathlib import Path
 import sequencer_mini
-from sequencer_mini.provenance import git_commit, read_results
+from sequencer_mini.core.provenance import git_commit, read_results
 results = sorted(Path("results").glob("*/results.json"))
 print("COLAB-CHECK " + json.dumps({
     "file": sequencer_mini.__file__, "prefix": sys.prefix, "cwd": os.getcwd(),

@@ -1,4 +1,4 @@
-"""sequencer_mini.data: readers, error paths, loaders and augmentations on generated fixtures."""
+"""sequencer_mini.train.data: readers, error paths, loaders and augmentations on generated fixtures."""
 from __future__ import annotations
 
 import gzip
@@ -6,12 +6,18 @@ import pickle
 
 import pytest
 import torch
+from fixtures import make_cifar_tree, make_idx_tree, make_image_folder, make_tiny_imagenet_tree, single_thread  # noqa: F401
 
-from fixtures import (make_cifar_tree, make_idx_tree, make_image_folder, make_tiny_imagenet_tree,  # noqa: F401
-                      single_thread)
-from sequencer_mini import data
-from sequencer_mini.data import (AugmentConfig, DataNotFoundError, TensorImageDataset, TensorLoader,
-                                 dataset_info, read_cifar, read_idx)
+from sequencer_mini.train import data
+from sequencer_mini.train.data import (
+    AugmentConfig,
+    DataNotFoundError,
+    TensorImageDataset,
+    TensorLoader,
+    dataset_info,
+    read_cifar,
+    read_idx,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -331,7 +337,7 @@ def test_imagenet_eval_transform_is_timms_pil_pipeline():
     import numpy as np
     from PIL import Image
 
-    from sequencer_mini.data import MEAN_STD, imagenet_eval_transform
+    from sequencer_mini.train.data import MEAN_STD, imagenet_eval_transform
 
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 410, 3), dtype=np.uint8))
     x = imagenet_eval_transform(224)(photo)
@@ -343,8 +349,8 @@ def test_imagenet_eval_transform_is_timms_pil_pipeline():
 
 
 def test_every_preset_name_builds_and_the_cli_offers_exactly_those():
-    from sequencer_mini.data import AUG_PRESETS
-    from sequencer_mini.train import build_parser
+    from sequencer_mini.train.cli import build_parser
+    from sequencer_mini.train.data import AUG_PRESETS
 
     assert all(isinstance(AugmentConfig.preset(name), AugmentConfig) for name in AUG_PRESETS)
     aug_action = next(a for a in build_parser()._actions if a.dest == "aug")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from fixtures import make_idx_tree
-from sequencer_mini.distributed import ShardedLoader, reduce_epoch_stats, shard, wrap
+
+from sequencer_mini.train.distributed import ShardedLoader, reduce_epoch_stats, shard, wrap
 
 REPO = Path(__file__).resolve().parent.parent
 # 48 images, global batch 16: 3 steps per epoch, 8 images per process and step.
@@ -89,7 +89,7 @@ def test_sharded_loader_splits_every_global_batch():
 
 
 def test_sharded_dataloader_reads_only_its_share():
-    from sequencer_mini.data import EpochSampler, SeededDataLoader
+    from sequencer_mini.train.data import EpochSampler, SeededDataLoader
     dataset = torch.utils.data.TensorDataset(torch.arange(12))
     loader = SeededDataLoader(dataset, batch_size=6, sampler=EpochSampler(12, seed=0),
                               generator=torch.Generator())

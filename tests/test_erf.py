@@ -1,4 +1,4 @@
-"""Chapter 9: the effective receptive field (sequencer_mini.erf)."""
+"""Chapter 9: the effective receptive field (sequencer_mini.analysis.erf)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 from einops import rearrange
+from fixtures import single_thread  # noqa: F401 (fixture)
 from torch import nn
 
 from sequencer_mini import Sequencer2D
-from sequencer_mini.erf import (
+from sequencer_mini.analysis.erf import (
     ERF,
     area_ratios,
     block_layers,
@@ -21,8 +22,6 @@ from sequencer_mini.erf import (
     effective_receptive_fields,
     joint_minmax,
 )
-from fixtures import single_thread  # noqa: F401 (fixture)
-
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: threads only add overhead
 
@@ -198,7 +197,7 @@ def test_baselines_and_timm_models() -> None:
     from timm.models.sequencer import Sequencer2d
     from timm.models.vision_transformer import VisionTransformer
 
-    from sequencer_mini.baselines import small_cnn
+    from sequencer_mini.models.baselines import small_cnn
 
     torch.manual_seed(0)
     cnn = small_cnn(widths=(4, 8, 8))

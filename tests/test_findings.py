@@ -1,4 +1,4 @@
-"""Chapter 10: sequencer_mini.cost, .robustness, .ablations, and bench/findings.py at the ci budget."""
+"""Chapter 10: sequencer_mini.measure.cost, .robustness, .ablations, and bench/findings.py at the ci budget."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 import sequencer_mini as sm
-from sequencer_mini import ablations, cost, robustness, trained
-from sequencer_mini.baselines import small_vit
-from sequencer_mini.provenance import read_results
+from sequencer_mini.analysis import ablations, robustness, trained
+from sequencer_mini.core.provenance import read_results
+from sequencer_mini.measure import cost
+from sequencer_mini.models.baselines import small_vit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,7 +72,7 @@ def test_images_per_second_is_positive():
 
 
 def test_peak_memory_in_a_fresh_subprocess_is_positive():
-    spec = cost.ModelSpec("seq", "sequencer_mini.sequencer2d:sequencer2d_mini28")
+    spec = cost.ModelSpec("seq", "sequencer_mini.models.sequencer2d:sequencer2d_mini28")
     result = cost.peak_memory(spec, 32, 2, modes=("train",))
     assert set(result) == {"train"}
     assert result["train"].mib is not None and result["train"].mib > 0 and not result["train"].oom
@@ -79,8 +80,8 @@ def test_peak_memory_in_a_fresh_subprocess_is_positive():
 
 
 def test_profile_sweep_rows():
-    specs = [cost.ModelSpec("seq", "sequencer_mini.sequencer2d:sequencer2d_mini28"),
-             cost.ModelSpec("vit", "sequencer_mini.baselines:small_vit", sized=True, attention="math")]
+    specs = [cost.ModelSpec("seq", "sequencer_mini.models.sequencer2d:sequencer2d_mini28"),
+             cost.ModelSpec("vit", "sequencer_mini.models.baselines:small_vit", sized=True, attention="math")]
     rows = cost.profile_sweep(specs, [8, 16], batch_size=1, repeats=1, warmup=0, memory_modes=())
     assert [(r["model"], r["side"]) for r in rows] == [("seq", 8), ("seq", 16), ("vit", 8), ("vit", 16)]
     for r in rows:

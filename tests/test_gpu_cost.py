@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sequencer_mini.budget import cost_line, expected_cost
+from sequencer_mini.core.budget import cost_line, expected_cost
 
 ROOT = Path(__file__).resolve().parent.parent
 FILE = ROOT / "book" / "data" / "gpu_cost.json"

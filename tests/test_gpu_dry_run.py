@@ -2,7 +2,7 @@
 
 ``SEQUENCER_BUDGET=gpu SEQUENCER_DRY_RUN=1``: each notebook runs with the gpu budget's sizes (models,
 batch sizes, image sizes, data paths, plots, glue) while every training or sweep loop that goes through
-:func:`sequencer_mini.budget.limit` (``fit``, ``train_one_epoch``, ``evaluate`` and the notebooks' own
+:func:`sequencer_mini.core.budget.limit` (``fit``, ``train_one_epoch``, ``evaluate`` and the notebooks' own
 loops) stops after two items. CUDA is hidden, so the device falls back to the CPU although the budget is
 ``gpu``; downloads are off (``SEQUENCER_OFFLINE``). CIFAR-10 and Imagenette come as small random fixtures
 (``$SEQUENCER_DATA``), so that chapters 7 and 8 run their gpu-budget training paths (on the CPU, which a dry
@@ -58,10 +58,9 @@ def book_copy(tmp_path_factory) -> Path:
 def fixture_data(tmp_path_factory) -> Path:
     """$SEQUENCER_DATA with the real Fashion-MNIST files (linked), a random CIFAR-10 (50 + 10 images) and
     Imagenette-320 (1 + 1 per class)."""
-    from sequencer_mini.data import IMAGENETTE_WNIDS
     from fixtures import make_cifar_tree, make_image_folder
 
-    from sequencer_mini.data import find_fashion_mnist
+    from sequencer_mini.train.data import IMAGENETTE_WNIDS, find_fashion_mnist
 
     root = tmp_path_factory.mktemp("dry-run-data")
     # A named data folder is the only one searched (issue 13), so the real Fashion-MNIST files are linked in too.
@@ -134,7 +133,7 @@ def test_notebook_runs_at_gpu_budget_dry(path: Path, book_copy: Path, fixture_da
 
 def test_dry_run_results_are_marked_and_refused(tmp_path: Path, monkeypatch) -> None:
     """A dry run's results file carries provenance.dry_run; outside a dry run read_results refuses it."""
-    from sequencer_mini.provenance import DryRunResultsError, is_dry_run, read_results, write_results
+    from sequencer_mini.core.provenance import DryRunResultsError, is_dry_run, read_results, write_results
 
     monkeypatch.setenv("SEQUENCER_DRY_RUN", "1")
     path = write_results(tmp_path / "results.json", {"best_test_acc": 0.99})
@@ -152,8 +151,8 @@ def test_dry_run_stops_fit_after_two_epochs_of_two_steps(monkeypatch) -> None:
     import torch
 
     from sequencer_mini import create_model
-    from sequencer_mini.budget import limit
-    from sequencer_mini.train import TrainConfig, fit
+    from sequencer_mini.core.budget import limit
+    from sequencer_mini.train.loop import TrainConfig, fit
 
     seen: list[int] = []
 

@@ -1,5 +1,5 @@
 """Chapter 6's recipe levers (EMA, progressive resizing, late augmentation, validation split), the race reading
-(sequencer_mini.race) and chapter 10's matched-accuracy checkpoints (sequencer_mini.robustness)."""
+(sequencer_mini.analysis.race) and chapter 10's matched-accuracy checkpoints (sequencer_mini.analysis.robustness)."""
 from __future__ import annotations
 
 import json
@@ -8,12 +8,19 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from fixtures import single_thread  # noqa: F401 (fixture)
-from sequencer_mini import race, robustness
-from sequencer_mini.data import AugmentConfig, TensorImageDataset, TensorLoader, carve_validation, dataset_info
-from sequencer_mini.recipes import RACE_MODELS, RECIPE_TABLE, RECIPES, recipe_table_commands
-from sequencer_mini.train import TrainConfig, _model_args, build_model, fit, resize_batch
+
+from sequencer_mini.analysis import race, robustness
+from sequencer_mini.train.data import AugmentConfig, TensorImageDataset, TensorLoader, carve_validation, dataset_info
+from sequencer_mini.train.loop import TrainConfig, fit, resize_batch
+from sequencer_mini.train.recipes import (
+    RACE_MODELS,
+    RECIPE_TABLE,
+    RECIPES,
+    build_model,
+    model_args,
+    recipe_table_commands,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 TINY = dict(layers=(1, 1), embed_dims=(16, 32), hidden_sizes=(4, 8))
@@ -109,7 +116,7 @@ def test_validation_split_chooses_best(tmp_path):
 def test_race_recipes_are_within_15_percent_and_build():
     counts = {}
     for name, spec in RACE_MODELS.items():
-        model, _ = build_model(name, 1, 10, 28, **_model_args(spec["model_arg"]))
+        model, _ = build_model(name, 1, 10, 28, **model_args(spec["model_arg"]))
         counts[name] = sum(p.numel() for p in model.parameters())
         recipe = RECIPES[f"fmnist-race-{name}"]
         assert recipe["model"] == name and recipe["limit_train"] == 60000 and recipe["aug_from_epoch"] >= 1
@@ -119,7 +126,7 @@ def test_race_recipes_are_within_15_percent_and_build():
 def test_recipe_table_rows_parse_and_stay_under_a_million():
     """Every command of chapter 6's recipe table is a valid training command of a <= 1 M-parameter preset, and each
     row writes its own folder (the one the chapter reads)."""
-    from sequencer_mini.train import build_parser
+    from sequencer_mini.train.cli import build_parser
 
     folders = [row.folder for row in RECIPE_TABLE.values()]
     assert len(set(folders)) == len(folders)
@@ -128,7 +135,7 @@ def test_recipe_table_rows_parse_and_stay_under_a_million():
     for cmd in commands:
         args = build_parser().parse_args(cmd[3:])
         assert args.out.removeprefix("book/results/") in folders and args.threads == 2 and args.limit_train == 60000
-        model, _ = build_model(args.model, 1, 10, 28, **_model_args(args.model_arg))
+        model, _ = build_model(args.model, 1, 10, 28, **model_args(args.model_arg))
         assert sum(p.numel() for p in model.parameters()) < 1_000_000
 
 
@@ -141,7 +148,7 @@ def test_recipe_levers_read_a_run_and_count_a_stopped_runs_parameters():
     assert (v["params"], v["epochs"], v["images_seen"], v["final"], v["raw"]) == (100, 2, 120000, 0.9, 0.9)
     assert v["augmentation"] == "crop+flip from epoch 2" and v["smoothing"] == 0.1 and v["ema"] == 0.998
     assert v["wall_min"] == 2.0 and v["threads"] == 2 and v["complete"]
-    from sequencer_mini.sequencer2d import preset_config
+    from sequencer_mini.models.sequencer2d import preset_config
 
     config = {"name": "tiny", **preset_config("sequencer2d_mini28", **TINY).to_dict()}
     stopped = dict(run, params=None, complete=False, model_config=config)
@@ -203,7 +210,7 @@ def test_test_halves_are_disjoint_and_fixed():
 def test_matched_checkpoints_pick_the_common_accuracy(tmp_path, monkeypatch):
     """Two recorded runs with epoch checkpoints; the target is the weaker run's best, and each run's epoch closest
     to it is chosen (accuracies measured here, on the selection images)."""
-    from sequencer_mini import trained
+    from sequencer_mini.analysis import trained
 
     images, labels = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
     accs = {("small_cnn", 1): 0.5, ("small_cnn", 2): 0.9, ("sequencer2d_fast28", 1): 0.3,

@@ -9,7 +9,6 @@ from torch import nn
 from sequencer_mini import LSTM, LSTMCell
 
 
-
 @pytest.fixture(autouse=True)
 def float64():
     """float64 makes "equal" mean equal to round-off; restored after each test."""

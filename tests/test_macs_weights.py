@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import sequencer_mini as sm
-from sequencer_mini.macs import rnn_macs
+from sequencer_mini.measure.macs import rnn_macs
 
 # The exact MAC counts behind the paper's 8.4 / 11.1 / 16.6 G at 224×224 (README "FLOPs").
 PAPER_MACS = {"sequencer2d_s": 8.33e9, "sequencer2d_m": 11.05e9, "sequencer2d_l": 16.49e9}
@@ -109,7 +109,7 @@ def test_bad_state_dicts_raise_runtime_errors_listing_keys() -> None:
 
 
 def test_pretrained_offline_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sequencer_mini.weights as weights
+    import sequencer_mini.interop.weights as weights
 
     def offline(host: str, timeout: float = 3.0) -> None:
         raise ConnectionError(f"no network connection to {host} (test: offline)")
@@ -137,7 +137,7 @@ def test_pretrained_from_a_local_official_file(tmp_path) -> None:
 
 def test_count_macs_includes_attention() -> None:
     """Fused CPU attention kernels have no FLOP formula; count_macs must still count QKᵀ and AV exactly."""
-    from sequencer_mini.baselines import small_vit
+    from sequencer_mini.models.baselines import small_vit
 
     model = small_vit().eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:

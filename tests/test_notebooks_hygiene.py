@@ -243,7 +243,7 @@ def test_outputs_show_no_machine_paths_or_internal_names(path):
                     start = max(0, match.start() - 60)
                     found.append(f"cell {index}: ...{text[start:match.end() + 40]!r}")
     assert not found, (f"{path.name}: stored outputs show machine paths or internal names (print "
-                       "sequencer_mini.bookfiles.public_provenance(...) / public_command(...) instead):\n"
+                       "sequencer_mini.book.bookfiles.public_provenance(...) / public_command(...) instead):\n"
                        + "\n".join(found[:10]))
 
 
@@ -287,7 +287,7 @@ def test_generated_claims_are_current():
 def test_intro_chapter_map_matches_the_results_files():
     """Chapter 0 shows the chapter map generated from book/results/ when it was recorded; it must
     still be what the results files say (re-record 00_intro.ipynb after adding or removing runs)."""
-    from sequencer_mini.bookfiles import chapter_map, recorded_runs
+    from sequencer_mini.book.bookfiles import chapter_map, recorded_runs
 
     nb = _read(BOOK / "00_intro.ipynb")
     cells = [c for c in nb.cells if c.cell_type == "code" and "chapter_map(" in c.source]

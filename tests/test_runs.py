@@ -1,4 +1,4 @@
-"""sequencer_mini.runs: checkpoint folders that survive a Colab disconnect, and the resume path of the
+"""sequencer_mini.analysis.runs: checkpoint folders that survive a Colab disconnect, and the resume path of the
 notebook helper ``recorded_or_trained`` (chapters 6-8)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sequencer_mini import runs
-from sequencer_mini.provenance import write_results
+from sequencer_mini.analysis import runs
+from sequencer_mini.core.provenance import write_results
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ ARGS = ["--dataset", "fashion_mnist", "--model", "sequencer2d_mini28", "--limit-
 def test_interrupted_run_resumes_on_rerun(no_drive, monkeypatch, capsys):
     """A disconnect after epoch 1 (--stop-after 1), then the same cell again: it resumes and ends equal to an
     uninterrupted run; a third call finds the finished run and does not train."""
-    from sequencer_mini.train import main as train_main
+    from sequencer_mini.train.cli import main as train_main
 
     monkeypatch.setenv("SEQUENCER_BUDGET", "cpu")
     monkeypatch.setenv("SEQUENCER_QUIET", "1")

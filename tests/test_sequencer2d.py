@@ -10,7 +10,7 @@ import torch
 from timm.models.sequencer import Sequencer2dBlock
 
 import sequencer_mini as sm
-from sequencer_mini.sequencer2d import Sequencer2DConfig, drop_path_rates
+from sequencer_mini.models.sequencer2d import Sequencer2DConfig, drop_path_rates
 
 PARAMS = {"sequencer2d_s": 27_651_688, "sequencer2d_m": 38_307_688, "sequencer2d_l": 54_298_216}
 

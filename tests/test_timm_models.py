@@ -14,13 +14,13 @@ import warnings
 import pytest
 import torch
 import torch.fx
-
 from fixtures import single_thread  # noqa: F401 (fixture)
+
 import sequencer_mini as sm
-from sequencer_mini.sequencer2d import MODELS, Sequencer2D
+from sequencer_mini.models.sequencer2d import MODELS, Sequencer2D
 
 timm = pytest.importorskip("timm")
-from sequencer_mini.timm_models import TIMM_NAMES  # noqa: E402 (needs timm)
+from sequencer_mini.interop.timm_models import TIMM_NAMES  # noqa: E402 (needs timm)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -249,7 +249,7 @@ def test_zero_patch_size_is_refused_at_construction():
 
 @pytest.mark.parametrize("name", ["small_cnn", "small_vit"])
 def test_baselines_have_the_same_head_interface(name):
-    from sequencer_mini.baselines import create_baseline
+    from sequencer_mini.models.baselines import create_baseline
     torch.manual_seed(0)
     model = create_baseline(name).eval()
     x = torch.randn(2, 1, 28, 28)
@@ -267,7 +267,7 @@ def test_baselines_have_the_same_head_interface(name):
 
 
 def test_timm_script_runner_sees_our_models(tmp_path, capsys):
-    from sequencer_mini.timm_models import main
+    from sequencer_mini.interop.timm_models import main
     script = tmp_path / "script.py"
     script.write_text("import sys, timm\nmodel = timm.create_model(sys.argv[1], num_classes=3)\n"
                       "print(type(model).__name__, model.num_classes, sys.argv[0].endswith('script.py'))\n")

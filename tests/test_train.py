@@ -10,13 +10,20 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from fixtures import make_idx_tree, single_thread  # noqa: F401 (fixture)
-from sequencer_mini import data
-from sequencer_mini.data import AugmentConfig, TensorImageDataset, TensorLoader, dataset_info
-from sequencer_mini.sequencer2d import create_model
-from sequencer_mini.train import (TrainConfig, WarmupCosine, confusion_matrix, evaluate, fit, load_checkpoint,
-                                  plot_history)
+
+from sequencer_mini.models.sequencer2d import create_model
+from sequencer_mini.train import data
+from sequencer_mini.train.data import AugmentConfig, TensorImageDataset, TensorLoader, dataset_info
+from sequencer_mini.train.loop import (
+    TrainConfig,
+    WarmupCosine,
+    confusion_matrix,
+    evaluate,
+    fit,
+    load_checkpoint,
+    plot_history,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(layers=(1, 1), embed_dims=(16, 32), hidden_sizes=(4, 8), drop_path_rate=0.1)
@@ -229,7 +236,7 @@ def test_cli_writes_results_json(tmp_path):
 
 def test_cli_stop_and_resume(tmp_path, monkeypatch):
     """--stop-after then --resume (as after a Colab disconnect), in-process to save a second interpreter start."""
-    from sequencer_mini.train import main
+    from sequencer_mini.train.cli import main
     make_idx_tree(tmp_path / "fm", n_train=64, n_test=32)
     monkeypatch.setenv("SEQUENCER_DATA", str(tmp_path / "fm"))
     monkeypatch.setenv("SEQUENCER_BUDGET", "ci")  # main() sets it from --budget; monkeypatch restores it
@@ -243,6 +250,6 @@ def test_cli_stop_and_resume(tmp_path, monkeypatch):
 
 
 def test_cli_rejects_unknown_model(tmp_path):
-    from sequencer_mini.train import build_model
+    from sequencer_mini.train.recipes import build_model
     with pytest.raises(ValueError, match="unknown model 'resnet50'; expected one of"):
         build_model("resnet50", 1, 10, 28)

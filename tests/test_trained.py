@@ -1,4 +1,4 @@
-"""Chapters 6, 9, 10: sequencer_mini.trained, the one loader of the race's models and its fallback policy.
+"""Chapters 6, 9, 10: sequencer_mini.analysis.trained, the one loader of the race's models and its fallback policy.
 
 The race's real weights are not needed: each test writes a results folder in the layout that
 ``python -m sequencer_mini.train --recipe fmnist-race-<model> --keep-epochs`` writes (``results.json``,
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from sequencer_mini import trained
-from sequencer_mini.data import MEAN_STD, fashion_mnist_tensors
 from fixtures import make_idx_tree, single_thread  # noqa: F401 (fixture)
+
+from sequencer_mini.analysis import trained
+from sequencer_mini.train.data import MEAN_STD, fashion_mnist_tensors
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -28,9 +28,9 @@ def fake_run(root: Path, model: str = "small_cnn", seed: int = 0, epochs: int = 
     """A recorded run of ``model`` under ``root``: one random model per epoch; ``keep`` epochs keep their file."""
     run = root / trained.run_name(model, seed)
     (run / "epochs").mkdir(parents=True)
-    from sequencer_mini.train import _model_args, build_model
+    from sequencer_mini.train.recipes import build_model, model_args
 
-    config = build_model(model, 1, 10, 28, **_model_args(trained.RACE_MODELS[model]["model_arg"]))[1]
+    config = build_model(model, 1, 10, 28, **model_args(trained.RACE_MODELS[model]["model_arg"]))[1]
     states, history = {}, {"epoch": [], "test_acc": [], "val_acc": [], "images_seen": [], "img_size": []}
     for epoch in range(1, epochs + 1):
         states[epoch] = trained.build(model, seed=100 + epoch).state_dict()

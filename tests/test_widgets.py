@@ -1,4 +1,4 @@
-"""Chapter 9: the ERF explorer (sequencer_mini.widgets), live and static.
+"""Chapter 9: the ERF explorer (sequencer_mini.analysis.widgets), live and static.
 
 The static explorer's behaviour in a browser (each control changes the picture, no console error, no request
 leaving the page) is checked on the built book by the headless-Chromium test; here: its structure and state.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fixtures import single_thread  # noqa: F401 (fixture)
 from torch import nn
 
 from sequencer_mini import Sequencer2D
-from sequencer_mini.widgets import LiveExplorer, Panel, erf_png, panels_from_models, static_explorer
-from fixtures import single_thread  # noqa: F401 (fixture)
+from sequencer_mini.analysis.widgets import LiveExplorer, Panel, erf_png, panels_from_models, static_explorer
 
 widgets = pytest.importorskip("ipywidgets")
 
@@ -38,8 +38,9 @@ def tiny_models() -> tuple[dict[str, dict[str, nn.Module]], dict[str, list[str]]
 
 
 def test_erf_png_is_a_small_upscaled_png() -> None:
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     data = erf_png(torch.rand(28, 28), size=140)
     assert data.startswith(PNG_MAGIC) and len(data) < 20_000

@@ -6,8 +6,8 @@
 2. Type aliases defined in the library (``Backend = Literal[...]``) are not classes Sphinx can
    link to; they are added to ``nitpick_ignore`` so annotations that use them do not fail the
    strict (``-n``) build.
-3. A reference such as ``:class:`Downsample2D``` inside ``sequencer_mini.sequencer2d`` names a
-   class that module imports from ``sequencer_mini.blocks``; Sphinx does not follow imports, so
+3. A reference such as ``:class:`Downsample2D``` inside ``sequencer_mini.models.sequencer2d`` names a
+   class that module imports from ``sequencer_mini.models.blocks``; Sphinx does not follow imports, so
    such references are resolved here through the import to the documented object.
 4. Napoleon reads the first line of an attribute or property docstring as ``type: description``.
    A line such as ``Input pixels per token side: the product of ...`` would become a broken

@@ -42,7 +42,7 @@ def toc_notebooks() -> list[Path]:
 
 def execute(path: Path, budget: str, timeout: int, quiet: bool) -> float:
     """Run one notebook in place; return its wall time in seconds."""
-    from sequencer_mini import provenance as prov
+    from sequencer_mini.core import provenance as prov
 
     nb = nbformat.read(path, as_version=4)
     env_backup = {k: os.environ.get(k) for k in ("SEQUENCER_BUDGET", "SEQUENCER_QUIET")}

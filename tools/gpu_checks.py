@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sequencer_mini as sm  # noqa: E402
-from sequencer_mini.erf import effective_receptive_field  # noqa: E402
+from sequencer_mini.analysis.erf import effective_receptive_field  # noqa: E402
 
 
 def main() -> int:

@@ -46,7 +46,7 @@ import nbformat  # noqa: E402
 import torch  # noqa: E402
 
 from sequencer_mini import count_macs  # noqa: E402
-from sequencer_mini.train import build_model, recipe_defaults  # noqa: E402
+from sequencer_mini.train.recipes import build_model, recipe_defaults  # noqa: E402
 
 OUT = ROOT / "book" / "data" / "gpu_cost.json"
 FORMAT = "sequencer_mini/gpu_cost/v1"

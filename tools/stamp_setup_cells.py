@@ -7,7 +7,7 @@ from that clone and changes into its ``book/`` folder, so the notebook finds ``d
 ``results/`` exactly as in a local checkout; on
 every machine, prints the Python, torch and sequencer_mini versions, the device, the budget (and whether
 this is a dry run) and the chapter's expected time and peak GPU memory at the gpu budget
-(``sequencer_mini.budget.cost_line``, from ``book/data/gpu_cost.json``). For tests, the environment
+(``sequencer_mini.core.budget.cost_line``, from ``book/data/gpu_cost.json``). For tests, the environment
 variables ``SEQUENCER_REPO_URL`` and ``SEQUENCER_COLAB_DIR`` replace the clone URL and folder
 (tests/test_colab_install.py runs the cell against a local clone).
 
@@ -59,8 +59,8 @@ from importlib.metadata import version
 
 import torch
 
-from sequencer_mini.budget import budget, cost_line, dry_run
-from sequencer_mini.provenance import device_name
+from sequencer_mini.core.budget import budget, cost_line, dry_run
+from sequencer_mini.core.provenance import device_name
 
 print(f"python {{platform.python_version()}} | torch {{torch.__version__}} | "
       f"sequencer_mini {{version('sequencer_mini')}}")

@@ -1,0 +1,118 @@
+"""Our Sequencer2D presets in timm's model registry, so ``timm.create_model`` and timm's scripts can build them.
+
+Importing this module (``import sequencer_mini`` does it when timm is installed) registers:
+
+=========================  ==========================================================================
+timm name                  our preset
+=========================  ==========================================================================
+``sequencer2d_mini28``     :func:`~sequencer_mini.models.sequencer2d.sequencer2d_mini28` (Fashion-MNIST, 28 px)
+``sequencer2d_fast28``     :func:`~sequencer_mini.models.sequencer2d.sequencer2d_fast28` (Fashion-MNIST, 28 px)
+``sequencer2d_mini32``     :func:`~sequencer_mini.models.sequencer2d.sequencer2d_mini32` (CIFAR, 32 px)
+``sm_sequencer2d_s/m/l``   :func:`~sequencer_mini.models.sequencer2d.sequencer2d_s` … (ImageNet, 224 px)
+=========================  ==========================================================================
+
+timm has its own ``sequencer2d_s/m/l``; ours take the prefix ``sm_`` (sequencer_mini) so that neither
+registration replaces the other. With ``pretrained=True`` the S/M/L entries load the authors' ImageNet weights
+that timm publishes (``timm/sequencer2d_s.in1k`` …): the state-dict keys are the same.
+
+timm's ``train.py`` and ``validate.py`` know only the models registered when they start, so run them through
+this module, which registers ours and then runs the script with the remaining arguments::
+
+    torchrun --nproc_per_node=8 -m sequencer_mini.interop.timm_models path/to/pytorch-image-models/train.py \\
+        --model sm_sequencer2d_s ...
+
+Every entry goes through timm's ``build_model_with_cfg``, so ``features_only=True``, ``pretrained_cfg`` and
+``checkpoint_path`` behave as for timm's own models.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from typing import Any, Callable
+
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.sequencer import checkpoint_filter_fn
+
+from sequencer_mini.models.sequencer2d import MODELS, Sequencer2D, preset_config, pretrained_cfg_for
+
+__all__ = ["TIMM_NAMES", "main"]
+
+#: timm name -> our preset name.
+TIMM_NAMES: dict[str, str] = {
+    "sequencer2d_mini28": "sequencer2d_mini28",
+    "sequencer2d_fast28": "sequencer2d_fast28",
+    "sequencer2d_mini32": "sequencer2d_mini32",
+    "sm_sequencer2d_s": "sequencer2d_s",
+    "sm_sequencer2d_m": "sequencer2d_m",
+    "sm_sequencer2d_l": "sequencer2d_l",
+}
+
+
+def _timm_cfg(timm_name: str) -> dict[str, Any]:
+    preset = TIMM_NAMES[timm_name]
+    cfg = pretrained_cfg_for(preset, preset_config(preset))
+    cfg.pop("architecture", None)
+    cfg.pop("tag", None)
+    return cfg
+
+
+def _cfg_key(timm_name: str) -> str:
+    # Models with weights get timm's ``.in1k`` tag; the hub id is complete, so timm does not rewrite it.
+    return f"{timm_name}.in1k" if timm_name.startswith("sm_") else timm_name
+
+
+default_cfgs = generate_default_cfgs({_cfg_key(n): _timm_cfg(n) for n in TIMM_NAMES})
+
+
+def _create(timm_name: str, pretrained: bool = False, **kwargs: Any) -> Sequencer2D:
+    preset = MODELS[TIMM_NAMES[timm_name]]
+    n_stages = len(preset_config(TIMM_NAMES[timm_name]).layers)
+    out_indices = kwargs.pop("out_indices", tuple(range(n_stages)))
+    return build_model_with_cfg(
+        preset,
+        timm_name,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,  # also converts the official release's keys
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        **kwargs,
+    )
+
+
+def _entry(timm_name: str) -> Callable[..., Sequencer2D]:
+    def entry(pretrained: bool = False, **kwargs: Any) -> Sequencer2D:
+        return _create(timm_name, pretrained, **kwargs)
+
+    entry.__name__ = entry.__qualname__ = timm_name  # register_model registers a function under its name
+    entry.__module__ = __name__
+    entry.__doc__ = f"timm entry point for sequencer_mini's ``{TIMM_NAMES[timm_name]}``."
+    return entry
+
+
+# ``python -m sequencer_mini.interop.timm_models`` imports the package first (which imports and registers this module
+# under its own name), then runs this file again as ``__main__``: register only once.
+if __name__ != "__main__":
+    for _name in TIMM_NAMES:
+        globals()[_name] = register_model(_entry(_name))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m sequencer_mini.interop.timm_models SCRIPT [ARGS...]``: run a timm script with our models
+    registered."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help"):
+        print("usage: python -m sequencer_mini.interop.timm_models SCRIPT [ARGS...]\nruns SCRIPT (e.g. timm's "
+              "train.py or validate.py) with sequencer_mini's models in timm's registry: " + ", ".join(TIMM_NAMES))
+        return
+    script, *rest = args
+    saved, sys.argv = sys.argv, [script, *rest]  # the script parses its own command line
+    try:
+        runpy.run_path(script, run_name="__main__")
+    finally:
+        sys.argv = saved
+
+
+if __name__ == "__main__":
+    import sequencer_mini.interop.timm_models  # noqa: F401 (the registration, in case the package did not import timm)
+
+    main()

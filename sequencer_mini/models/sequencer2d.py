@@ -1,0 +1,553 @@
+"""Chapter 5: the full Sequencer2D (Tatsunami & Taki, NeurIPS 2022), its presets and its initialisation.
+
+The model is a patch embedding, four stages of :class:`~sequencer_mini.models.blocks.Sequencer2DBlock` separated by
+:class:`~sequencer_mini.models.blocks.Downsample2D`, a LayerNorm, global average pooling and a linear head. There
+is no position embedding and no class token, so any input whose sides are multiples of the product of the
+patch sizes runs unchanged, at any resolution.
+
+Names follow timm's ``Sequencer2d`` (``stem.proj``, ``stages.{i}.downsample.down``,
+``stages.{i}.blocks.{j}.…``, ``norm``, ``head.fc``) so ``model.load_state_dict(timm_model.state_dict())``
+works with ``strict=True``; the official release checkpoints convert with
+:func:`sequencer_mini.interop.weights.convert_official_state_dict`.
+
+Two details are the official code's and differ from current timm:
+
+* **drop path** grows *linearly* with the global block index, ``rate · k / (N - 1)`` for block ``k`` of
+  ``N`` (official ``two_dim_sequencer.py``; timm's first version did the same). timm's refactor of
+  2023 (``3386af8c``) passes the same rate to every block, a *uniform* schedule. Weights are unaffected, from-
+  scratch training is not; ``drop_path_schedule='uniform'`` reproduces current timm.
+* the timm class default ``patch_sizes=(7, 2, 2, 1)`` is **not** what the registered variants use; every
+  preset here passes the paper's ``(7, 2, 1, 1)``.
+
+The model speaks timm's model interface (``num_classes=0`` for pooled features, ``reset_classifier``,
+``forward_features`` / ``forward_head(pre_logits=...)``, ``pretrained_cfg``, ``feature_info``,
+``set_grad_checkpointing``), and :mod:`sequencer_mini.interop.timm_models` registers the presets with
+``timm.create_model``. It runs under ``torch.jit.script``, ``torch.fx.symbolic_trace`` and ``torch.export``
+with its input checks in place (see :mod:`sequencer_mini.models.blocks`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any, Callable
+
+import torch
+import torch.fx
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from sequencer_mini.core.datasets import INPUT_SIDE, MEAN_STD  # the statistics our loaders normalise with
+from sequencer_mini.models.blocks import (
+    Downsample2D,
+    LayerNorm,
+    PatchEmbed,
+    Sequencer2DBlock,
+    VanillaSequencerBlock,
+    shape_str,
+)
+from sequencer_mini.models.lstm import LSTM as ScratchLSTM
+
+__all__ = [
+    "Sequencer2DConfig",
+    "Sequencer2DStage",
+    "Sequencer2D",
+    "drop_path_rates",
+    "init_weights",
+    "lecun_normal_",
+    "sequencer2d_s",
+    "sequencer2d_m",
+    "sequencer2d_l",
+    "sequencer2d_mini28",
+    "sequencer2d_mini32",
+    "sequencer2d_fast28",
+    "MODELS",
+    "create_model",
+    "pretrained_cfg_for",
+    "preset_config",
+    "PRESET_CONFIGS",
+]
+
+
+@dataclass
+class Sequencer2DConfig:
+    """Every knob of Sequencer2D; the defaults are Sequencer2D-S (paper Table 1, official code)."""
+
+    layers: tuple[int, ...] = (4, 3, 8, 3)
+    patch_sizes: tuple[int, ...] = (7, 2, 1, 1)
+    embed_dims: tuple[int, ...] = (192, 384, 384, 384)
+    hidden_sizes: tuple[int, ...] = (48, 96, 96, 96)
+    mlp_ratios: tuple[float, ...] = (3.0, 3.0, 3.0, 3.0)
+    union: str = "cat"
+    with_fc: bool = True
+    bidirectional: bool = True
+    drop_path_rate: float = 0.0
+    drop_path_schedule: str = "linear"
+    drop_rate: float = 0.0
+    in_chans: int = 3
+    num_classes: int = 1000
+    backend: str = "torch"
+    rnn: str = "lstm"
+    block: str = "2d"
+
+    def __post_init__(self) -> None:
+        for name in ("layers", "patch_sizes", "embed_dims", "hidden_sizes", "mlp_ratios"):
+            setattr(self, name, tuple(getattr(self, name)))
+        lengths = {n: len(getattr(self, n))
+                   for n in ("layers", "patch_sizes", "embed_dims", "hidden_sizes", "mlp_ratios")}
+        if len(set(lengths.values())) != 1:
+            raise ValueError("layers, patch_sizes, embed_dims, hidden_sizes and mlp_ratios need one entry per stage, "
+                             f"got lengths {lengths}")
+        if self.drop_path_schedule not in ("linear", "uniform"):
+            raise ValueError("drop_path_schedule must be 'linear' (official) or 'uniform' (current timm), "
+                             f"got {self.drop_path_schedule!r}")
+        if self.block not in ("2d", "vanilla"):
+            raise ValueError(f"block must be '2d' (BiLSTM2D) or 'vanilla' (one BiLSTM over H·W), got {self.block!r}")
+        if self.in_chans <= 0 or self.num_classes < 0:
+            raise ValueError(
+                f"in_chans must be positive and num_classes >= 0 (0: no classifier, the model returns pooled "
+                f"features), got in_chans={self.in_chans} and num_classes={self.num_classes}"
+            )
+        for name in ("layers", "patch_sizes", "embed_dims", "hidden_sizes"):
+            bad = [v for v in getattr(self, name) if not (isinstance(v, int) and v >= 1)]
+            if bad:
+                raise ValueError(f"{name} must be positive integers (one per stage), got {list(getattr(self, name))}")
+        if not all(r > 0 for r in self.mlp_ratios):
+            raise ValueError(f"mlp_ratios must be positive, got {list(self.mlp_ratios)}")
+        if not (isinstance(self.drop_path_rate, (int, float)) and 0.0 <= self.drop_path_rate < 1.0):
+            raise ValueError("drop_path_rate must be in [0, 1) (a probability of dropping a block), "
+                             f"got {self.drop_path_rate!r}")
+        if not (isinstance(self.drop_rate, (int, float)) and 0.0 <= self.drop_rate < 1.0):
+            raise ValueError(f"drop_rate must be in [0, 1) (the dropout before the classifier), got {self.drop_rate!r}")
+
+    @property
+    def reduction(self) -> int:
+        """Input pixels per token side at the last stage: the product of the patch sizes."""
+        return math.prod(self.patch_sizes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def drop_path_rates(layers: tuple[int, ...], rate: float, schedule: str = "linear") -> list[list[float]]:
+    """Per-stage lists of drop-path rates.
+
+    ``linear`` (official): block ``k`` of ``N`` in the whole network gets ``rate · k / (N - 1)``, so the first
+    block is never dropped and the last is dropped with probability ``rate``. ``uniform`` (current timm):
+    every block gets ``rate``.
+    """
+    total = sum(layers)
+    if schedule == "linear":
+        flat = torch.linspace(0.0, rate, total).tolist() if total > 1 else [0.0]
+    elif schedule == "uniform":
+        flat = [rate] * total
+    else:
+        raise ValueError(f"schedule must be 'linear' or 'uniform', got {schedule!r}")
+    out, start = [], 0
+    for depth in layers:
+        out.append(flat[start : start + depth])
+        start += depth
+    return out
+
+
+class Sequencer2DStage(nn.Module):
+    """An optional :class:`Downsample2D` followed by ``depth`` blocks (timm's ``Sequencer2dStage``)."""
+
+    def __init__(
+        self, dim_in: int, dim: int, patch_size: int, depth: int, make_block: Callable[[int], nn.Module],
+        downsample: bool
+    ) -> None:
+        super().__init__()
+        if not downsample and dim_in != dim:
+            raise ValueError(f"a stage without downsampling keeps the width, got {dim_in} → {dim}")
+        self.downsample: nn.Module = Downsample2D(dim_in, dim, patch_size) if downsample else nn.Identity()
+        # Blocks are built after the downsampling layer, as in timm, so seeded builds draw the same numbers.
+        self.blocks = nn.Sequential(*[make_block(j) for j in range(depth)])
+        self.grad_checkpointing = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return self._checkpointed_blocks(x)
+        return self.blocks(x)
+
+    @torch.jit.unused
+    def _checkpointed_blocks(self, x: Tensor) -> Tensor:
+        # Keep only each block's input; recompute its inside during the backward pass. The LSTMs' gate
+        # activations for every step dominate the memory at high resolution, and they are what this frees.
+        for block in self.blocks:
+            x = checkpoint(block, x, use_reentrant=False)
+        return x
+
+
+GLOBAL_POOLS = ("avg", "")
+
+
+class ClassifierHead(nn.Module):
+    """Global average pool over the token grid, dropout, linear: ``(B, H, W, C) → (B, num_classes)``.
+
+    ``num_classes=0`` replaces the linear layer by the identity (the head returns ``(B, C)`` pooled features);
+    ``pool_type=''`` skips the pooling (timm's convention), so the head returns the ``(B, H, W, C)`` map.
+    """
+
+    def __init__(self, dim: int, num_classes: int, drop_rate: float = 0.0, pool_type: str = "avg") -> None:
+        super().__init__()
+        self.num_features = dim
+        self.pool_type = _check_pool(pool_type)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc: nn.Module = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset(self, num_classes: int, pool_type: str | None = None) -> None:
+        if pool_type is not None:
+            self.pool_type = _check_pool(pool_type)
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        if self.pool_type == "avg":
+            x = x.mean(dim=(1, 2))
+        x = self.drop(x)
+        return x if pre_logits else self.fc(x)
+
+
+def _check_pool(pool_type: str) -> str:
+    if pool_type not in GLOBAL_POOLS:
+        raise ValueError(f"global_pool must be 'avg' (mean over the token grid) or '' (no pooling), got {pool_type!r}")
+    return pool_type
+
+
+def _check_images(x: Tensor, in_chans: int, patch_sizes: list[int], reduction: int) -> None:
+    """Raise a ValueError naming what was expected unless ``x`` is a non-empty float ``(B, in_chans, H, W)`` batch
+    whose sides are multiples of ``reduction``. A free function registered with ``torch.fx.wrap``, so that FX
+    keeps it as a call (run on real tensors by the traced module) instead of tracing into its ``if``s."""
+    if x.dim() != 4:
+        raise ValueError(f"Sequencer2D expected images (B, {in_chans}, H, W), "
+                         f"got a {x.dim()}-D tensor of shape {shape_str(x)}")
+    if x.shape[1] != in_chans:
+        raise ValueError(f"Sequencer2D expected {in_chans} input channels, "
+                         f"got {x.shape[1]} (input shape {shape_str(x)})")
+    if x.shape[0] == 0:
+        raise ValueError(f"Sequencer2D expected a non-empty batch of images (B ≥ 1, {in_chans}, H, W), "
+                         f"got shape {shape_str(x)}")
+    if not x.is_floating_point():
+        raise ValueError(
+            "Sequencer2D expected floating-point images (float32, float16 or bfloat16) "
+            f"of shape (B, {in_chans}, H, W), got dtype {x.dtype}: "
+            "convert integer pixels with x.float() / 255 and normalise them"
+        )
+    height, width = x.shape[-2], x.shape[-1]
+    if height % reduction != 0 or width % reduction != 0:
+        raise ValueError(
+            f"Sequencer2D with patch_sizes {patch_sizes} needs height and width that are multiples of "
+            f"{reduction}, got {height}×{width}; nothing is cropped silently: resize to e.g. "
+            f"{max(reduction, int(round(height / reduction)) * reduction)}×"
+            f"{max(reduction, int(round(width / reduction)) * reduction)}"
+        )
+
+
+torch.fx.wrap("_check_images")
+
+
+class Sequencer2D(nn.Module):
+    """Sequencer2D. Keyword arguments are the fields of :class:`Sequencer2DConfig` (the paper's knobs).
+
+    Shapes: images ``(B, in_chans, H, W)`` with ``H`` and ``W`` multiples of ``prod(patch_sizes)`` →
+    logits ``(B, num_classes)``. :meth:`forward_features` returns the normed ``(B, H', W', C)`` map.
+    """
+
+    def __init__(self, config: Sequencer2DConfig | None = None, global_pool: str = "avg", **kwargs: Any) -> None:
+        super().__init__()
+        if config is not None and kwargs:
+            raise ValueError("pass either a Sequencer2DConfig or keyword arguments, not both")
+        cfg = config if config is not None else Sequencer2DConfig(**kwargs)
+        self.config = cfg
+        self.num_classes = cfg.num_classes
+        self.in_chans = cfg.in_chans
+        self.global_pool = _check_pool(global_pool)
+        self.num_features = cfg.embed_dims[-1]
+        self.head_hidden_size = self.num_features  # timm: width of the pre-logits features
+        # Plain attributes for the input check (TorchScript reads ints and lists, not a dataclass).
+        self.patch_sizes: list[int] = list(cfg.patch_sizes)
+        self.reduction = cfg.reduction
+        self.output_fmt = "NHWC"
+        reductions = [math.prod(cfg.patch_sizes[: i + 1]) for i in range(len(cfg.layers))]
+        #: timm's per-stage feature description: channels, input pixels per token side, module name.
+        self.feature_info = [
+            dict(num_chs=dim, reduction=red, module=f"stages.{i}")
+            for i, (dim, red) in enumerate(zip(cfg.embed_dims, reductions))
+        ]
+        #: timm's data config (input size, mean/std, interpolation, crop); presets set their own.
+        self.pretrained_cfg: dict[str, Any] = pretrained_cfg_for(None, cfg)
+        self.default_cfg = self.pretrained_cfg  # timm's older name for it
+        self.stem = PatchEmbed(cfg.patch_sizes[0], cfg.in_chans, cfg.embed_dims[0])
+        dprs = drop_path_rates(cfg.layers, cfg.drop_path_rate, cfg.drop_path_schedule)
+        stages = []
+        dim_in = cfg.embed_dims[0]
+        for i, depth in enumerate(cfg.layers):
+            dim, hidden = cfg.embed_dims[i], cfg.hidden_sizes[i]
+            make_block = partial(self._make_block, dim, hidden, cfg.mlp_ratios[i], dprs[i])
+            stages.append(Sequencer2DStage(dim_in, dim, cfg.patch_sizes[i], depth, make_block, downsample=i > 0))
+            dim_in = dim
+        self.stages = nn.Sequential(*stages)
+        self.norm = LayerNorm(self.num_features)
+        self.head = ClassifierHead(self.num_features, cfg.num_classes, cfg.drop_rate, global_pool)
+        init_weights(self)
+
+    def _make_block(self, dim: int, hidden: int, mlp_ratio: float, drop_paths: list[float], j: int) -> nn.Module:
+        cfg, drop_path = self.config, drop_paths[j]
+        if cfg.block == "vanilla":
+            return VanillaSequencerBlock(
+                dim, hidden, mlp_ratio, cfg.bidirectional, drop=0.0, drop_path=drop_path, backend=cfg.backend,
+                rnn=cfg.rnn
+            )
+        return Sequencer2DBlock(
+            dim,
+            hidden,
+            mlp_ratio,
+            union=cfg.union,
+            with_fc=cfg.with_fc,
+            bidirectional=cfg.bidirectional,
+            drop_path=drop_path,
+            backend=cfg.backend,
+            rnn=cfg.rnn,
+        )
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise a ValueError naming what was expected unless ``x`` is a non-empty floating-point
+        ``(B, in_chans, H, W)`` batch on the patch grid."""
+        _check_images(x, self.in_chans, self.patch_sizes, self.reduction)
+
+    # ---- timm's model interface
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new (freshly initialised) classifier for ``num_classes``; 0 removes it (the model returns features)."""
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        self.head.reset(num_classes, global_pool)
+        self.num_classes = self.config.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.head.to(self.norm.weight.device, self.norm.weight.dtype)  # follow the model's device and dtype
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of storing its activations
+        (``bench/grad_checkpointing.py``)."""
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Parameter groups for timm's layer-wise lr decay (the same regexes as timm's Sequencer2d)."""
+        return dict(
+            stem=r"^stem",
+            blocks=[(r"^stages\.(\d+)", None), (r"^norm", (99999,))] if coarse else [
+                (r"^stages\.(\d+)\.blocks\.(\d+)", None), (r"^stages\.(\d+)\.downsample", (0,)), (r"^norm", (99999,))],
+        )
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(B, C_in, H, W) → (B, H', W', C)`` after the final LayerNorm."""
+        self.check_input(x)
+        return self.norm(self.stages(self.stem(x)))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """``(B, H', W', C)`` → logits ``(B, num_classes)``, or the pooled ``(B, C)`` with ``pre_logits=True``."""
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def lecun_normal_(tensor: Tensor) -> Tensor:
+    """LeCun normal truncated at ±2 standard deviations, as timm's ``lecun_normal_``: std = 1/√fan_in.
+
+    Sampled by inverting the normal CDF on a uniform draw (the method of timm and older PyTorch), so that a
+    seeded build matches timm's numbers exactly.
+    """
+    fan_in = tensor[0].numel()
+    lo, hi = (1.0 + math.erf(-2.0 / math.sqrt(2.0))) / 2.0, (1.0 + math.erf(2.0 / math.sqrt(2.0))) / 2.0
+    with torch.no_grad():
+        tensor.uniform_(2 * lo - 1, 2 * hi - 1).erfinv_().mul_(math.sqrt(2.0)).clamp_(-2.0, 2.0)
+        # .8796 is the std of a unit normal truncated to (-2, 2): divide it out so the final std is 1/√fan_in.
+        tensor.mul_(math.sqrt(1.0 / fan_in) / 0.87962566103423978)
+    return tensor
+
+
+def _init_module(module: nn.Module, name: str, head_bias: float = 0.0) -> None:
+    """The official ``_init_weights`` rule for one module named ``name``."""
+    if isinstance(module, nn.Linear):
+        if name.startswith("head"):
+            nn.init.zeros_(module.weight)  # the classifier starts at zero: every class equally likely
+            nn.init.constant_(module.bias, head_bias)
+        else:
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                if "mlp" in name:
+                    nn.init.normal_(module.bias, std=1e-6)
+                else:
+                    nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Conv2d):
+        lecun_normal_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.RNN, nn.GRU, nn.LSTM, ScratchLSTM)):
+        stdv = 1.0 / math.sqrt(module.hidden_size)
+        for weight in module.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+
+def init_weights(model: nn.Module, head_bias: float = 0.0) -> None:
+    """Apply the official init depth-first (children before parents), the order of timm's ``named_apply``.
+
+    xavier-uniform linears (mlp biases ~ N(0, 1e-6), others 0), LeCun-normal convolutions, a zero head,
+    LayerNorm (1, 0) and U(-1/√h, 1/√h) for the LSTMs. The order matters only for the random stream: with
+    the same seed, ``sequencer2d_s()`` and ``timm.create_model('sequencer2d_s')`` start from the same weights.
+    """
+
+    def visit(module: nn.Module, name: str) -> None:
+        for child_name, child in module.named_children():
+            full = f"{name}.{child_name}" if name else child_name
+            visit(child, full)
+            _init_module(child, full, head_bias)
+
+    visit(model, "")
+
+
+# ----------------------------------------------------------------------------------------------- presets
+
+
+def _build(name: str, kwargs: dict[str, Any]) -> Sequencer2D:
+    model = Sequencer2D(**{**PRESET_CONFIGS[name], **kwargs})
+    model.pretrained_cfg = model.default_cfg = pretrained_cfg_for(name, model.config)
+    return model
+
+
+# What each preset was made for: timm's data config (``timm.data.resolve_data_config`` reads it). S/M/L point at
+# the authors' ImageNet weights on the Hugging Face hub (timm's tags; the state-dict keys are the same), so
+# ``timm.create_model('sm_sequencer2d_s', pretrained=True)`` loads them.
+_DATASET_OF_PRESET = {
+    "sequencer2d_s": "imagenet", "sequencer2d_m": "imagenet", "sequencer2d_l": "imagenet",
+    "sequencer2d_mini28": "fashion_mnist", "sequencer2d_fast28": "fashion_mnist", "sequencer2d_mini32": "cifar10",
+}
+
+
+def pretrained_cfg_for(name: str | None, cfg: Sequencer2DConfig) -> dict[str, Any]:
+    """timm's ``pretrained_cfg`` for a preset ``name`` (or a custom config when ``None``): input size, mean/std,
+    interpolation, crop, classifier and first-layer names, and for S/M/L the hub id of the authors' weights."""
+    dataset = _DATASET_OF_PRESET.get(name or "", "imagenet")
+    side = INPUT_SIDE[dataset]
+    if side % cfg.reduction:  # a custom config: the nearest multiple of its patch grid
+        side = cfg.reduction * max(1, round(side / cfg.reduction))
+    mean, std = MEAN_STD[dataset]
+    if len(mean) != cfg.in_chans:  # a preset rebuilt for another channel count
+        mean, std = ((mean * cfg.in_chans, std * cfg.in_chans) if len(mean) == 1
+                     else ((0.5,) * cfg.in_chans, (0.5,) * cfg.in_chans))
+    imagenet = dataset == "imagenet"
+    out: dict[str, Any] = dict(
+        architecture=name, num_classes=cfg.num_classes, input_size=(cfg.in_chans, side, side), pool_size=None,
+        crop_pct=0.875 if imagenet else 1.0, crop_mode="center", interpolation="bicubic" if imagenet else "bilinear",
+        fixed_input_size=False, mean=tuple(mean), std=tuple(std), first_conv="stem.proj", classifier="head.fc",
+        license="apache-2.0",
+    )
+    if imagenet and name is not None:
+        out["hf_hub_id"] = f"timm/{name}.in1k"
+        out["tag"] = "in1k"
+    return out
+
+
+_IMAGENET = dict(
+    patch_sizes=(7, 2, 1, 1),
+    embed_dims=(192, 384, 384, 384),
+    hidden_sizes=(48, 96, 96, 96),
+    mlp_ratios=(3.0, 3.0, 3.0, 3.0),
+)
+_MINI = dict(
+    layers=(2, 4),
+    patch_sizes=(2, 2),
+    embed_dims=(64, 128),
+    hidden_sizes=(16, 32),
+    mlp_ratios=(3.0, 3.0),
+    num_classes=10,
+)
+#: The keyword arguments of every preset (what :func:`preset_config` turns into a config without building).
+PRESET_CONFIGS: dict[str, dict[str, Any]] = {
+    "sequencer2d_s": {**_IMAGENET, "layers": (4, 3, 8, 3)},
+    "sequencer2d_m": {**_IMAGENET, "layers": (4, 3, 14, 3)},
+    "sequencer2d_l": {**_IMAGENET, "layers": (8, 8, 16, 4)},
+    "sequencer2d_mini28": {**_MINI, "in_chans": 1},
+    "sequencer2d_mini32": {**_MINI, "in_chans": 3},
+    "sequencer2d_fast28": dict(layers=(4,), patch_sizes=(4,), embed_dims=(128,), hidden_sizes=(32,), mlp_ratios=(3.0,),
+                               num_classes=10, in_chans=1),
+}
+
+
+def preset_config(name: str, **kwargs: Any) -> Sequencer2DConfig:
+    """The :class:`Sequencer2DConfig` of a preset (with overrides), without building the model."""
+    if name not in PRESET_CONFIGS:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(PRESET_CONFIGS)}")
+    return Sequencer2DConfig(**{**PRESET_CONFIGS[name], **kwargs})
+
+
+def sequencer2d_s(**kwargs: Any) -> Sequencer2D:
+    """Sequencer2D-S: layers (4, 3, 8, 3), 27,651,688 parameters, 8.3 GMACs at 224×224 (paper: 28M, 8.4G)."""
+    return _build("sequencer2d_s", kwargs)
+
+
+def sequencer2d_m(**kwargs: Any) -> Sequencer2D:
+    """Sequencer2D-M: layers (4, 3, 14, 3), 38,307,688 parameters, 11.1 GMACs at 224×224 (paper: 38M, 11.1G)."""
+    return _build("sequencer2d_m", kwargs)
+
+
+def sequencer2d_l(**kwargs: Any) -> Sequencer2D:
+    """Sequencer2D-L: layers (8, 8, 16, 4), 54,298,216 parameters, 16.5 GMACs at 224×224 (paper: 54M, 16.6G)."""
+    return _build("sequencer2d_l", kwargs)
+
+
+def sequencer2d_mini28(**kwargs: Any) -> Sequencer2D:
+    """A CPU-sized Sequencer2D for 28×28 grey images (Fashion-MNIST), under 1 M parameters.
+
+    The ImageNet models' 7-pixel stem would leave a 4×4 grid on 28 pixels, far too coarse; here a 2-pixel stem
+    gives a 14×14 grid of 64-wide tokens (2 blocks), then a 2×2 downsampling a 7×7 grid of 128-wide tokens
+    (4 blocks). ``h = C/4`` and MLP ratio 3 as in the paper.
+    """
+    return _build("sequencer2d_mini28", kwargs)
+
+
+def sequencer2d_mini32(**kwargs: Any) -> Sequencer2D:
+    """The same shape as :func:`sequencer2d_mini28` for 32×32 colour images (CIFAR): grids 16×16, then 8×8."""
+    return _build("sequencer2d_mini32", kwargs)
+
+
+def sequencer2d_fast28(**kwargs: Any) -> Sequencer2D:
+    """A faster CPU preset for 28×28 grey images: one stage, a 4-pixel stem, a 7×7 grid of 128-wide tokens, 4 blocks.
+
+    798,858 parameters and 38.6 M MACs per image (``sequencer2d_mini28``: 930,378 and 59.5 M): with no 14×14
+    stage, every LSTM reads 7 steps instead of 14, and a training step costs about half as much on a CPU
+    (chapter 6 uses it to chase the 15-minute CPU goal). ``h = C/4`` and MLP ratio 3 as in the paper.
+    """
+    return _build("sequencer2d_fast28", kwargs)
+
+
+#: Every preset by name, for :func:`create_model` and the training CLI.
+MODELS: dict[str, Callable[..., Sequencer2D]] = {
+    "sequencer2d_s": sequencer2d_s,
+    "sequencer2d_m": sequencer2d_m,
+    "sequencer2d_l": sequencer2d_l,
+    "sequencer2d_mini28": sequencer2d_mini28,
+    "sequencer2d_mini32": sequencer2d_mini32,
+    "sequencer2d_fast28": sequencer2d_fast28,
+}
+
+
+def create_model(name: str, **kwargs: Any) -> Sequencer2D:
+    """Build a preset by name, e.g. ``create_model('sequencer2d_mini28', drop_path_rate=0.1)``."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
+    return MODELS[name](**kwargs)
