@@ -137,3 +137,15 @@ def test_the_checker_allows_downward_imports():
                                 PACKAGE / "train" / "loop.py")
     assert unexplained_local_imports("def f():\n    import timm\n") == [2]
     assert unexplained_local_imports("def f():\n    import timm  # optional dependency\n") == []
+
+
+def test_contributing_module_map_is_current():
+    """CONTRIBUTING.md's module map is generated from the package: every module is listed, none invented."""
+    import importlib.util as util
+
+    spec = util.spec_from_file_location("module_map", PACKAGE.parent / "tools" / "module_map.py")
+    module_map = util.module_from_spec(spec)
+    spec.loader.exec_module(module_map)
+    text = (PACKAGE.parent / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    assert module_map.rewrite(text) == text, "CONTRIBUTING.md's module map is stale: python tools/module_map.py"
+    assert tuple(LAYERS) == module_map.LAYERS
