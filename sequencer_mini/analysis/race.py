@@ -16,7 +16,8 @@ import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 __all__ = ["RaceRow", "read_race", "race_rows", "race_verdict", "gap_by_images", "plot_race", "recipe_levers",
            "LABELS"]
@@ -108,8 +109,8 @@ def gap_by_images(runs: dict[str, dict[int, dict[str, Any]]], model: str, refere
     weights' accuracy on the epoch's own training batches: a measure of how fast each model learns per image that
     the EMA's lag does not distort (the EMA's test accuracy trails the raw weights in the first epochs)."""
     a, b = runs[model][seed]["history"], runs[reference][seed]["history"]
-    at_b = dict(zip(b["images_seen"], b[key]))
-    return [(n, at_b[n] - v) for n, v in zip(a["images_seen"], a[key]) if n in at_b]
+    at_b = dict(zip(b["images_seen"], b[key], strict=True))
+    return [(n, at_b[n] - v) for n, v in zip(a["images_seen"], a[key], strict=True) if n in at_b]
 
 
 def plot_race(runs: dict[str, dict[int, dict[str, Any]]], reference: dict[str, Any] | None = None):

@@ -22,7 +22,8 @@ import math
 import statistics
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -139,7 +140,7 @@ def corrupt(images: Tensor, name: str, severity: int, seed: int = 0) -> Tensor:
         dy = torch.round(p * torch.sin(angle)).long().tolist()
         out = torch.empty_like(x)
         groups: dict[tuple[int, int], list[int]] = {}
-        for i, offset in enumerate(zip(dx, dy)):
+        for i, offset in enumerate(zip(dx, dy, strict=True)):
             groups.setdefault(offset, []).append(i)
         for (ox, oy), idx in groups.items():  # one call per distinct offset
             out[idx] = TF.affine(x[idx], angle=0.0, translate=[ox, oy], scale=1.0, shear=[0.0, 0.0], fill=0.0)

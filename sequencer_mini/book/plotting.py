@@ -42,5 +42,5 @@ def use_book_style(rc: dict[str, Any] | None = None) -> dict[str, Any]:
 
     applied = dict(BOOK_RC)
     applied.update(rc or {})
-    mpl.rcParams.update(applied)
+    mpl.rcParams.update(applied)  # type: ignore[arg-type]  # the stubs accept only literal key names
     return applied

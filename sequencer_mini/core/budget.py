@@ -36,7 +36,8 @@ import itertools
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Iterable
 
 import torch
 

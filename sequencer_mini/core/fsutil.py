@@ -27,11 +27,12 @@ NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 def root_cause(err: BaseException) -> OSError | None:
     """The first ``OSError`` with an errno along ``err``'s chain (``__cause__``, ``__context__``), or None."""
     seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno is not None:
-            return err
-        err = err.__cause__ or err.__context__
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return cause
+        cause = cause.__cause__ or cause.__context__
     return None
 
 

@@ -6,6 +6,7 @@ Every results file under ``book/results/`` is written with :func:`write_results`
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -184,10 +185,9 @@ def write_results(
         os.replace(tmp, dest)
     except BaseException as err:
         if tmp is not None:
-            try:
+            # gone already, or a read-only mount: report the write, not the cleanup
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:  # gone already, or a read-only mount: report the write, not the cleanup
-                pass
         explained = write_error(err, dest, len(text.encode())) if isinstance(err, Exception) else None
         if explained is not None:
             raise explained from err

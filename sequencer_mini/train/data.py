@@ -31,7 +31,8 @@ import socket
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -219,6 +220,8 @@ def load_fashion_mnist(split: str = "train", root: str | Path | None = None,
         raise ValueError(f"split must be one of {list(FMNIST_FILES)}, got {split!r}")
     folder = find_fashion_mnist(root, download)
     img_path, lbl_path = (_find_file(folder, n) for n in FMNIST_FILES[split])
+    if img_path is None or lbl_path is None:  # find_fashion_mnist found both; a file removed since then
+        raise DataNotFoundError(f"{folder}: {FMNIST_FILES[split]} (or .gz) missing; {INSTALL_HINT}")
     images, labels = read_idx(img_path), read_idx(lbl_path)
     if images.dtype != torch.uint8 or images.ndim != 3:
         raise ValueError(f"{img_path}: expected uint8 images of shape (N, H, W), "
@@ -514,7 +517,7 @@ class AugmentConfig:
     label_smoothing: float = 0.0   # applied once, in the loss (mixup targets are not pre-smoothed)
 
     @classmethod
-    def preset(cls, name: str) -> "AugmentConfig":
+    def preset(cls, name: str) -> AugmentConfig:
         """``none``; ``flip`` (horizontal flip only); ``light`` (crop+flip+smoothing: short CPU runs); ``paper``
         (the full recipe)."""
         presets = {
@@ -606,7 +609,7 @@ class TensorImageDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.transform(self.images[i]), int(self.labels[i])
 
-    def subset(self, n: int | None, seed: int = 0) -> "TensorImageDataset":
+    def subset(self, n: int | None, seed: int = 0) -> TensorImageDataset:
         """The first ``n >= 1`` images of a fixed random permutation (class balance on average), or self."""
         check_limit(n)
         if n is None or n >= len(self):
@@ -746,6 +749,9 @@ class EpochSampler(Sampler[int]):
 class SeededDataLoader(DataLoader):
     """A ``DataLoader`` with ``set_epoch``: reseeds the sampler and the worker base seed per epoch."""
 
+    sampler: EpochSampler
+    generator: torch.Generator
+
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
         self.generator.manual_seed(epoch_seed(self.sampler.seed, epoch) + 1)
@@ -761,7 +767,7 @@ class _MixCollate:
         return self.mixer(*default_collate(batch))
 
 
-def make_dataloader(dataset: Dataset, batch_size: int, shuffle: bool, aug: AugmentConfig | None,
+def make_dataloader(dataset: Any, batch_size: int, shuffle: bool, aug: AugmentConfig | None,
                     num_classes: int, seed: int = 0, num_workers: int = 0, drop_last: bool = False) -> SeededDataLoader:
     """Per-item ``DataLoader`` path (ImageFolder trees, or GPU runs with heavy RandAugment)."""
     mixer = batch_mixer(aug, num_classes) if (aug is not None and shuffle) else None
@@ -821,6 +827,8 @@ def make_loaders(name: str, batch_size: int = 128, aug: AugmentConfig | None = N
     if img_size is not None and name in ("imagenette", "tiny_imagenet"):
         info = DatasetInfo(**{**asdict(info), "img_size": img_size})
     eval_bs = eval_batch_size or 2 * batch_size
+    train: Any  # a TensorImageDataset, an image folder or a Subset of one
+    test: Any
     if name in ("fashion_mnist", "cifar10", "cifar100"):
         train, test = tensor_datasets(name, root, download)
         info = train.info
@@ -840,7 +848,7 @@ def make_loaders(name: str, batch_size: int = 128, aug: AugmentConfig | None = N
             make_dataloader(test, eval_bs, False, None, info.num_classes, seed, num_workers), info)
 
 
-def _limit(dataset: Dataset, n: int | None) -> Dataset:
+def _limit(dataset: Any, n: int | None) -> Any:
     check_limit(n)
     if n is None or n >= len(dataset):
         return dataset
@@ -855,7 +863,7 @@ def _fingerprint(*parts: bytes | np.ndarray | torch.Tensor) -> str:
     for part in parts:
         if isinstance(part, torch.Tensor):
             part = part.detach().cpu().contiguous().numpy()
-        h.update(memoryview(np.ascontiguousarray(part)).cast("B") if isinstance(part, np.ndarray) else part)
+        h.update(np.ascontiguousarray(part).tobytes() if isinstance(part, np.ndarray) else part)
     return h.hexdigest()[:16]
 
 
@@ -895,9 +903,9 @@ def data_identity(train: object, test: object) -> dict:
     for obj in (train, test):
         ds = obj if isinstance(obj, Dataset) else getattr(obj, "dataset", None)
         described.append(_describe(ds) if ds is not None else None)
-    if None in described:
-        return {}
     tr, te = described
+    if tr is None or te is None:
+        return {}
     return {"dataset": tr["name"], "root": tr["source"], "n_train": tr["n"], "n_test": te["n"],
             "train_indices": _fingerprint(tr["indices"].to(torch.int64)), "train_content": tr["content"],
             "test_indices": _fingerprint(te["indices"].to(torch.int64)), "test_content": te["content"]}

@@ -23,7 +23,8 @@ process (our Sequencers use LayerNorm only; the CNN baseline would want ``nn.Syn
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Iterator
+from typing import Any
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -135,7 +136,8 @@ class ShardedLoader:
         self.dataset = loader.dataset
         self._dataloader: DataLoader | None = None
         if isinstance(loader, DataLoader):
-            sampler = _ShardedBatchSampler(loader.sampler, batch_size, loader.drop_last, rank, world)
+            # DataLoader.sampler is typed Sampler | Iterable; ours are always Samplers
+            sampler = _ShardedBatchSampler(loader.sampler, batch_size, loader.drop_last, rank, world)  # type: ignore[arg-type]
             self._dataloader = DataLoader(
                 loader.dataset, batch_sampler=sampler, num_workers=loader.num_workers, collate_fn=loader.collate_fn,
                 pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn, generator=loader.generator,
