@@ -29,6 +29,7 @@ from sequencer_mini.models.blocks import (
     FlatBiLSTM,
     PatchEmbed,
     Sequencer2DBlock,
+    SequencerBlock,
     VanillaSequencerBlock,
     patchify,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "Downsample2D",
     "MLP",
     "DropPath",
+    "SequencerBlock",
     "Sequencer2DBlock",
     "FlatBiLSTM",
     "VanillaSequencerBlock",

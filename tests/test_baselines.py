@@ -8,12 +8,12 @@ from fixtures import single_thread  # noqa: F401 (fixture)
 from sequencer_mini.models.baselines import (
     BASELINES,
     SmallViT,
-    create_baseline,
     resample_pos_embed,
     small_cnn,
     small_vit,
 )
 from sequencer_mini.models.sequencer2d import create_model
+from sequencer_mini.train.recipes import build_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -25,7 +25,7 @@ def n_params(model: torch.nn.Module) -> int:
 @pytest.mark.parametrize("name", sorted(BASELINES))
 @pytest.mark.parametrize("in_chans,img_size,preset", [(1, 28, "sequencer2d_mini28"), (3, 32, "sequencer2d_mini32")])
 def test_similar_parameter_count_and_shapes(name, in_chans, img_size, preset):
-    model = create_baseline(name, in_chans=in_chans, num_classes=10, img_size=img_size)
+    model = BASELINES[name](in_chans=in_chans, num_classes=10, img_size=img_size)
     reference = n_params(create_model(preset))
     assert 0.7 * reference <= n_params(model) <= 1.3 * reference, (n_params(model), reference)
     assert model(torch.randn(2, in_chans, img_size, img_size)).shape == (2, 10)
@@ -71,6 +71,6 @@ def test_cnn_any_size_and_backward():
     assert out.shape == (2, 5) and cnn.head.weight.grad is not None
 
 
-def test_unknown_baseline():
-    with pytest.raises(ValueError, match="unknown baseline 'resnet'"):
-        create_baseline("resnet")
+def test_unknown_model_names_the_baselines():
+    with pytest.raises(ValueError, match=r"unknown model 'resnet'; expected one of \[.*'small_cnn', 'small_vit'\]"):
+        build_model("resnet", in_chans=1, num_classes=10, img_size=28)

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import matplotlib
-import pytest
 
 matplotlib.use("Agg")
 
@@ -18,11 +17,7 @@ from sequencer_mini.book.bookfiles import (  # noqa: E402
     public_provenance,
     recorded_runs,
     recorded_runs_text,
-    repo_file,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def _write(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,18 +71,6 @@ def test_public_command_and_provenance_hide_machine_folders():
     shown = public_provenance(prov)
     assert shown["commit"] == "a" * 10 + " + uncommitted changes"
     assert "/root" not in json.dumps(shown) and ".git" not in json.dumps(shown)
-
-
-def test_repo_file(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT / "book")
-    assert repo_file("book/data/paper.json").resolve() == (ROOT / "book/data/paper.json").resolve()
-    monkeypatch.chdir(tmp_path)  # outside the checkout: found through the installed package
-    assert repo_file("book/data/paper.json").is_file()
-    assert repo_file("book/data/nothing.json", missing_ok=True) is None
-    with pytest.raises(FileNotFoundError, match="nothing.json"):
-        repo_file("book/data/nothing.json")
-    with pytest.raises(ValueError, match="inside the repository"):
-        repo_file("/etc/passwd")
 
 
 def test_diagrams_draw_the_configuration():

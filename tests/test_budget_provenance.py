@@ -1,15 +1,18 @@
-"""Unit tests for sequencer_mini.core.budget, .provenance and .plotting."""
+"""Unit tests for sequencer_mini.core.budget, .provenance, .paths and .plotting."""
 
 from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
 from sequencer_mini.book.plotting import BOOK_RC, use_book_style
 from sequencer_mini.core import budget as budget_mod
+from sequencer_mini.core import paths
 from sequencer_mini.core.budget import BUDGETS, budget, pick, quiet
+from sequencer_mini.core.paths import repo_file, results_dir
 from sequencer_mini.core.provenance import provenance, read_results, write_results
 
 
@@ -166,3 +169,47 @@ def test_use_book_style_opaque_white():
     use_book_style({"figure.dpi": 90})
     assert mpl.rcParams["figure.dpi"] == 90
     use_book_style()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_repo_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT / "book")
+    assert repo_file("book/data/paper.json").resolve() == (ROOT / "book/data/paper.json").resolve()
+    monkeypatch.chdir(tmp_path)  # outside the checkout: found through the installed package
+    assert repo_file("book/data/paper.json").is_file()
+    assert repo_file("book/data/nothing.json", missing_ok=True) is None
+    with pytest.raises(FileNotFoundError, match="nothing.json"):
+        repo_file("book/data/nothing.json")
+    with pytest.raises(ValueError, match="inside the repository"):
+        repo_file("/etc/passwd")
+
+
+def test_results_dir_from_the_root_from_book_and_from_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert results_dir() == Path("book/results")  # relative as found: printed, it names no machine folder
+    monkeypatch.chdir(ROOT / "book")
+    assert results_dir() == Path("results") and repo_file("book/data/paper.json") == Path("data/paper.json")
+    monkeypatch.chdir(ROOT / "bench")
+    assert results_dir() == Path("../book/results")
+    monkeypatch.chdir(tmp_path)
+    assert results_dir().resolve() == (ROOT / "book" / "results").resolve()  # the checkout of the package
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path / "site-packages")  # a regular install: not a checkout
+    monkeypatch.setattr(paths, "install_source", lambda: None)
+    assert results_dir(missing_ok=True) is None
+    with pytest.raises(FileNotFoundError, match="book/results not found .*run from a clone of the repository"):
+        results_dir()
+
+
+def test_repo_file_finds_the_clone_pip_installed_from(tmp_path, monkeypatch):
+    """Colab: the package lives in site-packages, the files in the clone it was installed from."""
+    clone = tmp_path / "clone"
+    (clone / "book" / "results").mkdir(parents=True)
+    (clone / "book" / "data").mkdir()
+    (clone / "book" / "data" / "paper.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path / "site-packages")
+    monkeypatch.setattr(paths, "install_source", lambda: clone)
+    assert repo_file("book/data/paper.json") == clone / "book" / "data" / "paper.json"
+    assert results_dir() == clone / "book" / "results"

@@ -32,7 +32,7 @@ def differences(a, b, where: str = "") -> list[str]:
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             return [f"{where}: {len(a)} vs {len(b)} items"]
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{where}[{i}]")]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in differences(x, y, f"{where}[{i}]")]
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         return [] if math.isclose(a, b, rel_tol=0.02, abs_tol=1) else [f"{where}: {a} vs {b}"]
     if isinstance(a, str) and isinstance(b, str) and where.endswith("/memory"):

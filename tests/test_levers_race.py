@@ -82,7 +82,7 @@ def test_ema_progressive_late_aug_and_files(tmp_path):
     final = torch.load(tmp_path / "final.pt", weights_only=True)
     assert final["epoch"] == 2 and final["test_acc"] == h["test_acc"][-1]
     # fit hands back the EMA weights, the ones the history reports
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), final["model"].values()))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), final["model"].values(), strict=True))
     assert sorted(p.name for p in (tmp_path / "epochs").iterdir()) == ["001.pt", "002.pt"]
 
 
@@ -234,7 +234,7 @@ def test_matched_checkpoints_pick_the_common_accuracy(tmp_path, monkeypatch):
         return real_load(model, seed, checkpoint=checkpoint, **kw)
 
     monkeypatch.setattr(robustness, "accuracy", fake_accuracy)
-    monkeypatch.setattr(trained, "load_trained", tagged_load)
+    monkeypatch.setattr(robustness, "load_trained", tagged_load)  # the name robustness imported and calls
     models, selection = robustness.matched_checkpoints(["small_cnn", "sequencer2d_fast28"], images, labels,
                                                        results_dir=tmp_path)
     assert selection["target"] == pytest.approx(0.6)  # the smaller of the two best accuracies

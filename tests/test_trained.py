@@ -1,4 +1,6 @@
-"""Chapters 6, 9, 10: sequencer_mini.analysis.trained, the one loader of the race's models and its fallback policy.
+"""Chapters 6, 9, 10: sequencer_mini.analysis.trained, the one loader of the race's models and its fallback policy,
+and the book's one "recorded, else made here" rule (recorded_or_computed, train_here, recorded_or_trained) with
+checkpoint folders that survive a Colab disconnect.
 
 The race's real weights are not needed: each test writes a results folder in the layout that
 ``python -m sequencer_mini.train --recipe fmnist-race-<model> --keep-epochs`` writes (``results.json``,
@@ -9,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,7 @@ import torch
 from fixtures import make_idx_tree, single_thread  # noqa: F401 (fixture)
 
 from sequencer_mini.analysis import trained
+from sequencer_mini.core.provenance import write_results
 from sequencer_mini.train.data import MEAN_STD, fashion_mnist_tensors
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -136,7 +141,120 @@ def test_fashion_mnist_tensors_first_or_seeded_subset(tmp_path) -> None:
     (mean,), (std,) = MEAN_STD["fashion_mnist"]
     assert first.shape == (5, 1, 28, 28) and labels.tolist() == [0, 1, 2, 3, 4]
     torch.testing.assert_close(first, (raw[:5] - mean) / std)
-    assert 0 <= float(raw.min()) and float(raw.max()) <= 1 and len(raw) == 20
+    assert float(raw.min()) >= 0 and float(raw.max()) <= 1 and len(raw) == 20
     a, la = fashion_mnist_tensors("test", 6, normalise=False, seed=0, root=tmp_path)
     b, _ = fashion_mnist_tensors("test", 6, normalise=False, seed=0, root=tmp_path)
     assert torch.equal(a, b) and not torch.equal(la, torch.arange(6))  # the same random subset for the same seed
+
+
+# ------------------------------------------------------------------------- recorded, else made here (was runs.py)
+
+
+@pytest.fixture
+def no_drive(monkeypatch, tmp_path):
+    """No $SEQUENCER_CHECKPOINTS, no Drive, Colab's local disk and the cache in tmp_path, not a dry run."""
+    for name in (trained.CHECKPOINTS_VAR, "SEQUENCER_DRY_RUN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(trained, "DRIVE", tmp_path / "drive" / "MyDrive")
+    monkeypatch.setattr(trained, "COLAB_LOCAL", tmp_path / "content" / "sequencer_mini_runs")
+    monkeypatch.setenv("SEQUENCER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(trained, "_warned", set())
+    return tmp_path
+
+
+def test_checkpoint_dir_locations(no_drive, monkeypatch, capsys):
+    tmp = no_drive
+    assert trained.checkpoint_dir("a") == tmp / "cache" / "runs" / "a"  # off Colab: the local cache
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    assert trained.checkpoint_dir("b") == tmp / "content" / "sequencer_mini_runs" / "b"
+    message = capsys.readouterr().out
+    assert "Google Drive is NOT mounted" in message and "drive.mount('/content/drive')" in message
+    (tmp / "drive" / "MyDrive").mkdir(parents=True)  # Drive mounted
+    assert trained.checkpoint_dir("b") == tmp / "drive" / "MyDrive" / "sequencer_mini" / "b"
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("SEQUENCER_DRY_RUN", "1")
+    assert trained.checkpoint_dir("b") == tmp / "drive" / "MyDrive" / "sequencer_mini" / "dry-run" / "b"
+    monkeypatch.setenv(trained.CHECKPOINTS_VAR, str(tmp / "mine"))
+    assert trained.checkpoint_dir("c").is_dir() and trained.checkpoint_dir("c") == tmp / "mine" / "dry-run" / "c"
+    for bad in ("", "a/b", "..", "/abs"):
+        with pytest.raises(ValueError, match="single folder name"):
+            trained.checkpoint_dir(bad)
+
+
+def test_recorded_run_is_read_not_trained(no_drive, monkeypatch):
+    monkeypatch.setenv("SEQUENCER_BUDGET", "cpu")
+    recorded = write_results(no_drive / "rec" / "results.json", {"complete": True, "best_test_acc": 0.9})
+    run = trained.recorded_or_trained(recorded, "cmd", [], "x", train=lambda argv: pytest.fail("trained"))
+    assert run["origin"].startswith("recorded by `cmd` on ") and run["origin"].endswith(", budget cpu")
+    assert run["best_test_acc"] == 0.9 and not (no_drive / "cache" / "runs" / "x").exists()  # read, not made
+
+
+ARGS = ["--dataset", "fashion_mnist", "--model", "sequencer2d_mini28", "--limit-train", "64", "--limit-test", "32",
+        "--batch-size", "32", "--epochs", "2", "--aug", "none", "--threads", "1"]
+
+
+def test_interrupted_run_resumes_on_rerun(no_drive, monkeypatch, capsys):
+    """A disconnect after epoch 1 (--stop-after 1), then the same cell again: it resumes and ends equal to an
+    uninterrupted run; a third call finds the finished run and does not train."""
+    from sequencer_mini.train.cli import main as train_main
+
+    monkeypatch.setenv("SEQUENCER_BUDGET", "cpu")
+    monkeypatch.setenv("SEQUENCER_QUIET", "1")
+    monkeypatch.setenv(trained.CHECKPOINTS_VAR, str(no_drive / "ckpt"))
+    missing = no_drive / "not-recorded" / "results.json"
+    folder = no_drive / "ckpt" / "fm"
+    calls: list[list[str]] = []
+
+    def train(argv):
+        calls.append(argv)
+        return train_main(argv)
+
+    first = trained.recorded_or_trained(missing, "python -m ...", [*ARGS, "--stop-after", "1"], "fm", train)
+    assert "is missing" in capsys.readouterr().out
+    assert calls[0][calls[0].index("--out") + 1] == str(folder) and (folder / "last.pt").is_file()
+    assert not first["complete"] and first["epochs_completed"] == 1 and "NOT complete" in first["origin"]
+    second = trained.recorded_or_trained(missing, "python -m ...", [*ARGS, "--stop-after", "1"], "fm", train)
+    assert second["origin"].startswith("resumed here") and second["complete"] and second["epochs_completed"] == 2
+    assert second["history"]["train_loss"][0] == first["history"]["train_loss"][0]  # epoch 1 kept, not redone
+    third = trained.recorded_or_trained(missing, "python -m ...", ARGS, "fm", train)
+    assert len(calls) == 2 and third["origin"].startswith("trained here earlier")
+    assert {**third, "origin": None} == {**second, "origin": None}  # the same run, read back
+    assert str(no_drive) not in third["provenance"]["command"]  # shown without this machine's folders
+
+    straight = train_main([*ARGS, "--budget", "cpu", "--out", str(no_drive / "straight")])
+    timing = {"images_per_s", "epoch_time_s"}
+    assert {k: v for k, v in straight["history"].items() if k not in timing} == \
+        {k: v for k, v in second["history"].items() if k not in timing}
+
+
+def test_ci_budget_always_trains_in_a_fresh_folder(no_drive, monkeypatch):
+    monkeypatch.setenv("SEQUENCER_BUDGET", "ci")
+    seen = []
+
+    def fake_train(argv):
+        out = Path(argv[argv.index("--out") + 1])
+        seen.append(out)
+        write_results(out / "results.json", {"complete": True, "budget": "ci"})
+
+    recorded = write_results(no_drive / "rec" / "results.json", {"complete": True})
+    for _ in range(2):
+        run = trained.recorded_or_trained(recorded, "cmd", [], "x", train=fake_train)
+        assert run["origin"] == "trained here (ci budget)"
+    assert len(set(seen)) == 2  # a new temporary folder each time: nothing is resumed at ci
+
+
+def test_recorded_or_computed_reads_the_file_or_says_what_it_computed(no_drive, monkeypatch, capsys):
+    """Chapter 10's shape: a results file at the cpu and gpu budgets, a small computation at ci or when missing."""
+    recorded = write_results(no_drive / "findings-x.json", {"experiment": "x", "value": 1, "complete": False})
+    tiny = lambda: {"value": 2}  # noqa: E731
+    monkeypatch.setenv("SEQUENCER_BUDGET", "cpu")
+    data = trained.recorded_or_computed(recorded, "python bench/x.py", tiny)
+    assert data["value"] == 1 and data["origin"].startswith("recorded by `python bench/x.py` on ")
+    assert "INCOMPLETE" in data["origin"]  # an interrupted run says so
+    data = trained.recorded_or_computed(no_drive / "nothing.json", "python bench/x.py", tiny)
+    assert data == {"value": 2, "origin": "computed in this run at the cpu budget (not the recorded results)"}
+    assert "nothing.json is missing; it is made by: python bench/x.py" in capsys.readouterr().out
+    monkeypatch.setenv("SEQUENCER_BUDGET", "ci")
+    assert trained.recorded_or_computed(recorded, "python bench/x.py", tiny)["value"] == 2  # ci tests the code
+    assert trained.recorded_or_computed(recorded, "c", tiny, recorded_at_ci=True)["value"] == 1
+    assert capsys.readouterr().out == ""  # nothing reported missing at ci

@@ -12,7 +12,8 @@ from fixtures import single_thread  # noqa: F401 (fixture)
 from torch import nn
 
 from sequencer_mini import Sequencer2D
-from sequencer_mini.analysis.widgets import LiveExplorer, Panel, erf_png, panels_from_models, static_explorer
+from sequencer_mini.analysis.erf import effective_receptive_fields
+from sequencer_mini.analysis.widgets import LiveExplorer, Panel, caption, erf_png, static_explorer
 
 widgets = pytest.importorskip("ipywidgets")
 
@@ -51,7 +52,13 @@ def test_erf_png_is_a_small_upscaled_png() -> None:
 
 def test_static_explorer_structure() -> None:
     models, layers = tiny_models()
-    panels, erfs = panels_from_models(models, torch.randn(2, 1, 8, 8), layers, centre="exact")
+    images = torch.randn(2, 1, 8, 8)
+    erfs = {name: {weights: effective_receptive_fields(model, images, layers[name], centre="exact")
+                   for weights, model in variants.items()} for name, variants in models.items()}
+    # the panels as chapter 9 makes them: one picture and caption per block
+    panels = {name: {weights: [Panel(erf_png(erf.map), caption(erf, f"{name}, {weights}, block {k + 1}"))
+                               for k, erf in enumerate(results)] for weights, results in variants.items()}
+              for name, variants in erfs.items()}
     assert [len(erfs["CNN"][w]) for w in ("trained", "random init")] == [3, 3]
     box = static_explorer(panels, title="test")
     assert "erf-explorer" in box._dom_classes

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 import nbformat  # noqa: E402
 import torch  # noqa: E402
 
-from sequencer_mini import count_macs  # noqa: E402
+from sequencer_mini import Sequencer2D, count_macs  # noqa: E402
 from sequencer_mini.train.recipes import build_model, recipe_defaults  # noqa: E402
 
 OUT = ROOT / "book" / "data" / "gpu_cost.json"
@@ -116,8 +116,6 @@ def model_stats(name: str, in_chans: int, num_classes: int, side: int, **kwargs)
     """Parameters, MACs per image and saved activation bytes per image (float32) of a model."""
     torch.manual_seed(0)
     if name == "wide":
-        from sequencer_mini import Sequencer2D
-
         model = Sequencer2D(layers=(4, 8), patch_sizes=(2, 2), embed_dims=(96, 192), hidden_sizes=(24, 48),
                             mlp_ratios=(3.0, 3.0), in_chans=in_chans, num_classes=num_classes)
     else:
@@ -125,7 +123,7 @@ def model_stats(name: str, in_chans: int, num_classes: int, side: int, **kwargs)
     steps = None
     if hasattr(model, "config"):  # a Sequencer: blocks x tokens per row, summed over the stages
         steps, grid = 0, side
-        for blocks, patch in zip(model.config.layers, model.config.patch_sizes):
+        for blocks, patch in zip(model.config.layers, model.config.patch_sizes, strict=True):
             grid //= patch
             steps += blocks * grid
     return {"params": sum(p.numel() for p in model.parameters()), "lstm_steps": steps,
@@ -159,12 +157,10 @@ def peak_mib(stats: dict, batch: int, calib: float) -> float:
     return (16 * stats["params"] + calib * stats["saved_bytes"] * batch) / 2**20 + CUDA_CONTEXT_MIB
 
 
-def build() -> dict:
-    tp, speed, fm = (_load(MEASURED[k]) for k in ("throughput", "speed", "fmnist_gpu"))
-    rows = {r["model"]: r for r in tp["rows"]}
-    mini32 = model_stats("sequencer2d_mini32", 3, 10, 32)
-    stats = {
-        "sequencer2d_mini32@32": mini32,
+def model_table() -> dict[str, dict[str, float]]:
+    """:func:`model_stats` of every model and input side that a chapter trains at the gpu budget."""
+    return {
+        "sequencer2d_mini32@32": model_stats("sequencer2d_mini32", 3, 10, 32),
         "wide@32": model_stats("wide", 3, 10, 32),
         "sequencer2d_mini28@28": model_stats("sequencer2d_mini28", 1, 10, 28),
         "small_cnn@28": model_stats("small_cnn", 1, 10, 28),
@@ -174,39 +170,55 @@ def build() -> dict:
         "sequencer2d_mini32@64": model_stats("sequencer2d_mini32", 3, 10, 64),
         "sequencer2d_s@224": model_stats("sequencer2d_s", 3, 10, 224, batch=1),
     }
-    # calibration of the activation memory on the measured H200 peak (mini32, batch tp["batch"])
-    mrow = rows["sequencer2d_mini32"]
-    calib = (mrow["train_peak_mib"] * 2**20 - 16 * mini32["params"]) / (tp["batch"] * mini32["saved_bytes"])
-    infer_ratio = mrow["infer_img_s"] / mrow["train_img_s"]
-    s_row = next(r for r in speed["rows"] if r["case"].startswith("sequencer2d_s, 224"))
 
-    # measured references: (images/s training, images/s evaluation, batch, stats key, tensor precision?)
-    refs = {
-        "sequencer2d_mini32@32": (mrow["train_img_s"], mrow["infer_img_s"], tp["batch"], True),
-        "small_cnn@32": (rows["small_cnn"]["train_img_s"], rows["small_cnn"]["infer_img_s"], tp["batch"], True),
-        "small_vit@32": (rows["small_vit"]["train_img_s"], rows["small_vit"]["infer_img_s"], tp["batch"], True),
-        "sequencer2d_mini28@28": (fm["images_per_s"], fm["images_per_s"] * infer_ratio, fm["batch_size"], True),
-        "sequencer2d_s@224": (s_row["ours_img_s"], s_row["ours_img_s"] * infer_ratio, 8, False),
-    }
-    derived_from = {"wide@32": "sequencer2d_mini32@32", "sequencer2d_mini32@64": "sequencer2d_mini32@32",
-                    "small_cnn@28": "small_cnn@32", "small_vit@28": "small_vit@32"}
 
-    def run(key: str, epochs: int, n_train: int, n_eval: int, batch: int, gpu: dict) -> dict:
-        ref_key = key if key in refs else derived_from[key]
-        tr_ips, ev_ips, ref_batch, tensor = refs[ref_key]
-        ips = carry_over(tr_ips, ref_batch, stats[ref_key], tensor, stats[key], batch, gpu, True)
-        eps = carry_over(ev_ips, ref_batch, stats[ref_key], tensor, stats[key], 2 * batch, gpu, False)
+#: Models that were not measured on the H200, and the measured model each one is carried over from.
+DERIVED_FROM = {"wide@32": "sequencer2d_mini32@32", "sequencer2d_mini32@64": "sequencer2d_mini32@32",
+                "small_cnn@28": "small_cnn@32", "small_vit@28": "small_vit@32"}
+
+
+class Estimator:
+    """Runs carried over from the H200 measurements to a target GPU (:func:`carry_over`, :func:`peak_mib`)."""
+
+    def __init__(self, measured: dict[str, dict], stats: dict[str, dict]) -> None:
+        tp, speed, fm = measured["throughput"], measured["speed"], measured["fmnist_gpu"]
+        rows = {r["model"]: r for r in tp["rows"]}
+        mini32, mrow = stats["sequencer2d_mini32@32"], rows["sequencer2d_mini32"]
+        self.stats, self.batch = stats, tp["batch"]
+        # calibration of the activation memory on the measured H200 peak (mini32, batch tp["batch"])
+        self.calib = (mrow["train_peak_mib"] * 2**20 - 16 * mini32["params"]) / (tp["batch"] * mini32["saved_bytes"])
+        self.infer_ratio = mrow["infer_img_s"] / mrow["train_img_s"]
+        s_row = next(r for r in speed["rows"] if r["case"].startswith("sequencer2d_s, 224"))
+        # measured references: stats key -> (images/s training, images/s evaluation, batch, tensor precision?)
+        self.refs = {
+            "sequencer2d_mini32@32": (mrow["train_img_s"], mrow["infer_img_s"], tp["batch"], True),
+            "small_cnn@32": (rows["small_cnn"]["train_img_s"], rows["small_cnn"]["infer_img_s"], tp["batch"], True),
+            "small_vit@32": (rows["small_vit"]["train_img_s"], rows["small_vit"]["infer_img_s"], tp["batch"], True),
+            "sequencer2d_mini28@28": (fm["images_per_s"], fm["images_per_s"] * self.infer_ratio, fm["batch_size"],
+                                      True),
+            "sequencer2d_s@224": (s_row["ours_img_s"], s_row["ours_img_s"] * self.infer_ratio, 8, False),
+        }
+
+    def run(self, key: str, epochs: int, n_train: int, n_eval: int, batch: int, gpu: dict) -> dict:
+        """Wall time, training images/s and peak memory of ``epochs`` of a run of model ``key`` on ``gpu``."""
+        ref_key = key if key in self.refs else DERIVED_FROM[key]
+        tr_ips, ev_ips, ref_batch, tensor = self.refs[ref_key]
+        ref, stats = self.stats[ref_key], self.stats[key]
+        ips = carry_over(tr_ips, ref_batch, ref, tensor, stats, batch, gpu, True)
+        eps = carry_over(ev_ips, ref_batch, ref, tensor, stats, 2 * batch, gpu, False)
         return {"wall_s": epochs * (n_train / ips + n_eval / eps), "train_img_s": ips,
-                "peak_mib": peak_mib(stats[key], batch, calib)}
+                "peak_mib": peak_mib(stats, batch, self.calib)}
 
-    nbs = {p.stem: nbformat.read(p, as_version=4) for p in sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))}
 
-    def cpu_s(stem: str, factor: float = 1.0) -> float:
-        return float(nbs[stem].metadata["sequencer"]["cpu_time_s"]) * factor
+Workloads = dict[str, list[tuple[str, tuple]]]
 
+
+def workloads() -> tuple[Workloads, Workloads]:
+    """Each chapter's GPU runs, ``(label, (model key, epochs, training images, evaluation images, batch))``:
+    those it always does, and those it does only when its recorded runs are missing."""
     cifar, fm_gpu = recipe_defaults("cifar10", "gpu"), recipe_defaults("fashion_mnist", "gpu")
     imagenette_train, imagenette_val = 9469, 3925
-    workloads: dict[str, list[tuple[str, tuple]]] = {
+    always: Workloads = {
         "07_cifar_gpu": [
             ("sequencer2d_mini32, CIFAR-10, the gpu recipe", ("sequencer2d_mini32@32", cifar["epochs"], 50_000, 10_000,
                                                               cifar["batch_size"])),
@@ -224,89 +236,110 @@ def build() -> dict:
             ("zero-shot evaluation of Sequencer2D-S", ("sequencer2d_s@224", 1, 0, imagenette_val, 64)),
         ],
     }
-    optional = {  # what a chapter trains only when its recorded runs are missing
+    optional: Workloads = {  # what a chapter trains only when its recorded runs are missing
         "06_training_fmnist": [
             (f"{m} on Fashion-MNIST, the gpu recipe ({fm_gpu['epochs']} epochs)",
              (f"{m}@28", fm_gpu["epochs"], 60_000, 10_000, fm_gpu["batch_size"]))
             for m in ("sequencer2d_mini28", "small_cnn", "small_vit")],
     }
-    # CPU-side chapters: recorded cpu-budget time x (work at gpu / work at cpu), constants from the notebooks
-    cpu_side = {
-        "00_intro": (1.0, "reads data/paper.json"),
-        "01_lstm": (10 / 3, "its LSTMs run on the CPU: 10 epochs at the gpu budget vs 3 at the cpu budget"),
-        "02_bilstm": (1000 / 600, "its LSTMs run on the CPU: 1000 steps at the gpu budget vs 600"),
-        "03_images_as_sequences": (1.0, "a short timing sweep on the GPU (not measured there; taken as the cpu time)"),
-        "04_bilstm2d": (1.0, "a short timing sweep on the GPU (not measured there; taken as the cpu time)"),
-        "05_sequencer2d": (1.0, "the same sizes as the cpu budget, on the CPU"),
-        "06_training_fmnist": (1.0, "reads the recorded runs; a 2,048-image demonstration"),
-        "07_cifar_gpu": (1.0, "the rest of the chapter as at the cpu budget"),
-        "08_imagenet_subset": (1.0, "the rest of the chapter as at the cpu budget"),
-        "09_receptive_fields": (1.0, "ERFs of the recorded checkpoints"),
-        "10_findings": (1.0, "reads the recorded findings"),
+    return always, optional
+
+
+#: CPU-side chapters: recorded cpu-budget time x (work at gpu / work at cpu), constants from the notebooks.
+CPU_SIDE: dict[str, tuple[float, str]] = {
+    "00_intro": (1.0, "reads data/paper.json"),
+    "01_lstm": (10 / 3, "its LSTMs run on the CPU: 10 epochs at the gpu budget vs 3 at the cpu budget"),
+    "02_bilstm": (1000 / 600, "its LSTMs run on the CPU: 1000 steps at the gpu budget vs 600"),
+    "03_images_as_sequences": (1.0, "a short timing sweep on the GPU (not measured there; taken as the cpu time)"),
+    "04_bilstm2d": (1.0, "a short timing sweep on the GPU (not measured there; taken as the cpu time)"),
+    "05_sequencer2d": (1.0, "the same sizes as the cpu budget, on the CPU"),
+    "06_training_fmnist": (1.0, "reads the recorded runs; a 2,048-image demonstration"),
+    "07_cifar_gpu": (1.0, "the rest of the chapter as at the cpu budget"),
+    "08_imagenet_subset": (1.0, "the rest of the chapter as at the cpu budget"),
+    "09_receptive_fields": (1.0, "ERFs of the recorded checkpoints"),
+    "10_findings": (1.0, "reads the recorded findings"),
+}
+
+
+def chapter_entry(stem: str, cpu_time_s: float, est: Estimator, always: Workloads, optional: Workloads) -> dict:
+    """One chapter: what it does, its CPU part, its wall time and peak memory per GPU, and each of its runs."""
+    factor, what = CPU_SIDE.get(stem, (1.0, "not estimated"))
+    cpu_s = cpu_time_s * factor
+    if stem in always:
+        what = "; ".join(label for label, _ in always[stem]) + "; and " + what
+    entry: dict[str, Any] = {"what": what, "cpu_part_s": round(cpu_s), "gpus": {}, "runs": []}
+    for gname, gpu in GPUS.items():
+        wall, peak = cpu_s, None
+        for _label, args in always.get(stem, []):
+            r = est.run(*args, gpu=gpu)
+            wall += r["wall_s"]
+            peak = max(peak or 0.0, r["peak_mib"])
+        entry["gpus"][gname] = {"wall_s": round(wall), "peak_mib": None if peak is None else round(peak)}
+    for label, args in always.get(stem, []) + optional.get(stem, []):
+        key, epochs, n_train, n_eval, batch = args
+        entry["runs"].append({
+            "run": label, "model": key, "epochs": epochs, "batch": batch,
+            "optional": (label, args) in optional.get(stem, []),
+            **{g: {k: round(v, 1 if k == "train_img_s" else 0) for k, v in est.run(*args, gpu=gpu).items()}
+               for g, gpu in GPUS.items()}})
+    return entry
+
+
+def assumptions(est: Estimator) -> dict[str, Any]:
+    """The estimate's model, stated in the file, with the calibrated constants."""
+    return {
+        "model": "one step = latency + math + memory traffic; latency = the H200 step time minus its own math "
+                 "and traffic terms, taken as equal on every GPU (launch- and host-bound; for a Sequencer that "
+                 "was not measured, times the ratio of sequential LSTM steps per forward, blocks x tokens per "
+                 "row summed over stages); math = 6 x MACs per training image (2 x for evaluation) at "
+                 f"{MATH_EFFICIENCY:.0%} of the tensor peak; traffic = {TRAFFIC_PER_SAVED_BYTE:g} x the "
+                 "autograd-saved activation bytes (2 per element under autocast) per training image (2 x for "
+                 "evaluation) over the spec bandwidth",
+        "precision": "autocast on both: fp16 on the T4, bf16 on the A100 (train.amp_dtype('auto'))",
+        "memory": f"16 bytes per parameter + batch x saved activation bytes x {est.calib:.2f} (calibrated on the "
+                  f"H200 peak of sequencer2d_mini32, batch {est.batch}) + {CUDA_CONTEXT_MIB:g} MiB CUDA context",
+        "evaluation": f"evaluation img/s = training img/s x {est.infer_ratio:.2f} (measured for sequencer2d_mini32) "
+                      "where not measured",
+        "cpu_side": "chapter work on the CPU = its recorded cpu-budget time (an idle 2-core CPU, like Colab's 2 "
+                    "vCPUs) x the ratio of its work at the gpu budget",
+        "not_modelled": "data loading (Imagenette JPEG decoding on Colab's 2 vCPUs may dominate the 64 px run), "
+                        "the host CPU's kernel-launch speed (Colab's is slower than the H200 machine's), "
+                        "downloads of data and weights, and the first-call cuDNN autotuning",
+        "uncertainty": "no GPU was available to check this model: read the times as +-2x",
+        "measured_on_gpu": "none on a T4 or an A100; the inputs are H200 measurements",
+        "reference_gpu": REFERENCE_GPU,
+        "target_gpus": GPUS,
     }
 
-    chapters = {}
-    for stem in nbs:
-        factor, what = cpu_side.get(stem, (1.0, "not estimated"))
-        if stem in workloads:
-            what = "; ".join(label for label, _ in workloads[stem]) + "; and " + what
-        entry: dict[str, Any] = {"what": what, "cpu_part_s": round(cpu_s(stem, factor)), "gpus": {}, "runs": []}
-        for gname, gpu in GPUS.items():
-            wall, peak = cpu_s(stem, factor), None
-            for label, args in workloads.get(stem, []):
-                r = run(*args, gpu=gpu)
-                wall += r["wall_s"]
-                peak = max(peak or 0.0, r["peak_mib"])
-            entry["gpus"][gname] = {"wall_s": round(wall), "peak_mib": None if peak is None else round(peak)}
-        for label, args in workloads.get(stem, []) + optional.get(stem, []):
-            key, epochs, n_train, n_eval, batch = args
-            entry["runs"].append({
-                "run": label, "model": key, "epochs": epochs, "batch": batch,
-                "optional": (label, args) in optional.get(stem, []),
-                **{g: {k: round(v, 1 if k == "train_img_s" else 0) for k, v in run(*args, gpu=gpu).items()}
-                   for g, gpu in GPUS.items()}})
-        chapters[stem] = entry
 
-    def rel(p: Path) -> str:
-        return p.relative_to(ROOT).as_posix()
+def inputs(measured: dict[str, dict], stats: dict[str, dict], cpu_times: dict[str, float]) -> dict[str, Any]:
+    """Where the numbers came from: the measured files, the models' counts, the notebooks' CPU times."""
+    return {
+        "measured": {k: {"path": MEASURED[k].relative_to(ROOT).as_posix(), "date": data["provenance"]["date"],
+                         "device": data["provenance"]["device"]} for k, data in measured.items()},
+        "models": {k: {"params": v["params"], "macs": v["macs"], "lstm_steps": v["lstm_steps"],
+                       "saved_mib_per_image": round(v["saved_bytes"] / 2**20, 3)}
+                   for k, v in stats.items()},
+        "notebooks_cpu_time_s": cpu_times,
+    }
 
+
+def build() -> dict:
+    measured = {k: _load(path) for k, path in MEASURED.items()}
+    stats = model_table()
+    est = Estimator(measured, stats)
+    nbs = {p.stem: nbformat.read(p, as_version=4) for p in sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))}
+    cpu_times = {stem: nb.metadata["sequencer"]["cpu_time_s"] for stem, nb in nbs.items()}
+    always, optional = workloads()
+    chapters = {stem: chapter_entry(stem, float(t), est, always, optional) for stem, t in cpu_times.items()}
     return {
         "format": FORMAT,
         "about": "Expected wall time and peak GPU memory of each chapter at the gpu budget (estimates: no T4 or "
                  "A100 measurement exists; see assumptions). Written by python tools/gpu_cost.py.",
         "gpus": {k: v["name"] for k, v in GPUS.items()},
         "chapters": chapters,
-        "assumptions": {
-            "model": "one step = latency + math + memory traffic; latency = the H200 step time minus its own math "
-                     "and traffic terms, taken as equal on every GPU (launch- and host-bound; for a Sequencer that "
-                     "was not measured, times the ratio of sequential LSTM steps per forward, blocks x tokens per "
-                     "row summed over stages); math = 6 x MACs per training image (2 x for evaluation) at "
-                     f"{MATH_EFFICIENCY:.0%} of the tensor peak; traffic = {TRAFFIC_PER_SAVED_BYTE:g} x the "
-                     "autograd-saved activation bytes (2 per element under autocast) per training image (2 x for "
-                     "evaluation) over the spec bandwidth",
-            "precision": "autocast on both: fp16 on the T4, bf16 on the A100 (train.amp_dtype('auto'))",
-            "memory": f"16 bytes per parameter + batch x saved activation bytes x {calib:.2f} (calibrated on the "
-                      f"H200 peak of sequencer2d_mini32, batch {tp['batch']}) + {CUDA_CONTEXT_MIB:g} MiB CUDA context",
-            "evaluation": f"evaluation img/s = training img/s x {infer_ratio:.2f} (measured for sequencer2d_mini32) "
-                          "where not measured",
-            "cpu_side": "chapter work on the CPU = its recorded cpu-budget time (an idle 2-core CPU, like Colab's 2 "
-                        "vCPUs) x the ratio of its work at the gpu budget",
-            "not_modelled": "data loading (Imagenette JPEG decoding on Colab's 2 vCPUs may dominate the 64 px run), "
-                            "the host CPU's kernel-launch speed (Colab's is slower than the H200 machine's), "
-                            "downloads of data and weights, and the first-call cuDNN autotuning",
-            "uncertainty": "no GPU was available to check this model: read the times as +-2x",
-            "measured_on_gpu": "none on a T4 or an A100; the inputs are H200 measurements",
-            "reference_gpu": REFERENCE_GPU,
-            "target_gpus": GPUS,
-        },
-        "inputs": {
-            "measured": {k: {"path": rel(p), "date": _load(p)["provenance"]["date"],
-                             "device": _load(p)["provenance"]["device"]} for k, p in MEASURED.items()},
-            "models": {k: {"params": v["params"], "macs": v["macs"], "lstm_steps": v["lstm_steps"],
-                           "saved_mib_per_image": round(v["saved_bytes"] / 2**20, 3)}
-                       for k, v in stats.items()},
-            "notebooks_cpu_time_s": {stem: nb.metadata["sequencer"]["cpu_time_s"] for stem, nb in nbs.items()},
-        },
+        "assumptions": assumptions(est),
+        "inputs": inputs(measured, stats, cpu_times),
         "provenance": {"command": "python tools/gpu_cost.py", "inputs": "see inputs.measured (no date here: "
                        "the file must be reproducible; tests/test_gpu_cost.py checks it is current)"},
     }

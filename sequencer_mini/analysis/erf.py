@@ -44,10 +44,12 @@ numerically). Every module's mode is restored afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from einops import rearrange, reduce
@@ -282,6 +284,98 @@ def _rnn_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, nn.RNNBase)]
 
 
+@contextlib.contextmanager
+def _erf_modes(model: nn.Module, rnn_train: bool) -> Iterator[None]:
+    """Eval mode (RNNs in train mode when ``rnn_train``, for cuDNN) for the block; every module's mode restored."""
+    modes = {module: module.training for module in model.modules()}
+    try:
+        model.eval()
+        if rnn_train:
+            for rnn in _rnn_modules(model):
+                rnn.train()
+        yield
+    finally:
+        for module, mode in modes.items():
+            module.train(mode)
+
+
+class _Taps:
+    """Forward hooks that keep the output of each hooked layer; the last one to fire stops the forward pass."""
+
+    def __init__(self, named: Sequence[tuple[str, nn.Module]]) -> None:
+        self.names = [name for name, _ in named]
+        self.outputs: dict[int, Tensor] = {}
+        self.pending: set[int] = set()
+        self.handles = [module.register_forward_hook(self._hook(k)) for k, (_, module) in enumerate(named)]
+
+    def _hook(self, k: int) -> Callable[..., None]:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if k in self.outputs:  # a module called twice: its first call is the one of the forward pass
+                return
+            self.outputs[k] = output[0] if isinstance(output, (tuple, list)) else output
+            self.pending.discard(k)
+            if not self.pending:
+                raise _StopForward
+
+        return hook
+
+    def run(self, model: nn.Module, x: Tensor) -> list[Tensor]:
+        """The hooked layers' outputs for input ``x``, in the order of the layers."""
+        self.outputs.clear()
+        self.pending.update(range(len(self.names)))
+        with contextlib.suppress(_StopForward):
+            model(x)
+        if self.pending:
+            missing = [self.names[k] for k in sorted(self.pending)]
+            raise RuntimeError(f"the forward pass never reached layer(s) {missing}")
+        outputs = [self.outputs[k] for k in range(len(self.names))]
+        self.outputs.clear()
+        return outputs
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+#: Where a layer's ERF was taken: its layout, its ``(h, w)`` grid and the centre position ``(i, j)``.
+_Where = tuple[str, tuple[int, int], tuple[int, int]]
+
+
+def _centre_score(out: Tensor, name: str, module: nn.Module, image_hw: tuple[int, int], layout: Layout | None,
+                  centre: Centre, num_prefix_tokens: int | None) -> tuple[Tensor, _Where]:
+    """The centre outputs of every image and channel of one hooked output, summed to a scalar, and where."""
+    kind = layout or detect_layout(out.shape, image_hw, module)
+    grid = _to_grid(out, kind, num_prefix_tokens)  # (B, h, w, C)
+    gh, gw = grid.shape[1:3]
+    ci, cj = centre if isinstance(centre, tuple) else (centre_index(gh, centre), centre_index(gw, centre))
+    if not (0 <= ci < gh and 0 <= cj < gw):
+        raise ValueError(f"centre {(ci, cj)} is outside the {gh}×{gw} grid of {name}")
+    return grid[:, ci, cj, :].sum(), (kind, (gh, gw), (ci, cj))
+
+
+def _erf_of(name: str, raw: Tensor, where: _Where, image_hw: tuple[int, int], n_images: int,
+            thresholds: tuple[float, ...], return_raw: bool) -> ERF:
+    """The :class:`ERF` of one layer from its summed input gradient ``raw``."""
+    kind, grid_hw, (ci, cj) = where
+    rows, cy = _footprint(ci, grid_hw[0], image_hw[0])
+    cols, cx = _footprint(cj, grid_hw[1], image_hw[1])
+    log_map = torch.log10(raw + 1)
+    return ERF(
+        map=(raw if return_raw else log_minmax(raw)).float(),
+        raw=raw.float(),
+        areas=area_ratios(log_map, (cy, cx), thresholds),
+        cross_share=cross_share(log_map, rows, cols),
+        layer=name,
+        n_images=n_images,
+        layout=kind,
+        grid=grid_hw,
+        centre=(ci, cj),
+        centre_pixel=(cy, cx),
+        rows=rows,
+        cols=cols,
+    )
+
+
 def effective_receptive_fields(
     model: nn.Module,
     images: Tensor,
@@ -324,88 +418,25 @@ def effective_receptive_fields(
     device = param.device if param is not None else images.device
     if rnn_train is None:
         rnn_train = device.type == "cuda"
-    height, width = images.shape[-2:]
-
-    modes = {module: module.training for module in model.modules()}
-    outputs: dict[int, Tensor] = {}
-    pending: set[int] = set()
-
-    def make_hook(k: int) -> Callable[..., None]:
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            if k in outputs:  # a module called twice: its first call is the one of the forward pass
-                return
-            out = output[0] if isinstance(output, (tuple, list)) else output
-            outputs[k] = out
-            pending.discard(k)
-            if not pending:
-                raise _StopForward
-
-        return hook
-
-    handles = [module.register_forward_hook(make_hook(k)) for k, (_, module) in enumerate(named)]
-    raws = [torch.zeros(height, width, dtype=torch.float64) for _ in named]
-    meta: list[tuple[str, tuple[int, int], tuple[int, int]]] = []
+    image_hw = (images.shape[-2], images.shape[-1])
+    raws = [torch.zeros(*image_hw, dtype=torch.float64) for _ in named]
+    where: list[_Where] = []
+    taps = _Taps(named)
     try:
-        model.eval()
-        if rnn_train:
-            for rnn in _rnn_modules(model):
-                rnn.train()
-        with torch.enable_grad():
+        with _erf_modes(model, rnn_train), torch.enable_grad():
             for start in range(0, len(images), batch_size):
                 x = images[start : start + batch_size].to(device).detach().requires_grad_(True)
-                outputs.clear()
-                pending.update(range(len(named)))
-                try:
-                    model(x)
-                except _StopForward:
-                    pass
-                if pending:
-                    missing = [named[k][0] for k in sorted(pending)]
-                    raise RuntimeError(f"the forward pass never reached layer(s) {missing}")
-                for k in range(len(named)):
-                    out = outputs[k]
-                    kind = layout or detect_layout(out.shape, (height, width), named[k][1])
-                    grid = _to_grid(out, kind, num_prefix_tokens)  # (B, h, w, C)
-                    gh, gw = grid.shape[1:3]
-                    ci, cj = (centre if isinstance(centre, tuple)
-                              else (centre_index(gh, centre), centre_index(gw, centre)))
-                    if not (0 <= ci < gh and 0 <= cj < gw):
-                        raise ValueError(f"centre {(ci, cj)} is outside the {gh}×{gw} grid of {named[k][0]}")
+                for k, out in enumerate(taps.run(model, x)):
+                    score, here = _centre_score(out, *named[k], image_hw, layout, centre, num_prefix_tokens)
                     if start == 0:
-                        meta.append((kind, (gh, gw), (ci, cj)))
-                    score = grid[:, ci, cj, :].sum()  # the centre outputs of every image and channel: a scalar
+                        where.append(here)
                     (grad,) = torch.autograd.grad(score, x, retain_graph=k < len(named) - 1)
                     # ReLU per image, then sum over images and channels: (B, C, H, W) → (H, W)
                     raws[k] += reduce(grad.clamp(min=0), "b c h w -> h w", "sum").double().cpu()
-                outputs.clear()
     finally:
-        for handle in handles:
-            handle.remove()
-        for module, mode in modes.items():
-            module.train(mode)
-
-    results = []
-    for (name, _), raw, (kind, grid_hw, (ci, cj)) in zip(named, raws, meta):
-        rows, cy = _footprint(ci, grid_hw[0], height)
-        cols, cx = _footprint(cj, grid_hw[1], width)
-        log_map = torch.log10(raw + 1)
-        results.append(
-            ERF(
-                map=(raw if return_raw else log_minmax(raw)).float(),
-                raw=raw.float(),
-                areas=area_ratios(log_map, (cy, cx), thresholds),
-                cross_share=cross_share(log_map, rows, cols),
-                layer=name,
-                n_images=len(images),
-                layout=kind,
-                grid=grid_hw,
-                centre=(ci, cj),
-                centre_pixel=(cy, cx),
-                rows=rows,
-                cols=cols,
-            )
-        )
-    return results
+        taps.remove()
+    return [_erf_of(name, raw, here, image_hw, len(images), thresholds, return_raw)
+            for (name, _), raw, here in zip(named, raws, where, strict=True)]
 
 
 def effective_receptive_field(

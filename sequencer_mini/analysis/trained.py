@@ -1,4 +1,5 @@
-"""Chapters 6, 9 and 10: the book's trained Fashion-MNIST models, loaded one way, with one fallback policy.
+"""Chapters 6, 9 and 10: the book's trained Fashion-MNIST models, loaded one way, and the one "recorded, else made
+here" rule of the book.
 
 The race of chapter 6 (``sequencer_mini/train/recipes.py``, ``bench/race.py``) trains a Sequencer2D, a CNN and a ViT
 of about the same size with the same 15 CPU minutes and writes, per model and seed,
@@ -8,37 +9,65 @@ of about the same size with the same 15 CPU minutes and writes, per model and se
 
 :func:`load_trained` returns one of them as a :class:`TrainedModel`; :func:`load_race` all three.
 
-**The fallback policy.** When the recorded weights are missing (a fresh clone without them, a checkpoint not
-committed), ``fallback="train"`` trains the *same* recipe through ``python -m sequencer_mini.train`` at the
-current budget (:func:`~sequencer_mini.core.budget.budget`): at ``ci`` shortened to one epoch on 256 images (float32,
-native side), at ``cpu``/``gpu`` the recipe as recorded. It trains into ``runs/fallback/<budget>/<run>/``
-(resumable; a finished one is reused), and the note says ``FALLBACK`` and names the command that remakes the
-recorded run. ``fallback="error"`` raises :class:`FileNotFoundError` instead. Nothing printed holds an absolute
-path: files are shown relative to the repository.
+**Recorded, else made here.** Every page shows recorded results and makes a result itself only when its file is
+missing (or at the ``ci`` budget, to test the code that makes it). One function decides,
+:func:`recorded_or_computed` (the data, with an ``origin`` line that says which happened); one function trains
+here, :func:`train_here` (a run that resumes after an interruption and is reused once finished), in a folder from
+:func:`checkpoint_dir` that survives a Colab disconnect:
+
+1. ``$SEQUENCER_CHECKPOINTS/<name>``;
+2. on Colab with Drive mounted: ``/content/drive/MyDrive/sequencer_mini/<name>``;
+3. on Colab without Drive: ``/content/sequencer_mini_runs/<name>``, with a message that a disconnect loses it;
+4. elsewhere: ``~/.cache/sequencer_mini/runs/<name>`` (or ``$SEQUENCER_CACHE/runs/<name>``).
+
+A dry run (``SEQUENCER_DRY_RUN``) uses a ``dry-run/`` subfolder, so its checkpoints never mix with real ones.
+:func:`recorded_or_trained` is the two together: a recorded training run, else that run trained here.
+
+**The fallback policy of the race's models.** When the recorded weights are missing (a fresh clone without them, a
+checkpoint not committed), ``fallback="train"`` trains the *same* recipe through ``python -m sequencer_mini.train``
+at the current budget (:func:`~sequencer_mini.core.budget.budget`): at ``ci`` shortened to one epoch on 256 images
+(float32, native side), at ``cpu``/``gpu`` the recipe as recorded. It trains with :func:`train_here` into
+``<checkpoint_dir("fallback")>/<budget>/<run>/`` (resumable; a finished one is reused), and the note says
+``FALLBACK`` and names the command that remakes the recorded run. ``fallback="error"`` raises
+:class:`FileNotFoundError` instead. Recorded weights are loaded at every budget, ``ci`` included (loading them is
+cheap; the fallback is what a missing file costs). Nothing printed holds an absolute path: files are shown
+relative to the repository.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from sequencer_mini.core.budget import budget
+from sequencer_mini.core import paths
+from sequencer_mini.core.budget import budget, dry_run
+from sequencer_mini.core.env import cache_dir
+from sequencer_mini.core.provenance import read_results
 from sequencer_mini.train.cli import main as train_main
-from sequencer_mini.train.recipes import RACE_MODELS, RECIPES, build_model, model_args
+from sequencer_mini.train.recipes import LABELS, RACE_MODELS, RECIPES, build_model, model_args
 
 __all__ = ["LABELS", "TrainedModel", "EpochCheckpoint", "load_trained", "load_race", "epoch_checkpoints",
-           "build", "run_name", "remake_command", "results_root", "load_weights"]
+           "build", "run_name", "remake_command", "load_weights", "recorded_or_computed", "recorded_or_trained",
+           "train_here", "checkpoint_dir", "on_colab", "CHECKPOINTS_VAR"]
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The environment variable that overrides where runs trained here are written.
+CHECKPOINTS_VAR = "SEQUENCER_CHECKPOINTS"
+#: Google Drive as Colab mounts it (``drive.mount("/content/drive")``).
+DRIVE = Path("/content/drive/MyDrive")
+#: Colab's local disk: gone after a disconnect.
+COLAB_LOCAL = Path("/content/sequencer_mini_runs")
 
-#: The race's models in the order of the book's tables, with the labels of its figures.
-LABELS: dict[str, str] = {"sequencer2d_fast28": "Sequencer2D", "small_cnn": "CNN", "small_vit": "ViT"}
+_warned: set[str] = set()
 
 #: The ``ci`` budget's fallback: the recipe shortened to one epoch on this many training (and test) images.
 CI_IMAGES = 256
@@ -73,8 +102,9 @@ class TrainedModel:
     def describe(self) -> dict[str, Any]:
         """JSON-ready: who the model is, where it came from, and its training run in brief."""
         r = self.results
-        train = {k: r[k] for k in ("final_test_acc", "best_test_acc", "epochs_completed", "complete", "n_train",
-                                   "n_test", "images_seen", "budget", "batch_size", "params") if k in r}
+        train: dict[str, Any] = {k: r[k] for k in ("final_test_acc", "best_test_acc", "epochs_completed", "complete",
+                                                   "n_train", "n_test", "images_seen", "budget", "batch_size",
+                                                   "params") if k in r}
         recipe = r.get("recipe") or {}
         train.update({f"recipe_{k}": recipe[k] for k in ("name", "epochs", "lr", "limit_train") if k in recipe})
         prov = r.get("provenance") or {}
@@ -112,15 +142,6 @@ def remake_command(model: str, seed: int = 0) -> str:
             f"--out book/results/{run_name(model, seed)}")
 
 
-def results_root() -> Path:
-    """``book/results`` of this checkout: ``results/`` seen from ``book/`` (a notebook), ``book/results/`` seen
-    from the repository root, else the folder next to this package."""
-    for candidate in (Path("results"), Path("book") / "results", _REPO_ROOT / "book" / "results"):
-        if candidate.is_dir():
-            return candidate.resolve()
-    return _REPO_ROOT / "book" / "results"
-
-
 def build(model: str, seed: int = 0) -> nn.Module:
     """The race's architecture ``model`` (1 × 28 × 28 inputs, 10 classes, the recipe's preset overrides) with
     fresh weights drawn after ``torch.manual_seed(seed)``."""
@@ -143,7 +164,7 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
 def epoch_checkpoints(model: str, seed: int = 0, *, results_dir: str | Path | None = None) -> list[EpochCheckpoint]:
     """Every epoch of the recorded run with its accuracies (from ``results.json``), e.g. to pick the checkpoint
     at which each model reaches a common accuracy. ``exists`` says whether ``epochs/NNN.pt`` is present."""
-    run = Path(results_dir or results_root()) / run_name(model, seed)
+    run = _results_root(results_dir) / run_name(model, seed)
     results = _read_json(run / "results.json", model, seed)
     h = results.get("history") or {}
     out = []
@@ -172,31 +193,43 @@ def load_trained(
         seed: the training seed of the run.
         checkpoint: ``'final'`` (the reported weights) or ``'epoch:N'`` (after epoch N, see
             :func:`epoch_checkpoints`).
-        results_dir: where the recorded runs are (default: :func:`results_root`).
+        results_dir: where the recorded runs are (default: :func:`sequencer_mini.core.paths.results_dir`).
         fallback: ``'train'`` or ``'error'``, when the recorded weights are missing.
-        fallback_dir: where fallbacks are trained (default: ``runs/fallback`` of the checkout).
+        fallback_dir: where fallbacks are trained, in ``<budget>/<run>/`` (default:
+            ``checkpoint_dir("fallback")``, on Google Drive when Colab has it mounted).
         device: where the model is returned.
         log: called with a line before a fallback trains (``None``: silent).
     """
     if fallback not in ("train", "error"):
         raise ValueError(f"fallback must be 'train' or 'error', got {fallback!r}")
     epoch = _parse_checkpoint(checkpoint)
-    run = Path(results_dir or results_root()) / run_name(model, seed)
+    run = _results_root(results_dir) / run_name(model, seed)
     path = run / ("final.pt" if epoch is None else f"epochs/{epoch:03d}.pt")
-    if path.is_file():
-        results = _read_json(run / "results.json", model, seed) if (run / "results.json").is_file() else {}
+    command = remake_command(model, seed)
+    trained_in: list[Path] = []  # the fallback's folder, once it has trained (or found) its run
+
+    def train_fallback() -> dict[str, Any]:
+        if fallback == "error":
+            raise FileNotFoundError(f"{_shown(path)} is missing (the recorded {checkpoint} weights of {model}, seed "
+                                    f"{seed}); remake the run with: {command}")
+        out = (Path(fallback_dir) if fallback_dir else checkpoint_dir("fallback")) / budget() / run_name(model, seed)
+        trained_in.append(out)
+
+        def announce(line: str) -> None:
+            if log is not None:
+                log(f"{run_name(model, seed)}: {_shown(path)} is missing, so the fallback is {line}")
+
+        return train_here(_fallback_argv(model, seed, device), out, log=None if log is None else announce)
+
+    results = recorded_or_computed(path, command, train_fallback, read=lambda _: _run_results(run, model, seed),
+                                   recorded_at_ci=True, log=None)
+    if not trained_in:
         net, info = _load(model, path, results, device)
         note = f"{LABELS[model]} ({model}, seed {seed}): {_shown(path)}, {_facts(info, results)}"
         return TrainedModel(net, model, LABELS[model], seed, "recorded", note, _shown(path), checkpoint, results)
-    command = remake_command(model, seed)
-    if fallback == "error":
-        raise FileNotFoundError(f"{_shown(path)} is missing (the recorded {checkpoint} weights of {model}, seed "
-                                f"{seed}); remake the run with: {command}")
 
-    out = Path(fallback_dir or _default_fallback_dir()) / budget() / run_name(model, seed)
-    results = _train_fallback(model, seed, out, device, log, missing=_shown(path))
     have = results["epochs_completed"]
-    used = out / ("final.pt" if epoch is None else f"epochs/{min(epoch, have):03d}.pt")
+    used = trained_in[0] / ("final.pt" if epoch is None else f"epochs/{min(epoch, have):03d}.pt")
     net, info = _load(model, used, results, device)
     how = (f"shortened to the ci budget ({have} epoch on {results['n_train']} images, float32)" if budget() == "ci"
            else f"as recorded, at the {budget()} budget")
@@ -210,6 +243,149 @@ def load_trained(
 def load_race(seed: int = 0, *, models: tuple[str, ...] = tuple(LABELS), **kwargs: Any) -> dict[str, TrainedModel]:
     """:func:`load_trained` for each race model (keyword arguments passed on), keyed by model name."""
     return {model: load_trained(model, seed, **kwargs) for model in models}
+
+
+# ------------------------------------------------------------------------------ recorded, else made here
+
+
+def on_colab() -> bool:
+    """True inside a Google Colab kernel."""
+    return "google.colab" in sys.modules
+
+
+def _checkpoint_root() -> tuple[Path, str]:
+    if os.environ.get(CHECKPOINTS_VAR):
+        return Path(os.environ[CHECKPOINTS_VAR]).expanduser(), f"${CHECKPOINTS_VAR}"
+    if DRIVE.is_dir():
+        return DRIVE / "sequencer_mini", "Google Drive"
+    if on_colab():
+        return COLAB_LOCAL, "the Colab machine's own disk"
+    return Path(cache_dir()) / "runs", "the local cache"
+
+
+def checkpoint_dir(name: str) -> Path:
+    """The folder (created) for the checkpoints and ``results.json`` of run ``name``: on Google Drive when Colab
+    has it mounted, with a message when Colab has not; see the module docstring for the order.
+
+    Raises:
+        ValueError: if ``name`` is empty or is not a single folder name.
+    """
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise ValueError(f"run name must be a single folder name such as 'fmnist-gpu-sequencer2d_mini28', got {name!r}")
+    root, where = _checkpoint_root()
+    folder = root / ("dry-run" if dry_run() else "") / name
+    folder.mkdir(parents=True, exist_ok=True)
+    if where == "the Colab machine's own disk" and name not in _warned:
+        _warned.add(name)
+        print(f"Google Drive is NOT mounted: the checkpoints of {name!r} go to {folder}, which a Colab disconnect "
+              "deletes.\nTo keep them, run\n    from google.colab import drive; drive.mount('/content/drive')\n"
+              "and re-run this cell: runs then go to Google Drive and a re-run resumes from the last finished epoch.")
+    return folder
+
+
+def recorded_or_computed(recorded: str | os.PathLike[str] | None, command: str,
+                         compute: Callable[[], dict[str, Any]], *,
+                         read: Callable[[Path], dict[str, Any]] | None = None, recorded_at_ci: bool = False,
+                         log: Callable[[str], None] | None = print) -> dict[str, Any]:
+    """The recorded results file, else ``compute()`` made here: the data, with an ``origin`` line.
+
+    At the ``cpu`` and ``gpu`` budgets an existing ``recorded`` file is read and nothing is computed; a missing
+    one is reported with the command that makes it, then computed here. At the ``ci`` budget it is always
+    computed, to test the code that makes it (``compute`` reads the budget and makes a small version), unless
+    ``recorded_at_ci``.
+
+    Args:
+        recorded: the committed file (None: there is none).
+        command: the command that makes ``recorded``.
+        compute: makes the data here and returns it (a dict; it may set its own ``origin``).
+        read: reads ``recorded`` (default: :func:`~sequencer_mini.core.provenance.read_results`, which refuses a
+            dry run's numbers and names ``command`` when the file is missing).
+        recorded_at_ci: read an existing recorded file at the ``ci`` budget too (trained weights: cheap to load).
+        log: called with the line that reports a missing file (None: silent).
+
+    Returns:
+        the data with ``data["origin"]``, one line: it starts with ``"recorded"`` when the recorded file was read
+        (``recorded by `<command>` on <device>, <date>, budget <budget>``, and ``INCOMPLETE`` for an interrupted
+        run); otherwise it is what ``compute`` set, by default ``computed in this run at the <budget> budget (not
+        the recorded results)``.
+    """
+    current = budget()
+    path = None if recorded is None else Path(recorded)
+    if path is not None and path.is_file() and (current != "ci" or recorded_at_ci):
+        data = read(path) if read is not None else read_results(path, command)
+        data["origin"] = _recorded_origin(data, command)
+        return data
+    if path is not None and current != "ci" and log is not None:
+        log(f"{_shown(path)} is missing; it is made by: {command}")
+    data = compute()
+    data.setdefault("origin", f"computed in this run at the {current} budget (not the recorded results)")
+    return data
+
+
+def train_here(args: Sequence[str], out: str | os.PathLike[str], *, train: Callable[[list[str]], Any] | None = None,
+               log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """``python -m sequencer_mini.train ARGS --budget <budget> --out OUT --resume``: a run finished in ``out`` at the
+    current budget is returned as it is, an interrupted one (a Colab disconnect, ``--stop-after``) resumes from its
+    ``last.pt``, otherwise it trains.
+
+    Args:
+        args: command-line arguments without ``--budget``/``--out``/``--resume``.
+        out: the run's folder (:func:`checkpoint_dir` for one that survives a Colab disconnect).
+        train: the command line's ``main`` (a parameter for tests); default :func:`sequencer_mini.train.cli.main`.
+        log: called with one line (what runs, and its command) before it trains (None: silent).
+
+    Returns:
+        the run's ``results.json``, its provenance command shown without this machine's folders, with ``origin``:
+        ``trained here``, ``resumed here`` (either with ``NOT complete yet`` when it stopped early) or
+        ``trained here earlier``, and the budget.
+    """
+    current, out = budget(), Path(out)
+    done = out / "results.json"
+    if done.is_file():
+        run = read_results(done)
+        if run.get("complete") and run.get("budget") == current:
+            return _made_here(run, out, f"trained here earlier ({current} budget, {_shown(out)})")
+    resuming = (out / "last.pt").is_file()
+    argv = [*args, "--budget", current, "--out", str(out), "--resume"]
+    if log is not None:
+        shown = shlex.join(["python", "-m", "sequencer_mini.train",
+                            *(_shown(out) if a == str(out) else a for a in argv)])
+        log(f"{'resuming' if resuming else 'training'} here at the {current} budget: {shown}")
+    (train or train_main)(argv)
+    run = read_results(done)
+    state = "resumed" if resuming else "trained"
+    return _made_here(run, out, f"{state} here ({current} budget)"
+                      + ("" if run.get("complete") else ", NOT complete yet"))
+
+
+def recorded_or_trained(recorded: str | os.PathLike[str] | None, command: str, args: Sequence[str], name: str,
+                        train: Callable[[list[str]], Any] | None = None) -> dict[str, Any]:
+    """The recorded training run, else ``python -m sequencer_mini.train ARGS`` trained (or resumed, or found) here:
+    :func:`recorded_or_computed` with :func:`train_here` as the computation.
+
+    Args:
+        recorded: the committed ``results.json`` shown at the cpu and gpu budgets (None: there is none).
+        command: the command that makes ``recorded``, printed when it is missing.
+        args: command-line arguments for :func:`sequencer_mini.train.cli.main` without
+            ``--budget``/``--out``/``--resume``.
+        name: the run's folder name under :func:`checkpoint_dir`.
+        train: the command line's ``main`` (a parameter for tests); default :func:`sequencer_mini.train.cli.main`.
+
+    Returns:
+        the run's results with its ``origin`` line: ``recorded by ...``, ``trained here``, ``resumed here`` or
+        ``trained here earlier``. At the ``ci`` budget it always trains, in a fresh temporary folder, to test this
+        code; otherwise the run lives in ``checkpoint_dir(name)``, so re-running the notebook after a disconnect
+        continues where it stopped.
+    """
+
+    def train_it() -> dict[str, Any]:
+        if budget() == "ci":
+            return train_here(args, tempfile.mkdtemp(prefix=f"{name}-"), train=train)
+        out = checkpoint_dir(name)
+        return train_here(args, out, train=train,
+                          log=lambda line: print(f"  {line}\n  (checkpoints in {out}: a re-run resumes)"))
+
+    return recorded_or_computed(recorded, command, train_it)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -275,19 +451,43 @@ def _facts(info: dict[str, Any], results: dict[str, Any]) -> str:
     return ", ".join(parts) or "no accuracy recorded"
 
 
-def _default_fallback_dir() -> Path:
-    root = results_root()
-    checkout = root.parent.parent if root.parent.name == "book" else Path.cwd()
-    return checkout / "runs" / "fallback"
+def _results_root(results_dir: str | os.PathLike[str] | None) -> Path:
+    """``results_dir``, else the checkout's ``book/results`` (:func:`sequencer_mini.core.paths.results_dir`), else
+    where it would be (every recorded file is then reported missing)."""
+    if results_dir:
+        return Path(results_dir)
+    return paths.results_dir(missing_ok=True) or paths.REPO_ROOT / "book" / "results"
 
 
-def _fallback_argv(model: str, seed: int, out: Path, device: str | torch.device) -> list[str]:
+def _run_results(run: Path, model: str, seed: int) -> dict[str, Any]:
+    """A recorded run's ``results.json``, or ``{}`` where only its weights were committed."""
+    return _read_json(run / "results.json", model, seed) if (run / "results.json").is_file() else {}
+
+
+def _recorded_origin(data: dict[str, Any], command: str) -> str:
+    prov = data.get("provenance") or {}
+    origin = (f"recorded by `{command}` on {prov.get('device', 'an unknown device')}, "
+              f"{str(prov.get('date', 'an unknown date'))[:10]}, budget {prov.get('budget', 'unknown')}")
+    if data.get("complete") is False:
+        origin += " — INCOMPLETE: the run was interrupted; rerun the command to finish it"
+    return origin
+
+
+def _made_here(run: dict[str, Any], out: Path, origin: str) -> dict[str, Any]:
+    """``run`` with ``origin``, and its provenance command without this machine's path to ``out``."""
+    prov = run.setdefault("provenance", {})
+    words = shlex.split(str(prov.get("command", "")))
+    prov["command"] = shlex.join(_shown(out) if w == str(out) else w for w in words)
+    run["origin"] = origin
+    return run
+
+
+def _fallback_argv(model: str, seed: int, device: str | torch.device) -> list[str]:
     """The recipe at the current budget: as recorded, or at ``ci`` one epoch on :data:`CI_IMAGES` images at
-    the native side, float32, with the recipe's warmup fraction."""
+    the native side, float32, with the recipe's warmup fraction (:func:`train_here` adds budget and folder)."""
 
     recipe = RECIPES[_recipe(model)]
-    argv = ["--recipe", _recipe(model), "--seed", str(seed), "--keep-epochs", "--resume", "--budget", budget(),
-            "--device", str(device), "--out", str(out)]
+    argv = ["--recipe", _recipe(model), "--seed", str(seed), "--keep-epochs", "--device", str(device)]
     if budget() == "ci":
         side = str(recipe["img_sizes"]).split(",")[-1] if recipe.get("img_sizes") else "28"
         argv += ["--epochs", "1", "--limit-train", str(CI_IMAGES), "--limit-test", str(CI_IMAGES), "--img-sizes", side,
@@ -296,31 +496,11 @@ def _fallback_argv(model: str, seed: int, out: Path, device: str | torch.device)
     return argv
 
 
-def _train_fallback(model: str, seed: int, out: Path, device: str | torch.device,
-                    log: Callable[[str], None] | None, missing: str) -> dict[str, Any]:
-    """Train (or resume, or reuse) the fallback run in ``out``; its results, the command shown without paths."""
-
-    argv = _fallback_argv(model, seed, out, device)
-    shown = shlex.join(["python", "-m", "sequencer_mini.train", *(_shown(out) if a == str(out) else a for a in argv)])
-    done = out / "results.json"
-    if done.is_file() and (out / "final.pt").is_file():
-        results = json.loads(done.read_text(encoding="utf-8"))
-        if results.get("complete"):
-            results.setdefault("provenance", {})["command"] = shown
-            return results
-    if log is not None:
-        log(f"{run_name(model, seed)}: {missing} is missing; training the fallback: {shown}")
-    train_main(argv)
-    results = json.loads(done.read_text(encoding="utf-8"))  # with the provenance that main() wrote
-    results["provenance"]["command"] = shown  # the file has the --out path of this machine
-    return results
-
-
 def _shown(path: Path) -> str:
     """``path`` for printing: relative to the repository or the working directory, else from its run folder
     on (``fmnist-race-.../final.pt``), never absolute."""
     path = Path(path).resolve()
-    for root in (_REPO_ROOT, Path.cwd()):
+    for root in (paths.REPO_ROOT, Path.cwd()):
         try:
             return path.relative_to(root.resolve()).as_posix()
         except ValueError:

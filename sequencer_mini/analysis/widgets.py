@@ -18,18 +18,19 @@ from __future__ import annotations
 import html
 import io
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import Tensor, nn
 
-from sequencer_mini.analysis.erf import ERF, effective_receptive_field, effective_receptive_fields
+from sequencer_mini.analysis.erf import ERF, effective_receptive_field
 
 if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets
 
-__all__ = ["Panel", "erf_png", "caption", "panels_from_models", "static_explorer", "LiveExplorer"]
+__all__ = ["Panel", "erf_png", "caption", "static_explorer", "LiveExplorer"]
 
 
 @dataclass
@@ -72,50 +73,13 @@ def caption(erf: ERF, title: str = "") -> str:
     return "".join(parts)
 
 
-def panels_from_models(
-    models: Mapping[str, Mapping[str, nn.Module]],
-    images: Mapping[str, Tensor] | Tensor,
-    layers: Mapping[str, Sequence[str]],
-    *,
-    size: int = 140,
-    cmap: str = "pink",
-    **erf_kwargs: Any,
-) -> tuple[dict[str, dict[str, list[Panel]]], dict[str, dict[str, list[ERF]]]]:
-    """Compute every ERF of a ``model × weights × depth`` grid and turn it into panels.
-
-    Args:
-        models: ``{model name: {weights name: module}}``, e.g. ``{'Sequencer2D': {'trained': m, 'random init': r}}``.
-        images: the input images ``(N, C, H, W)``, or ``{model name: images}``.
-        layers: ``{model name: [layer names in depth order]}``.
-        erf_kwargs: passed to :func:`~sequencer_mini.analysis.erf.effective_receptive_fields` (e.g. ``centre='exact'``).
-
-    Returns:
-        ``(panels, erfs)``, both ``{model: {weights: [one per layer]}}``. Each map is min-max scaled on its own,
-        so that the *shape* is visible at any depth.
-    """
-    panels: dict[str, dict[str, list[Panel]]] = {}
-    erfs: dict[str, dict[str, list[ERF]]] = {}
-    for model_name, variants in models.items():
-        x = images[model_name] if isinstance(images, Mapping) else images
-        panels[model_name], erfs[model_name] = {}, {}
-        for variant, model in variants.items():
-            results = effective_receptive_fields(model, x, layers[model_name], **erf_kwargs)
-            erfs[model_name][variant] = results
-            panels[model_name][variant] = [
-                Panel(erf_png(r.map, size, cmap),
-                      caption(r, f"{model_name}, {variant}, block {k + 1} of {len(results)}"))
-                for k, r in enumerate(results)
-            ]
-    return panels, erfs
-
-
 def static_explorer(
     panels: Mapping[str, Mapping[str, Sequence[Panel]]],
     *,
     title: str = "ERF explorer",
     depth_label: str = "block",
     size: int = 140,
-) -> "ipywidgets.VBox":
+) -> ipywidgets.VBox:
     """A kernel-free explorer over precomputed panels ``{model: {weights: [panel per depth]}}``.
 
     Controls: a Dropdown (model), ToggleButtons (weights) and a SelectionSlider (depth, ``1 … max depth``).

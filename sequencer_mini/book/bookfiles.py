@@ -1,19 +1,14 @@
-"""The files the book reads, and what they say exists: repository files, recorded runs, the chapter map.
+"""What the book says exists: the recorded runs and the chapter map.
 
-Two jobs, one idea (the book claims a result only where its file exists):
-
-* :func:`repo_file` finds a file of the repository (``book/data/paper.json``,
-  ``bench/results/throughput-cuda.json``) from wherever a notebook runs: the repository root,
-  ``book/`` (the book's working directory, also on Colab, where the setup cell clones the
-  repository and changes into ``book/``), or the checkout this package was installed from.
-* :func:`recorded_runs` lists the results files committed under ``book/results/`` (each written by
-  :func:`sequencer_mini.core.provenance.write_results`, so each names its device), and
-  :func:`chapter_map` / :func:`recorded_runs_text` turn that list into the sentences that say which
-  chapter shows which recorded run. Chapter 0, the README's chapter table and the setup page are
-  generated from them (``tools/write_results_claims.py``), so they cannot claim a run that is not
-  committed. A results file is assigned to a chapter by its ``dataset`` (training runs) or, for
-  experiment and benchmark files (``experiment`` or ``benchmark`` key), to the findings chapter; a
-  file may also name its chapter with a ``"chapter": N`` key.
+The book claims a result only where its file exists. :func:`recorded_runs` lists the results files committed
+under ``book/results/`` (each written by :func:`sequencer_mini.core.provenance.write_results`, so each names
+its device; the folder is found by :func:`sequencer_mini.core.paths.results_dir`, the one resolver of the
+repository's files), and :func:`chapter_map` / :func:`recorded_runs_text` turn that list into the sentences
+that say which chapter shows which recorded run. Chapter 0, the README's chapter table and the setup page are
+generated from them (``tools/write_results_claims.py``), so they cannot claim a run that is not committed. A
+results file is assigned to a chapter by its ``dataset`` (training runs) or, for experiment and benchmark files
+(``experiment`` or ``benchmark`` key), to the findings chapter; a file may also name its chapter with a
+``"chapter": N`` key.
 """
 
 from __future__ import annotations
@@ -24,47 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 import shlex
 
+from sequencer_mini.core.paths import results_dir
+
 __all__ = ["CHAPTERS", "Chapter", "RecordedRun", "chapter_map", "is_gpu_device", "public_command",
-           "public_provenance", "recorded_runs", "recorded_runs_text", "repo_file", "results_dir"]
-
-_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-
-
-def repo_file(relative: str, missing_ok: bool = False) -> Path | None:
-    """``<repository>/<relative>`` from the root, from ``book/`` or from the installed checkout.
-
-    Args:
-        relative: a path inside the repository, e.g. ``"book/data/paper.json"``.
-        missing_ok: return None instead of raising when the file is nowhere.
-
-    Raises:
-        FileNotFoundError: naming every place looked at (unless ``missing_ok``).
-    """
-    rel = Path(relative)
-    if rel.is_absolute() or ".." in rel.parts:
-        raise ValueError(f"expected a path inside the repository such as 'book/data/paper.json', got {relative!r}")
-    candidates = [Path(relative), Path("..") / relative, _PACKAGE_ROOT / relative]
-    if rel.parts[:1] == ("book",):  # already inside book/: data/paper.json
-        candidates.insert(1, Path(*rel.parts[1:]))
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    if missing_ok:
-        return None
-    tried = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(f"{relative} not found (looked at {tried}); run from a clone of the repository "
-                            "(its root or its book/ folder), or on Colab after the notebook's setup cell")
-
-
-def results_dir(missing_ok: bool = False) -> Path | None:
-    """The ``book/results`` folder of the repository (see :func:`repo_file`)."""
-    for candidate in (Path("book/results"), Path("results"), _PACKAGE_ROOT / "book" / "results"):
-        if candidate.is_dir():
-            return candidate
-    if missing_ok:
-        return None
-    raise FileNotFoundError("book/results not found; run from a clone of the repository")
-
+           "public_provenance", "recorded_runs", "recorded_runs_text"]
 
 _REPO_DIRS = ("sequencer_mini", "bench", "tools", "book", "tests")
 

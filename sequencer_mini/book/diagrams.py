@@ -9,13 +9,12 @@ the numbers it prints (blocks, patch sizes, channels, hidden sizes) from a
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
 from sequencer_mini.models.sequencer2d import Sequencer2DConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-    from sequencer_mini.models.sequencer2d import Sequencer2DConfig
 
 __all__ = ["lstm_cell_figure", "sequencer2d_figure"]
 
@@ -59,19 +58,28 @@ def sequencer2d_figure(config: Sequencer2DConfig | None = None, img_size: int = 
     # import cost: matplotlib loads only when a figure is drawn
     import matplotlib.pyplot as plt
 
-
     cfg = config or Sequencer2DConfig()
     fig, ax = plt.subplots(figsize=(10.0, 6.4), dpi=90)
     ax.set_xlim(0, 20)
     ax.set_ylim(0, 13)
     ax.axis("off")
+    _draw_model_row(ax, cfg, img_size)
+    _draw_block_row(ax)
+    _draw_bilstm2d_row(ax, cfg)
+    ax.text(10.0, 0.35, "orange: mixes tokens · blue: one token at a time · green: makes the token grid",
+            ha="center", fontsize=8, color="#404040")
+    fig.tight_layout()
+    return fig
 
-    # Row 1: the model, left to right; green boxes change the token grid
+
+def _draw_model_row(ax: Axes, cfg: Sequencer2DConfig, img_size: int) -> None:
+    """Row 1: the model, left to right; green boxes change the token grid."""
     ax.text(0.2, 12.6, "Sequencer2D: image → stem → stages of blocks → head", fontsize=10, weight="bold")
     y = 11.2
     items: list[tuple[str, str, float]] = [(f"image\n3 × {img_size}\n× {img_size}", _GREY, 1.4)]
     side = img_size
-    for i, (blocks, p, dim, hid) in enumerate(zip(cfg.layers, cfg.patch_sizes, cfg.embed_dims, cfg.hidden_sizes)):
+    stages = zip(cfg.layers, cfg.patch_sizes, cfg.embed_dims, cfg.hidden_sizes, strict=True)
+    for i, (blocks, p, dim, hid) in enumerate(stages):
         side //= p
         if i == 0:
             items.append((f"stem\n{p}×{p} conv\nstride {p}", _SHAPE, 1.3))
@@ -87,7 +95,9 @@ def sequencer2d_figure(config: Sequencer2DConfig | None = None, img_size: int = 
             _arrow(ax, (prev, y), (left, y))
         prev, x = right, x + w + gap
 
-    # Row 2: one block
+
+def _draw_block_row(ax: Axes) -> None:
+    """Row 2: one block, its two residual branches drawn above the boxes."""
     ax.text(0.2, 8.7, "one Sequencer2D block (pre-norm, two residual branches, as in a Transformer block)",
             fontsize=10, weight="bold")
     y = 7.0
@@ -96,9 +106,9 @@ def sequencer2d_figure(config: Sequencer2DConfig | None = None, img_size: int = 
     labels = ["LayerNorm", "BiLSTM2D", "+", "LayerNorm", "MLP\nC → 3C → C", "+"]
     colors = [_CHAN, _MIX, "white", _CHAN, _CHAN, "white"]
     prev = 2.0
-    for x, label, color in zip(xs, labels, colors):
+    for x, label, color in zip(xs, labels, colors, strict=True):
         w = 0.7 if label == "+" else 2.0
-        left, right, _, top = _box(ax, x, y, w, 0.9, label, color, fontsize=9 if label != "+" else 12)
+        left, right, _, _ = _box(ax, x, y, w, 0.9, label, color, fontsize=9 if label != "+" else 12)
         _arrow(ax, (prev, y), (left, y))
         prev = right
     _arrow(ax, (prev, y), (18.6, y))
@@ -109,11 +119,12 @@ def sequencer2d_figure(config: Sequencer2DConfig | None = None, img_size: int = 
         ax.text((start + end) / 2, y + 0.92, "residual: add the input", ha="center", va="bottom", fontsize=7.5,
                 color="#595959")
 
-    # Row 3: the BiLSTM2D layer
+
+def _draw_bilstm2d_row(ax: Axes, cfg: Sequencer2DConfig) -> None:
+    """Row 3: the BiLSTM2D layer, vertical and horizontal BiLSTMs, concatenated, then the FC."""
     ax.text(0.2, 5.3, "the BiLSTM2D layer: the only place where tokens exchange information", fontsize=10,
             weight="bold")
     hid = cfg.hidden_sizes[0]
-    dim = cfg.embed_dims[0]
     _box(ax, 1.2, 2.9, 1.6, 0.9, "X\nH × W × C", _GREY, fontsize=8)
     _box(ax, 5.2, 4.1, 4.4, 1.1, "vertical BiLSTM\nevery column, top↓ and bottom↑\n(B·W sequences of length H)",
          _MIX, fontsize=7.8)
@@ -129,10 +140,6 @@ def sequencer2d_figure(config: Sequencer2DConfig | None = None, img_size: int = 
     _arrow(ax, (12.1, 2.9), (13.1, 2.9))
     _box(ax, 18.0, 2.9, 2.2, 0.9, "H × W × C\n(same shape)", _GREY, fontsize=8)
     _arrow(ax, (15.5, 2.9), (16.9, 2.9))
-    ax.text(10.0, 0.35, "orange: mixes tokens · blue: one token at a time · green: makes the token grid",
-            ha="center", fontsize=8, color="#404040")
-    fig.tight_layout()
-    return fig
 
 
 def lstm_cell_figure() -> Figure:
@@ -157,7 +164,7 @@ def lstm_cell_figure() -> Figure:
         ax.text(x, y, text, ha="center", va="center", fontsize=11, zorder=4)
 
     def line(points: list[tuple[float, float]], arrow: bool = True) -> None:
-        xs, ys = zip(*points)
+        xs, ys = zip(*points, strict=True)
         ax.plot(xs[:-1] if arrow else xs, ys[:-1] if arrow else ys, color=_EDGE, lw=1.2, zorder=1)
         if arrow:
             _arrow(ax, points[-2], points[-1])

@@ -41,6 +41,8 @@ from collections.abc import Iterable
 
 import torch
 
+from sequencer_mini.core.paths import REPO_ROOT
+
 __all__ = ["BUDGETS", "DRY_RUN_STEPS", "DRY_RUN_VAR", "ENV_VAR", "budget", "cost_line", "dry_run",
            "expected_cost", "limit", "pick", "quiet"]
 
@@ -57,7 +59,7 @@ DRY_RUN_VAR = "SEQUENCER_DRY_RUN"
 DRY_RUN_STEPS = 2
 
 #: Where tools/gpu_cost.py writes the expected cost of each chapter at the gpu budget.
-COST_FILE = Path(__file__).resolve().parent.parent / "book" / "data" / "gpu_cost.json"
+COST_FILE = REPO_ROOT / "book" / "data" / "gpu_cost.json"
 
 T = TypeVar("T")
 

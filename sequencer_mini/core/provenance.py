@@ -18,31 +18,15 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import torch
 
 from sequencer_mini.core.budget import budget, dry_run
 from sequencer_mini.core.fsutil import write_error
+from sequencer_mini.core.paths import REPO_ROOT, install_source
 
 __all__ = ["DryRunResultsError", "device_name", "git_commit", "is_dry_run", "provenance", "read_results",
            "write_results"]
-
-_REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def install_source() -> Path | None:
-    """The local folder ``sequencer_mini`` was pip-installed from (a non-editable install, e.g. Colab's clone)."""
-    try:
-        origin = json.loads(metadata.distribution("sequencer_mini").read_text("direct_url.json") or "{}")
-    except (metadata.PackageNotFoundError, ValueError):
-        return None
-    url = origin.get("url", "")
-    if not url.startswith("file://") or origin.get("dir_info", {}).get("editable"):
-        return None
-
-    return Path(unquote(urlparse(url).path))
-
 
 def git_commit(cwd: str | os.PathLike[str] | None = None) -> str:
     """Return the current git commit hash, or ``"unknown"`` outside a git checkout.
@@ -54,7 +38,7 @@ def git_commit(cwd: str | os.PathLike[str] | None = None) -> str:
     if os.environ.get("SEQUENCER_GIT_COMMIT"):
         return os.environ["SEQUENCER_GIT_COMMIT"]
     if cwd is None:
-        sha = _rev_parse(_REPO_ROOT)
+        sha = _rev_parse(REPO_ROOT)
         source = install_source() if sha == "unknown" else None
         return _rev_parse(source) if source is not None and source.is_dir() else sha
     return _rev_parse(cwd)
@@ -80,7 +64,7 @@ def _git_dirty(cwd: str | os.PathLike[str] | None = None) -> bool | None:
     try:
         out = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
-             *(f":(top,exclude){d}" for d in RESULT_DIRS)], cwd=str(cwd or _REPO_ROOT),
+             *(f":(top,exclude){d}" for d in RESULT_DIRS)], cwd=str(cwd or REPO_ROOT),
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):

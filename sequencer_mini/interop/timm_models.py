@@ -29,24 +29,18 @@ from __future__ import annotations
 
 import runpy
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.sequencer import checkpoint_filter_fn
 
-from sequencer_mini.models.sequencer2d import MODELS, Sequencer2D, preset_config, pretrained_cfg_for
+from sequencer_mini.models.sequencer2d import MODELS, PRESETS, Sequencer2D, preset_config, pretrained_cfg_for
 
 __all__ = ["TIMM_NAMES", "main"]
 
-#: timm name -> our preset name.
-TIMM_NAMES: dict[str, str] = {
-    "sequencer2d_mini28": "sequencer2d_mini28",
-    "sequencer2d_fast28": "sequencer2d_fast28",
-    "sequencer2d_mini32": "sequencer2d_mini32",
-    "sm_sequencer2d_s": "sequencer2d_s",
-    "sm_sequencer2d_m": "sequencer2d_m",
-    "sm_sequencer2d_l": "sequencer2d_l",
-}
+#: timm name -> our preset name, read from the presets table (``Preset.timm_name``).
+TIMM_NAMES: dict[str, str] = {preset.timm_name: name for name, preset in PRESETS.items()}
 
 
 def _timm_cfg(timm_name: str) -> dict[str, Any]:
@@ -58,19 +52,20 @@ def _timm_cfg(timm_name: str) -> dict[str, Any]:
 
 
 def _cfg_key(timm_name: str) -> str:
-    # Models with weights get timm's ``.in1k`` tag; the hub id is complete, so timm does not rewrite it.
-    return f"{timm_name}.in1k" if timm_name.startswith("sm_") else timm_name
+    # Models with weights (the ImageNet presets) get timm's ``.in1k`` tag; the hub id is complete, so timm does
+    # not rewrite it.
+    return f"{timm_name}.in1k" if PRESETS[TIMM_NAMES[timm_name]].dataset == "imagenet" else timm_name
 
 
 default_cfgs = generate_default_cfgs({_cfg_key(n): _timm_cfg(n) for n in TIMM_NAMES})
 
 
 def _create(timm_name: str, pretrained: bool = False, **kwargs: Any) -> Sequencer2D:
-    preset = MODELS[TIMM_NAMES[timm_name]]
-    n_stages = len(preset_config(TIMM_NAMES[timm_name]).layers)
+    name = TIMM_NAMES[timm_name]
+    n_stages = len(preset_config(name).layers)
     out_indices = kwargs.pop("out_indices", tuple(range(n_stages)))
     return build_model_with_cfg(
-        preset,
+        MODELS[name],
         timm_name,
         pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,  # also converts the official release's keys

@@ -1,11 +1,11 @@
-"""Chapter 10: what a model costs: parameters, multiply-accumulates, images per second and peak memory.
+"""Chapter 10: what a model costs: parameters, images per second and peak memory.
 
-:func:`param_count`; :func:`macs` (every multiply-accumulate: LSTM gate matmuls through
-:func:`~sequencer_mini.measure.macs.count_macs`, attention through PyTorch's *math* backend, see below) next to
-:func:`flop_counter_macs` (what :class:`~torch.utils.flop_counter.FlopCounterMode` alone sees, the count
-behind timm's table); :func:`images_per_second`; :func:`peak_memory` of one forward or forward+backward pass.
-:func:`profile_sweep` measures all of them per model and input side, :func:`imagenet_macs` counts the ImageNet
-presets (both for ``bench/scaling.py`` and the findings chapter).
+:func:`param_count`; :func:`images_per_second`; :func:`peak_memory` of one forward or forward+backward pass.
+Multiply-accumulates are counted by the one counter, :func:`~sequencer_mini.measure.macs.count_macs` (LSTM
+gate matmuls through hooks, attention through PyTorch's *math* backend), which also gives, with
+``fused_rnns=False``, what :class:`~torch.utils.flop_counter.FlopCounterMode` alone sees (the count behind
+timm's table). :func:`profile_sweep` measures all of them per model and input side, :func:`imagenet_macs`
+counts the ImageNet presets (both for ``bench/scaling.py`` and the findings chapter).
 
 Peak memory is measured in two ways:
 
@@ -23,10 +23,8 @@ Peak memory is measured in two ways:
   8 × 8 input, so that loading and initialising the math libraries (oneDNN, thread pools), a cost paid once
   per process whatever the input, is not counted; each mode is then measured from the RSS just before it.
 
-Why the math backend for MACs: on the CPU, ``F.scaled_dot_product_attention`` dispatches to
-``aten::_scaled_dot_product_flash_attention_for_cpu``, for which ``FlopCounterMode`` has no formula, so a
-ViT's attention products (``QKᵀ`` and ``AV``, ``2·N²·D`` MACs per layer) would count as zero. Under
-``sdpa_kernel(SDPBackend.MATH)`` attention is computed with two batched matmuls, which are counted.
+The ``attention`` of a :class:`ModelSpec` (``"math"``: the attention matrix is materialised) applies to the
+timings and the memory; the MAC count is the same for both backends.
 """
 
 from __future__ import annotations
@@ -41,24 +39,22 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
 
+from sequencer_mini.core.paths import REPO_ROOT
 from sequencer_mini.measure.macs import count_macs
 from sequencer_mini.models.sequencer2d import MODELS
 
 __all__ = [
     "ModelSpec",
     "param_count",
-    "macs",
-    "flop_counter_macs",
     "attention_backend",
     "images_per_second",
     "peak_memory",
@@ -68,7 +64,6 @@ __all__ = [
     "SCALING_SPECS",
 ]
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -119,35 +114,6 @@ def attention_backend(name: str = "default") -> Iterator[None]:
 
     with sdpa_kernel(SDPBackend.MATH):
         yield
-
-
-def macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """All multiply-accumulates of one forward pass on ``input_shape`` (``(C, H, W)`` or ``(B, C, H, W)``).
-
-    The same as :func:`~sequencer_mini.measure.macs.count_macs`, which counts the LSTM gate matmuls (by hooks) and the
-    attention products (through the math attention backend); kept here so the findings code reads in one place.
-    """
-
-    return count_macs(model, input_shape)
-
-
-@torch.no_grad()
-def flop_counter_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """MACs that :class:`~torch.utils.flop_counter.FlopCounterMode` alone reports (FLOPs / 2).
-
-    It has no formula for ``aten::lstm`` (the fused LSTM kernel), so the LSTMs count zero: the same blind
-    spot as fvcore, the counter behind the GMACs in timm's model table.
-    """
-    shape = tuple(input_shape) if len(input_shape) == 4 else (1, *input_shape)
-    param = next(model.parameters())
-    was_training = model.training
-    model.eval()
-    try:
-        with attention_backend("math"), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(shape, device=param.device))
-    finally:
-        model.train(was_training)
-    return counter.get_total_flops() // 2
 
 
 def _sync(device: torch.device) -> None:
@@ -262,9 +228,9 @@ def _cpu_peak_in_this_process(spec: ModelSpec, side: int, in_chans: int, batch_s
         before = _maxrss_kib()
         with attention_backend(spec.attention):
             _step_fn(model, x, mode == "train")()
-        if can_reset:
-            peak = _proc_status_kib("VmHWM")
-            out[mode] = {"mib": (peak - baseline) / 1024, "baseline_mib": baseline / 1024,
+        hwm = _proc_status_kib("VmHWM") if can_reset else None
+        if baseline is not None and hwm is not None:
+            out[mode] = {"mib": (hwm - baseline) / 1024, "baseline_mib": baseline / 1024,
                          "method": "cpu: fresh subprocess, warm-up on an 8x8 input, then VmHWM - VmRSS (clear_refs)"}
         else:  # lifetime peak: valid when the pass sets a new record, i.e. for the larger inputs
             peak = _maxrss_kib()
@@ -330,7 +296,7 @@ def peak_memory(
     args = json.dumps({"spec": spec.to_dict(), "side": side, "in_chans": in_chans, "batch_size": batch_size,
                        "modes": list(modes), "threads": torch.get_num_threads()})
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env["CUDA_VISIBLE_DEVICES"] = ""  # the child must not touch a GPU
     code = "import sys; from sequencer_mini.measure.cost import _child_main; _child_main(sys.argv[1])"
     proc = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True, env=env, timeout=timeout)
@@ -375,8 +341,8 @@ def profile_sweep(
             model = spec.build(side).to(device)
             row: dict[str, Any] = {"model": spec.label, "side": side, "batch_size": batch_size,
                                    "params": param_count(model), "attention": spec.attention}
-            row["macs"] = macs(model, (in_chans, side, side))
-            row["flop_counter_macs"] = flop_counter_macs(model, (in_chans, side, side))
+            row["macs"] = count_macs(model, (in_chans, side, side))
+            row["flop_counter_macs"] = count_macs(model, (in_chans, side, side), fused_rnns=False)
             for mode in throughput_modes:
                 key = f"images_per_s_{mode}"
                 try:
@@ -408,13 +374,14 @@ def profile_sweep(
 
 def imagenet_macs(names: Sequence[str] = ("sequencer2d_s", "sequencer2d_m", "sequencer2d_l"), side: int = 224,
                   device: str | torch.device = "cpu", log: Callable[[str], None] | None = None) -> list[dict]:
-    """Params, MACs with the LSTMs (:func:`macs`) and what FlopCounterMode alone sees, for the ImageNet presets."""
-
+    """Params, MACs with the LSTMs (:func:`~sequencer_mini.measure.macs.count_macs`) and what FlopCounterMode
+    alone sees (``fused_rnns=False``), for the ImageNet presets."""
     rows = []
     for name in names:
         model = MODELS[name]().to(device).eval()
-        row = {"model": name, "side": side, "params": param_count(model), "macs": macs(model, (3, side, side)),
-               "flop_counter_macs": flop_counter_macs(model, (3, side, side))}
+        row: dict[str, Any] = {"model": name, "side": side, "params": param_count(model),
+                               "macs": count_macs(model, (3, side, side)),
+                               "flop_counter_macs": count_macs(model, (3, side, side), fused_rnns=False)}
         rows.append(row)
         if log:
             log(f"{name}: {row['params']:,} params, {row['macs'] / 1e9:.2f} GMACs with LSTMs, "

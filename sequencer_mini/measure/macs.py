@@ -9,13 +9,20 @@ modules, which it cannot see:
 
     MACs per token and direction = G · h · (C_in + h),   G = 4 (LSTM), 3 (GRU), 1 (tanh RNN)
 
-Attention is counted through PyTorch's math backend (its fused CPU kernels have no FLOP formula either).
-Bias additions, softmax and element-wise gate arithmetic are not counted, as in the paper's table.
+Attention is counted through PyTorch's math backend: on the CPU, ``F.scaled_dot_product_attention`` dispatches
+to ``aten::_scaled_dot_product_flash_attention_for_cpu``, which has no FLOP formula, so a ViT's attention products
+(``QKᵀ`` and ``AV``, ``2·N²·D`` MACs per layer) would count as zero; under ``sdpa_kernel(SDPBackend.MATH)``
+attention is two batched matmuls, which are counted. Bias additions, softmax and element-wise gate arithmetic are
+not counted, as in the paper's table.
+
+``count_macs(..., fused_rnns=False)`` leaves the hooks out: what ``FlopCounterMode`` alone reports, the blind
+spot behind timm's table, which chapters 5 and 10 set beside the full count.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -30,8 +37,9 @@ _GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
 def rnn_macs(module: nn.Module, x: Tensor) -> int:
     """MACs of one call of a built-in ``nn.LSTM``/``nn.GRU``/``nn.RNN`` (one layer) on ``x``."""
     gates = next(g for cls, g in _GATES.items() if isinstance(module, cls))
-    hidden = module.hidden_size  # type: ignore[attr-defined]
-    directions = 2 if module.bidirectional else 1  # type: ignore[attr-defined]
+    rnn = cast(nn.RNNBase, module)  # every class in _GATES is one
+    hidden = rnn.hidden_size
+    directions = 2 if rnn.bidirectional else 1
     tokens = x.shape[0] * x.shape[1] if x.dim() == 3 else x.shape[0]  # (N, T, C): N·T steps per direction
     return int(tokens * directions * gates * hidden * (x.shape[-1] + hidden))
 
@@ -45,10 +53,13 @@ def _as_batch(input_shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+def count_macs(model: nn.Module, input_shape: tuple[int, ...], *, fused_rnns: bool = True) -> int:
     """Multiply-accumulates of one forward pass on zeros of ``input_shape``, LSTM gate matmuls included.
 
     ``input_shape`` is ``(C, H, W)`` (batch 1) or ``(B, C, H, W)``; the count is for the whole batch.
+    ``fused_rnns=False`` leaves out the gate matmuls of PyTorch's fused ``nn.LSTM``/``nn.GRU``/``nn.RNN``, which
+    :class:`~torch.utils.flop_counter.FlopCounterMode` cannot see: the count it reports on its own (the same
+    blind spot as fvcore, the counter behind the GMACs in timm's model table).
     """
     shape = _as_batch(tuple(input_shape))
     param = next(model.parameters(), None)
@@ -56,7 +67,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     was_training = model.training
     model.eval()
     try:
-        return _module_macs(model, torch.zeros(shape, device=device))
+        return _module_macs(model, torch.zeros(shape, device=device), fused_rnns=fused_rnns)
     finally:
         model.train(was_training)
 
@@ -145,15 +156,17 @@ def summary(model: nn.Module, input_shape: tuple[int, ...]) -> Summary:
     return Summary(rows, shape)
 
 
-def _module_macs(module: nn.Module, inp: Tensor) -> int:
-    """MACs of ``module(inp)``: what FlopCounterMode sees, plus hooks for the built-in RNNs it cannot see."""
+def _module_macs(module: nn.Module, inp: Tensor, fused_rnns: bool = True) -> int:
+    """MACs of ``module(inp)``: what FlopCounterMode sees, plus (``fused_rnns``) hooks for the built-in RNNs it
+    cannot see."""
     hidden_rnn = 0
 
     def hook(m: nn.Module, inputs: tuple[Tensor, ...], _out: object) -> None:
         nonlocal hidden_rnn
         hidden_rnn += rnn_macs(m, inputs[0])
 
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, tuple(_GATES))]
+    rnns = [m for m in module.modules() if isinstance(m, tuple(_GATES))] if fused_rnns else []
+    handles = [m.register_forward_hook(hook) for m in rnns]
     try:
         # The math attention backend runs scaled_dot_product_attention as visible matmuls; the fused CPU
         # kernels (e.g. flash attention for CPU) have no FLOP formula and would count as zero.

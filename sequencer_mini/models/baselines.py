@@ -14,14 +14,14 @@ size divisible by its patch size and resamples its position embeddings to the ne
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-__all__ = ["SmallCNN", "SmallViT", "small_cnn", "small_vit", "BASELINES", "resample_pos_embed", "create_baseline"]
+__all__ = ["SmallCNN", "SmallViT", "small_cnn", "small_vit", "BASELINES", "resample_pos_embed"]
 
 
 # ----------------------------------------------------------------------------- CNN
@@ -212,9 +212,3 @@ def small_vit(in_chans: int = 1, num_classes: int = 10, img_size: int = 28, **kw
 
 BASELINES: dict[str, Callable[..., nn.Module]] = {"small_cnn": small_cnn, "small_vit": small_vit}
 
-
-def create_baseline(name: str, **kwargs) -> nn.Module:
-    """Build a baseline by name: ``create_baseline('small_vit', in_chans=3, num_classes=10, img_size=32)``."""
-    if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; expected one of {sorted(BASELINES)}")
-    return BASELINES[name](**kwargs)

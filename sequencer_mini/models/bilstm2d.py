@@ -20,9 +20,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.fx
 from torch import Tensor, nn
 
+from sequencer_mini.models import checks
 from sequencer_mini.models.lstm import LSTM
 
 __all__ = ["BiLSTM2D", "UNIONS", "BACKENDS", "RNN_TYPES"]
@@ -54,15 +54,6 @@ def make_rnn(
         return LSTM(input_size, hidden_size, bidirectional=bidirectional, batch_first=True, fused=True)
     cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[rnn]
     return cls(input_size, hidden_size, num_layers=1, batch_first=True, bidirectional=bidirectional)
-
-
-def _check_bilstm2d_input(x: Tensor, input_size: int) -> None:
-    if x.dim() != 4 or x.shape[-1] != input_size:
-        shape = "(" + ", ".join([str(s) for s in x.shape]) + ")"
-        raise ValueError(f"BiLSTM2D expected a channels-last input (B, H, W, {input_size}), got {shape}")
-
-
-torch.fx.wrap("_check_bilstm2d_input")  # a leaf for torch.fx: the check runs in the traced module too
 
 
 class BiLSTM2D(nn.Module):
@@ -119,7 +110,7 @@ class BiLSTM2D(nn.Module):
         return f"union={self.union!r}, with_fc={self.with_fc}, backend={self.backend!r}"
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_bilstm2d_input(x, self.input_size)
+        checks.check_bilstm2d_input(x, self.input_size)  # an FX leaf: it runs in a traced module too
         batch, height, width, channels = x.shape
         # permute + reshape rather than einops, so that torch.jit.script and torch.fx trace this; each line
         # gives its einops pattern.

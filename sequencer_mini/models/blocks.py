@@ -3,16 +3,18 @@
 * :func:`patchify` cuts an image into non-overlapping patches (the view that :class:`PatchEmbed` computes
   with one strided convolution).
 * :class:`PatchEmbed` (``stem.proj``) and :class:`Downsample2D` (``downsample.down``) change the token grid.
-* :class:`Sequencer2DBlock` is the pre-norm residual block ``x + BiLSTM2D(LN(x))``, ``x + MLP(LN(x))``.
-* :class:`VanillaSequencerBlock` is the same block with one BiLSTM over all ``H·W`` tokens in raster order.
+* :class:`SequencerBlock` is the pre-norm residual block ``x + mixer(LN(x))``, ``x + MLP(LN(x))``, for a given
+  token mixer; :class:`Sequencer2DBlock` is it with a BiLSTM2D mixer, :class:`VanillaSequencerBlock` with one
+  BiLSTM over all ``H·W`` tokens in raster order (:class:`FlatBiLSTM`).
 
 All feature maps are channels-last ``(B, H, W, C)``, as in the official code and timm.
 
 Traceable: every forward here runs under ``torch.jit.script``, ``torch.fx.symbolic_trace`` and
 ``torch.export``. That is why the forward passes use ``permute``/``reshape`` (each with its einops pattern in a
 comment: einops functions are neither scriptable nor FX-traceable) and why the input checks are free functions
-registered with ``torch.fx.wrap``: FX records them as calls that still run, on real tensors, in the traced
-module, instead of failing on ``if`` over a symbolic shape.
+registered with ``torch.fx.wrap`` (in :mod:`sequencer_mini.models.checks`, called as ``checks.check_…`` so that
+FX's patching of that module's names applies): FX records them as calls that still run, on real tensors, in the
+traced module, instead of failing on ``if`` over a symbolic shape.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch.fx
 from einops import rearrange
 from torch import Tensor, nn
 
+from sequencer_mini.models import checks
 from sequencer_mini.models.bilstm2d import BiLSTM2D, make_rnn
 
 __all__ = [
@@ -32,46 +35,16 @@ __all__ = [
     "Downsample2D",
     "MLP",
     "DropPath",
+    "SequencerBlock",
     "Sequencer2DBlock",
     "FlatBiLSTM",
     "VanillaSequencerBlock",
     "LayerNorm",
-    "shape_str",
     "drop_path",
 ]
 
 #: The norm used everywhere in Sequencer: LayerNorm over channels with eps 1e-6 (official code, timm).
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)
-
-
-def shape_str(x: Tensor) -> str:
-    """``'(2, 3, 224, 224)'``: a tensor's shape as Python prints a tuple, in a form TorchScript compiles."""
-    return "(" + ", ".join([str(s) for s in x.shape]) + ")"
-
-
-def _check_divisible(x: Tensor, patch: int, where: str) -> None:
-    height, width = x.shape[-2], x.shape[-1]
-    if height % patch != 0 or width % patch != 0:
-        raise ValueError(
-            f"{where}: height and width must be multiples of the patch size {patch}, got {height}×{width} "
-            f"(input shape {shape_str(x)}); resize or pad the input instead of letting it be cropped"
-        )
-
-
-def _check_patch_embed_input(x: Tensor, in_chans: int, patch: int) -> None:
-    if x.dim() != 4 or x.shape[1] != in_chans:
-        raise ValueError(f"PatchEmbed expected images (B, {in_chans}, H, W), got shape {shape_str(x)}")
-    _check_divisible(x, patch, "PatchEmbed")
-
-
-def _check_channels_last(x: Tensor, patch: int) -> None:
-    # Downsample2D reads (B, H, W, C); the grid sides are dims 1 and 2.
-    height, width = x.shape[1], x.shape[2]
-    if height % patch != 0 or width % patch != 0:
-        raise ValueError(
-            f"Downsample2D: height and width must be multiples of the patch size {patch}, got {height}×{width} "
-            f"(input shape {shape_str(x)}); resize or pad the input instead of letting it be cropped"
-        )
 
 
 def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
@@ -84,9 +57,7 @@ def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
     return x * mask / keep
 
 
-# Leaves for torch.fx: traced as calls (that still run and raise) rather than traced through.
-for _name in ("_check_patch_embed_input", "_check_channels_last", "drop_path"):
-    torch.fx.wrap(_name)
+torch.fx.wrap("drop_path")  # a leaf for torch.fx: its mask shape is computed from x.dim(), which FX cannot trace
 
 
 def patchify(images: Tensor, patch: int) -> Tensor:
@@ -97,7 +68,7 @@ def patchify(images: Tensor, patch: int) -> Tensor:
     """
     if images.dim() != 4:
         raise ValueError(f"patchify expected images (B, C, H, W), got shape {tuple(images.shape)}")
-    _check_divisible(images, patch, "patchify")
+    checks.check_divisible(images, patch, "patchify")
     return rearrange(images, "b c (gh p1) (gw p2) -> b gh gw (p1 p2 c)", p1=patch, p2=patch)
 
 
@@ -114,7 +85,7 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_patch_embed_input(x, self.in_chans, self.patch_size)
+        checks.check_patch_embed_input(x, self.in_chans, self.patch_size)
         return self.proj(x).permute(0, 2, 3, 1)  # "b c h w -> b h w c"
 
 
@@ -130,7 +101,7 @@ class Downsample2D(nn.Module):
         self.down = nn.Conv2d(input_dim, output_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_channels_last(x, self.patch_size)
+        checks.check_channels_last(x, self.patch_size)
         x = x.permute(0, 3, 1, 2)  # "b h w c -> b c h w"
         return self.down(x).permute(0, 2, 3, 1)  # "b c h w -> b h w c"
 
@@ -169,10 +140,36 @@ class DropPath(nn.Module):
         return drop_path(x, self.drop_prob, self.training)
 
 
-class Sequencer2DBlock(nn.Module):
-    """``x + DropPath(BiLSTM2D(LN(x)))``, then ``x + DropPath(MLP(LN(x)))``: ``(B, H, W, C) → (B, H, W, C)``.
+class SequencerBlock(nn.Module):
+    """``x + DropPath(mixer(LN(x)))``, then ``x + DropPath(MLP(LN(x)))``: ``(B, H, W, C) → (B, H, W, C)``.
 
-    Submodule names are timm's (``norm1``, ``rnn_tokens``, ``norm2``, ``mlp_channels.fc1/fc2``).
+    The one Sequencer block: a pre-norm residual token mixer, then a pre-norm residual channel MLP. The token
+    mixer is given (a :class:`~sequencer_mini.models.bilstm2d.BiLSTM2D` in :class:`Sequencer2DBlock`, a
+    :class:`FlatBiLSTM` in :class:`VanillaSequencerBlock`); it must map ``(B, H, W, dim)`` to ``(B, H, W, dim)``.
+    Submodule names are timm's ``Sequencer2dBlock`` (``norm1``, ``rnn_tokens``, ``drop_path``, ``norm2``,
+    ``mlp_channels.fc1/fc2``), registered in its order, so timm's state dicts load with ``strict=True``.
+    """
+
+    def __init__(self, dim: int, mixer: nn.Module, mlp_ratio: float = 3.0, drop: float = 0.0,
+                 drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = LayerNorm(dim)
+        self.rnn_tokens = mixer
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = LayerNorm(dim)
+        self.mlp_channels = MLP(dim, int(mlp_ratio * dim), drop=drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path(self.rnn_tokens(self.norm1(x)))  # token mixing (along rows and columns in 2D)
+        x = x + self.drop_path(self.mlp_channels(self.norm2(x)))  # channel mixing per token
+        return x
+
+
+class Sequencer2DBlock(SequencerBlock):
+    """The Sequencer2D block: :class:`SequencerBlock` with a :class:`~sequencer_mini.models.bilstm2d.BiLSTM2D`
+    token mixer of ``hidden_size`` per direction (the paper: ``dim/4``). Shapes: ``(B, H, W, C) → (B, H, W, C)``.
+
+    ``union``, ``with_fc``, ``bidirectional``, ``backend`` and ``rnn`` are BiLSTM2D's.
     """
 
     def __init__(
@@ -188,19 +185,12 @@ class Sequencer2DBlock(nn.Module):
         backend: str = "torch",
         rnn: str = "lstm",
     ) -> None:
-        super().__init__()
-        self.norm1 = LayerNorm(dim)
-        self.rnn_tokens = BiLSTM2D(
+        # The mixer is built first, then the norms and the MLP: the order in which timm's block draws its
+        # random numbers (LayerNorm draws none), so a seeded build is unchanged.
+        mixer = BiLSTM2D(
             dim, hidden_size, union=union, with_fc=with_fc, backend=backend, bidirectional=bidirectional, rnn=rnn  # type: ignore[arg-type]
         )
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = LayerNorm(dim)
-        self.mlp_channels = MLP(dim, int(mlp_ratio * dim), drop=drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path(self.rnn_tokens(self.norm1(x)))  # token mixing along rows and columns
-        x = x + self.drop_path(self.mlp_channels(self.norm2(x)))  # channel mixing per token
-        return x
+        super().__init__(dim, mixer, mlp_ratio, drop=drop, drop_path=drop_path)
 
 
 class FlatBiLSTM(nn.Module):
@@ -222,8 +212,8 @@ class FlatBiLSTM(nn.Module):
         return tokens.reshape(batch, height, width, -1)  # "b (h w) d -> b h w d"
 
 
-class VanillaSequencerBlock(nn.Module):
-    """The vanilla Sequencer block: :class:`Sequencer2DBlock` with a :class:`FlatBiLSTM` and no FC.
+class VanillaSequencerBlock(SequencerBlock):
+    """The vanilla Sequencer block: :class:`SequencerBlock` with a :class:`FlatBiLSTM` (and no FC).
 
     ``hidden_size`` must be ``dim/2`` (bidirectional) so that the BiLSTM's output has ``dim`` channels.
     Shapes: ``(B, H, W, C) → (B, H, W, C)``.
@@ -240,21 +230,11 @@ class VanillaSequencerBlock(nn.Module):
         backend: str = "torch",
         rnn: str = "lstm",
     ) -> None:
-        super().__init__()
         out = 2 * hidden_size if bidirectional else hidden_size
         if out != dim:
             raise ValueError(
                 f"VanillaSequencerBlock needs the (Bi)LSTM output width to equal dim: hidden_size={hidden_size}, "
                 f"bidirectional={bidirectional} gives {out} but dim={dim}"
             )
-        self.norm1 = LayerNorm(dim)
-        self.rnn_tokens = FlatBiLSTM(dim, hidden_size, bidirectional=bidirectional, backend=backend, rnn=rnn)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = LayerNorm(dim)
-        self.mlp_channels = MLP(dim, int(mlp_ratio * dim), drop=drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path(self.rnn_tokens(self.norm1(x)))
-        x = x + self.drop_path(self.mlp_channels(self.norm2(x)))
-        return x
-
+        mixer = FlatBiLSTM(dim, hidden_size, bidirectional=bidirectional, backend=backend, rnn=rnn)
+        super().__init__(dim, mixer, mlp_ratio, drop=drop, drop_path=drop_path)

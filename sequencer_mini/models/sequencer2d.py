@@ -23,30 +23,25 @@ The model speaks timm's model interface (``num_classes=0`` for pooled features, 
 ``forward_features`` / ``forward_head(pre_logits=...)``, ``pretrained_cfg``, ``feature_info``,
 ``set_grad_checkpointing``), and :mod:`sequencer_mini.interop.timm_models` registers the presets with
 ``timm.create_model``. It runs under ``torch.jit.script``, ``torch.fx.symbolic_trace`` and ``torch.export``
-with its input checks in place (see :mod:`sequencer_mini.models.blocks`).
+with its input checks in place (see :mod:`sequencer_mini.models.checks`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, cast
 
 import torch
-import torch.fx
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from sequencer_mini.core.datasets import INPUT_SIDE, MEAN_STD  # the statistics our loaders normalise with
-from sequencer_mini.models.blocks import (
-    Downsample2D,
-    LayerNorm,
-    PatchEmbed,
-    Sequencer2DBlock,
-    VanillaSequencerBlock,
-    shape_str,
-)
+from sequencer_mini.models import checks
+from sequencer_mini.models.blocks import Downsample2D, LayerNorm, PatchEmbed, Sequencer2DBlock, VanillaSequencerBlock
 from sequencer_mini.models.lstm import LSTM as ScratchLSTM
 
 __all__ = [
@@ -66,7 +61,8 @@ __all__ = [
     "create_model",
     "pretrained_cfg_for",
     "preset_config",
-    "PRESET_CONFIGS",
+    "Preset",
+    "PRESETS",
 ]
 
 
@@ -216,38 +212,6 @@ def _check_pool(pool_type: str) -> str:
     return pool_type
 
 
-def _check_images(x: Tensor, in_chans: int, patch_sizes: list[int], reduction: int) -> None:
-    """Raise a ValueError naming what was expected unless ``x`` is a non-empty float ``(B, in_chans, H, W)`` batch
-    whose sides are multiples of ``reduction``. A free function registered with ``torch.fx.wrap``, so that FX
-    keeps it as a call (run on real tensors by the traced module) instead of tracing into its ``if``s."""
-    if x.dim() != 4:
-        raise ValueError(f"Sequencer2D expected images (B, {in_chans}, H, W), "
-                         f"got a {x.dim()}-D tensor of shape {shape_str(x)}")
-    if x.shape[1] != in_chans:
-        raise ValueError(f"Sequencer2D expected {in_chans} input channels, "
-                         f"got {x.shape[1]} (input shape {shape_str(x)})")
-    if x.shape[0] == 0:
-        raise ValueError(f"Sequencer2D expected a non-empty batch of images (B ≥ 1, {in_chans}, H, W), "
-                         f"got shape {shape_str(x)}")
-    if not x.is_floating_point():
-        raise ValueError(
-            "Sequencer2D expected floating-point images (float32, float16 or bfloat16) "
-            f"of shape (B, {in_chans}, H, W), got dtype {x.dtype}: "
-            "convert integer pixels with x.float() / 255 and normalise them"
-        )
-    height, width = x.shape[-2], x.shape[-1]
-    if height % reduction != 0 or width % reduction != 0:
-        raise ValueError(
-            f"Sequencer2D with patch_sizes {patch_sizes} needs height and width that are multiples of "
-            f"{reduction}, got {height}×{width}; nothing is cropped silently: resize to e.g. "
-            f"{max(reduction, int(round(height / reduction)) * reduction)}×"
-            f"{max(reduction, int(round(width / reduction)) * reduction)}"
-        )
-
-
-torch.fx.wrap("_check_images")
-
-
 class Sequencer2D(nn.Module):
     """Sequencer2D. Keyword arguments are the fields of :class:`Sequencer2DConfig` (the paper's knobs).
 
@@ -274,7 +238,7 @@ class Sequencer2D(nn.Module):
         #: timm's per-stage feature description: channels, input pixels per token side, module name.
         self.feature_info = [
             dict(num_chs=dim, reduction=red, module=f"stages.{i}")
-            for i, (dim, red) in enumerate(zip(cfg.embed_dims, reductions))
+            for i, (dim, red) in enumerate(zip(cfg.embed_dims, reductions, strict=True))
         ]
         #: timm's data config (input size, mean/std, interpolation, crop); presets set their own.
         self.pretrained_cfg: dict[str, Any] = pretrained_cfg_for(None, cfg)
@@ -315,7 +279,7 @@ class Sequencer2D(nn.Module):
     def check_input(self, x: Tensor) -> None:
         """Raise a ValueError naming what was expected unless ``x`` is a non-empty floating-point
         ``(B, in_chans, H, W)`` batch on the patch grid."""
-        _check_images(x, self.in_chans, self.patch_sizes, self.reduction)
+        checks.check_images(x, self.in_chans, self.patch_sizes, self.reduction)  # an FX leaf
 
     # ---- timm's model interface
 
@@ -338,7 +302,7 @@ class Sequencer2D(nn.Module):
         """Recompute each block in the backward pass instead of storing its activations
         (``bench/grad_checkpointing.py``)."""
         for stage in self.stages:
-            stage.grad_checkpointing = enable
+            cast(Sequencer2DStage, stage).grad_checkpointing = enable
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -423,25 +387,78 @@ def init_weights(model: nn.Module, head_bias: float = 0.0) -> None:
 # ----------------------------------------------------------------------------------------------- presets
 
 
+@dataclass(frozen=True)
+class Preset:
+    """One row of :data:`PRESETS`: a named Sequencer2D, what it was made for, and its names elsewhere.
+
+    Attributes:
+        name: the preset's name, also the name of its constructor (``sequencer2d_s`` …) and of its
+            :data:`MODELS` entry.
+        config: the keyword arguments of :class:`Sequencer2DConfig` it sets (read-only).
+        dataset: the data set it was made for, a key of :data:`~sequencer_mini.core.datasets.INPUT_SIDE`: its
+            input side and mean/std make the preset's ``pretrained_cfg``; ``'imagenet'`` presets point at the
+            authors' weights on the Hugging Face hub.
+        timm_name: its name in timm's registry (:data:`sequencer_mini.interop.timm_models.TIMM_NAMES`).
+        default_for: the training data sets whose default model it is
+            (:data:`sequencer_mini.train.recipes.DEFAULT_MODEL`).
+    """
+
+    name: str
+    config: Mapping[str, Any] = field(hash=False)  # a mapping is not hashable; the name is
+    dataset: str
+    timm_name: str
+    default_for: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.dataset not in INPUT_SIDE:
+            raise ValueError(f"preset {self.name!r}: dataset must be one of {sorted(INPUT_SIDE)}, got {self.dataset!r}")
+        object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
+
+
+_IMAGENET = dict(
+    patch_sizes=(7, 2, 1, 1),
+    embed_dims=(192, 384, 384, 384),
+    hidden_sizes=(48, 96, 96, 96),
+    mlp_ratios=(3.0, 3.0, 3.0, 3.0),
+)
+_MINI = dict(
+    layers=(2, 4),
+    patch_sizes=(2, 2),
+    embed_dims=(64, 128),
+    hidden_sizes=(16, 32),
+    mlp_ratios=(3.0, 3.0),
+    num_classes=10,
+)
+
+#: The one table of presets, by name; :data:`MODELS`, timm's names (``interop.timm_models.TIMM_NAMES``) and the
+#: training defaults (``train.recipes.DEFAULT_MODEL``) are read from it. timm has its own ``sequencer2d_s/m/l``,
+#: so ours register there with the prefix ``sm_`` (sequencer_mini) and neither replaces the other.
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("sequencer2d_s", {**_IMAGENET, "layers": (4, 3, 8, 3)}, "imagenet", "sm_sequencer2d_s"),
+    Preset("sequencer2d_m", {**_IMAGENET, "layers": (4, 3, 14, 3)}, "imagenet", "sm_sequencer2d_m"),
+    Preset("sequencer2d_l", {**_IMAGENET, "layers": (8, 8, 16, 4)}, "imagenet", "sm_sequencer2d_l"),
+    Preset("sequencer2d_mini28", {**_MINI, "in_chans": 1}, "fashion_mnist", "sequencer2d_mini28",
+           default_for=("fashion_mnist",)),
+    Preset("sequencer2d_mini32", {**_MINI, "in_chans": 3}, "cifar10", "sequencer2d_mini32",
+           default_for=("cifar10", "cifar100", "tiny_imagenet", "imagenette")),
+    Preset("sequencer2d_fast28", dict(layers=(4,), patch_sizes=(4,), embed_dims=(128,), hidden_sizes=(32,),
+                                      mlp_ratios=(3.0,), num_classes=10, in_chans=1), "fashion_mnist",
+           "sequencer2d_fast28"),
+)}
+
+
 def _build(name: str, kwargs: dict[str, Any]) -> Sequencer2D:
-    model = Sequencer2D(**{**PRESET_CONFIGS[name], **kwargs})
+    model = Sequencer2D(**{**PRESETS[name].config, **kwargs})
     model.pretrained_cfg = model.default_cfg = pretrained_cfg_for(name, model.config)
     return model
 
 
-# What each preset was made for: timm's data config (``timm.data.resolve_data_config`` reads it). S/M/L point at
-# the authors' ImageNet weights on the Hugging Face hub (timm's tags; the state-dict keys are the same), so
-# ``timm.create_model('sm_sequencer2d_s', pretrained=True)`` loads them.
-_DATASET_OF_PRESET = {
-    "sequencer2d_s": "imagenet", "sequencer2d_m": "imagenet", "sequencer2d_l": "imagenet",
-    "sequencer2d_mini28": "fashion_mnist", "sequencer2d_fast28": "fashion_mnist", "sequencer2d_mini32": "cifar10",
-}
-
-
 def pretrained_cfg_for(name: str | None, cfg: Sequencer2DConfig) -> dict[str, Any]:
     """timm's ``pretrained_cfg`` for a preset ``name`` (or a custom config when ``None``): input size, mean/std,
-    interpolation, crop, classifier and first-layer names, and for S/M/L the hub id of the authors' weights."""
-    dataset = _DATASET_OF_PRESET.get(name or "", "imagenet")
+    interpolation, crop, classifier and first-layer names, and for S/M/L the hub id of the authors' weights
+    (timm's tags; the state-dict keys are the same, so ``timm.create_model('sm_sequencer2d_s', pretrained=True)``
+    loads them). ``timm.data.resolve_data_config`` reads it."""
+    dataset = PRESETS[name].dataset if name in PRESETS else "imagenet"
     side = INPUT_SIDE[dataset]
     if side % cfg.reduction:  # a custom config: the nearest multiple of its patch grid
         side = cfg.reduction * max(1, round(side / cfg.reduction))
@@ -462,54 +479,45 @@ def pretrained_cfg_for(name: str | None, cfg: Sequencer2DConfig) -> dict[str, An
     return out
 
 
-_IMAGENET = dict(
-    patch_sizes=(7, 2, 1, 1),
-    embed_dims=(192, 384, 384, 384),
-    hidden_sizes=(48, 96, 96, 96),
-    mlp_ratios=(3.0, 3.0, 3.0, 3.0),
-)
-_MINI = dict(
-    layers=(2, 4),
-    patch_sizes=(2, 2),
-    embed_dims=(64, 128),
-    hidden_sizes=(16, 32),
-    mlp_ratios=(3.0, 3.0),
-    num_classes=10,
-)
-#: The keyword arguments of every preset (what :func:`preset_config` turns into a config without building).
-PRESET_CONFIGS: dict[str, dict[str, Any]] = {
-    "sequencer2d_s": {**_IMAGENET, "layers": (4, 3, 8, 3)},
-    "sequencer2d_m": {**_IMAGENET, "layers": (4, 3, 14, 3)},
-    "sequencer2d_l": {**_IMAGENET, "layers": (8, 8, 16, 4)},
-    "sequencer2d_mini28": {**_MINI, "in_chans": 1},
-    "sequencer2d_mini32": {**_MINI, "in_chans": 3},
-    "sequencer2d_fast28": dict(layers=(4,), patch_sizes=(4,), embed_dims=(128,), hidden_sizes=(32,), mlp_ratios=(3.0,),
-                               num_classes=10, in_chans=1),
-}
-
-
 def preset_config(name: str, **kwargs: Any) -> Sequencer2DConfig:
     """The :class:`Sequencer2DConfig` of a preset (with overrides), without building the model."""
-    if name not in PRESET_CONFIGS:
-        raise ValueError(f"unknown model {name!r}; expected one of {sorted(PRESET_CONFIGS)}")
-    return Sequencer2DConfig(**{**PRESET_CONFIGS[name], **kwargs})
+    if name not in PRESETS:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(PRESETS)}")
+    return Sequencer2DConfig(**{**PRESETS[name].config, **kwargs})
 
 
+#: Every preset's constructor by name, for :func:`create_model` and the training CLI (filled by ``_constructor``
+#: below, in the order of :data:`PRESETS`).
+MODELS: dict[str, Callable[..., Sequencer2D]] = {}
+
+
+def _constructor(fn: Callable[..., Sequencer2D]) -> Callable[..., Sequencer2D]:
+    """Enter a named constructor in :data:`MODELS`; its name must be a row of :data:`PRESETS`."""
+    if fn.__name__ not in PRESETS:
+        raise ValueError(f"{fn.__name__} is not a preset; expected one of {sorted(PRESETS)}")
+    MODELS[fn.__name__] = fn
+    return fn
+
+
+@_constructor
 def sequencer2d_s(**kwargs: Any) -> Sequencer2D:
     """Sequencer2D-S: layers (4, 3, 8, 3), 27,651,688 parameters, 8.3 GMACs at 224×224 (paper: 28M, 8.4G)."""
     return _build("sequencer2d_s", kwargs)
 
 
+@_constructor
 def sequencer2d_m(**kwargs: Any) -> Sequencer2D:
     """Sequencer2D-M: layers (4, 3, 14, 3), 38,307,688 parameters, 11.1 GMACs at 224×224 (paper: 38M, 11.1G)."""
     return _build("sequencer2d_m", kwargs)
 
 
+@_constructor
 def sequencer2d_l(**kwargs: Any) -> Sequencer2D:
     """Sequencer2D-L: layers (8, 8, 16, 4), 54,298,216 parameters, 16.5 GMACs at 224×224 (paper: 54M, 16.6G)."""
     return _build("sequencer2d_l", kwargs)
 
 
+@_constructor
 def sequencer2d_mini28(**kwargs: Any) -> Sequencer2D:
     """A CPU-sized Sequencer2D for 28×28 grey images (Fashion-MNIST), under 1 M parameters.
 
@@ -520,11 +528,13 @@ def sequencer2d_mini28(**kwargs: Any) -> Sequencer2D:
     return _build("sequencer2d_mini28", kwargs)
 
 
+@_constructor
 def sequencer2d_mini32(**kwargs: Any) -> Sequencer2D:
     """The same shape as :func:`sequencer2d_mini28` for 32×32 colour images (CIFAR): grids 16×16, then 8×8."""
     return _build("sequencer2d_mini32", kwargs)
 
 
+@_constructor
 def sequencer2d_fast28(**kwargs: Any) -> Sequencer2D:
     """A faster CPU preset for 28×28 grey images: one stage, a 4-pixel stem, a 7×7 grid of 128-wide tokens, 4 blocks.
 
@@ -535,15 +545,8 @@ def sequencer2d_fast28(**kwargs: Any) -> Sequencer2D:
     return _build("sequencer2d_fast28", kwargs)
 
 
-#: Every preset by name, for :func:`create_model` and the training CLI.
-MODELS: dict[str, Callable[..., Sequencer2D]] = {
-    "sequencer2d_s": sequencer2d_s,
-    "sequencer2d_m": sequencer2d_m,
-    "sequencer2d_l": sequencer2d_l,
-    "sequencer2d_mini28": sequencer2d_mini28,
-    "sequencer2d_mini32": sequencer2d_mini32,
-    "sequencer2d_fast28": sequencer2d_fast28,
-}
+if list(MODELS) != list(PRESETS):  # every row has its constructor, in the table's order
+    raise ImportError(f"the preset constructors {list(MODELS)} do not match PRESETS {list(PRESETS)}")
 
 
 def create_model(name: str, **kwargs: Any) -> Sequencer2D:

@@ -16,32 +16,40 @@ slowly per minute than the same model at 28 pixels (chapter 6 compares the two a
 from __future__ import annotations
 
 import ast
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from torch import nn
 
 from sequencer_mini.models.baselines import BASELINES
-from sequencer_mini.models.sequencer2d import MODELS, create_model
+from sequencer_mini.models.sequencer2d import MODELS, PRESETS, create_model
 
-__all__ = ["RECIPES", "RACE_MODELS", "RECIPE_TABLE", "RecipeRow", "race_recipe", "recipe_table_commands",
+__all__ = ["RECIPES", "RACE_MODELS", "LABELS", "RECIPE_TABLE", "RecipeRow", "race_recipe", "recipe_table_commands",
            "build_model", "DEFAULT_MODEL", "recipe_defaults", "model_args"]
 
-# model -> (its own preset arguments, autocast: bf16 only where it speeds training up on this CPU; see
-# bench/results/cpu-recipe-speed.json)
+#: The race's models: model -> ``label`` (its name in the book's tables and figures), ``model_arg`` (its own preset
+#: arguments) and ``amp`` (autocast: bf16 only where it speeds training up on this CPU; see
+#: bench/results/cpu-recipe-speed.json).
 RACE_MODELS: dict[str, dict[str, Any]] = {
-    "sequencer2d_fast28": {"model_arg": [], "amp": "bf16"},
-    "small_cnn": {"model_arg": [], "amp": "bf16"},
-    "small_vit": {"model_arg": ["depth=6"], "amp": "off"},  # depth 6: parameters within 15 % of the others
+    "sequencer2d_fast28": {"label": "Sequencer2D", "model_arg": [], "amp": "bf16"},
+    "small_cnn": {"label": "CNN", "model_arg": [], "amp": "bf16"},
+    # depth 6: parameters within 15 % of the others
+    "small_vit": {"label": "ViT", "model_arg": ["depth=6"], "amp": "off"},
 }
+
+#: Race model -> its label ("Sequencer2D", "CNN", "ViT").
+LABELS: dict[str, str] = {name: spec["label"] for name, spec in RACE_MODELS.items()}
 
 
 def race_recipe(model: str, epochs: int, lr: float) -> dict[str, Any]:
     """The race's shared recipe for ``model``, with ``epochs`` from the 15-minute budget and ``lr`` from the sweep:
     28-pixel images, a warmup of half an epoch, then a cosine; label smoothing 0.1; an EMA of the weights (decay
     0.998, about one epoch's worth of steps); crop and flip from the middle epoch on."""
-    return {"dataset": "fashion_mnist", "model": model, **RACE_MODELS[model], "epochs": epochs, "lr": lr,
-            "batch_size": 128, "warmup_epochs": 0.5, "limit_train": 60000, "limit_test": None,
-            "aug": "light", "aug_from_epoch": epochs // 2, "ema": 0.998, "drop_path": 0.0, "budget": "cpu"}
+    spec = RACE_MODELS[model]
+    return {"dataset": "fashion_mnist", "model": model, "model_arg": spec["model_arg"], "amp": spec["amp"],
+            "epochs": epochs, "lr": lr, "batch_size": 128, "warmup_epochs": 0.5, "limit_train": 60000,
+            "limit_test": None, "aug": "light", "aug_from_epoch": epochs // 2, "ema": 0.998, "drop_path": 0.0,
+            "budget": "cpu"}
 
 
 RECIPES: dict[str, dict[str, Any]] = {
@@ -111,9 +119,8 @@ def build_model(name: str, in_chans: int, num_classes: int, img_size: int, drop_
     raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS) + sorted(BASELINES)}")
 
 
-DEFAULT_MODEL = {"fashion_mnist": "sequencer2d_mini28", "cifar10": "sequencer2d_mini32",
-                 "cifar100": "sequencer2d_mini32", "tiny_imagenet": "sequencer2d_mini32",
-                 "imagenette": "sequencer2d_mini32"}
+#: Dataset -> the preset that trains on it when no ``--model`` is given (``Preset.default_for`` of the presets table).
+DEFAULT_MODEL: dict[str, str] = {dataset: name for name, preset in PRESETS.items() for dataset in preset.default_for}
 
 
 def recipe_defaults(dataset: str, budget: str) -> dict[str, Any]:
@@ -128,7 +135,7 @@ def recipe_defaults(dataset: str, budget: str) -> dict[str, Any]:
     H200, ~20-25 s per Fashion-MNIST epoch, so ~20 min (longer on a Colab T4).
     """
     small = dataset in ("fashion_mnist", "cifar10", "cifar100")
-    table = {
+    table: dict[str, dict[str, Any]] = {
         "ci": dict(epochs=1, limit_train=256, limit_test=256, batch_size=64, aug="light", warmup_epochs=0.2,
                    drop_path=0.0),
         "cpu": dict(epochs=3, limit_train=(24000 if dataset == "fashion_mnist" else 20000) if small else 5000,
