@@ -52,6 +52,12 @@ if _find_spec("timm") is not None:  # timm is optional; with it, timm.create_mod
 
 __version__ = "0.1.0"
 
+#: The package's layers, lowest first; a module imports only its own layer and those before it (one tuple holds
+#: siblings that do not import each other). tests/test_architecture.py, tools/module_map.py and the book's API
+#: page read this.
+LAYERS: tuple[tuple[str, ...], ...] = (("core",), ("models",), ("interop", "measure"), ("train",), ("analysis",),
+                                       ("book",))
+
 __all__ = [
     "LSTMCell",
     "LSTM",

@@ -65,9 +65,9 @@ def closure(roots: list[str], extras: dict[str, set[str]] | None = None) -> dict
         found[key] = dist
         for text in dist.requires or []:
             req = Requirement(text)
-            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in (wanted or {""})):
-                if _norm(req.name) not in found or req.extras:
-                    todo.append((req.name, set(req.extras)))
+            applies = req.marker is None or any(req.marker.evaluate({"extra": e}) for e in (wanted or {""}))
+            if applies and (_norm(req.name) not in found or req.extras):
+                todo.append((req.name, set(req.extras)))
     return found
 
 

@@ -1,8 +1,9 @@
 """Sphinx extension for the book (registered in ``_config.yml`` under ``sphinx.local_extensions``).
 
 1. ``book/api.md`` holds the line ``<!-- api-modules -->``; while Sphinx reads that page it is
-   replaced with one ``automodule`` entry per public module of ``sequencer_mini`` (names starting
-   with ``_`` are skipped), so a new module appears on the page without editing it.
+   replaced with one section per layer of ``sequencer_mini`` (``sequencer_mini.LAYERS``, lowest first) and one
+   ``automodule`` entry per public module in it (names starting with ``_`` are skipped), so a new module
+   appears on the page without editing it.
 2. Type aliases defined in the library (``Backend = Literal[...]``) are not classes Sphinx can
    link to; they are added to ``nitpick_ignore`` so annotations that use them do not fail the
    strict (``-n``) build.
@@ -31,19 +32,25 @@ PACKAGE = "sequencer_mini"
 
 
 def public_modules(package_dir: Path) -> list[str]:
-    """Sorted names of the public modules in the package directory (no import needed)."""
-    return sorted(
-        f"{PACKAGE}.{info.name}"
-        for info in pkgutil.iter_modules([str(package_dir)])
-        if not info.name.startswith("_")
-    )
+    """Names of the public modules in the package, layer by layer (lowest first), sorted within a layer."""
+    from sequencer_mini import LAYERS  # the checkout's package, as autodoc imports it
+
+    out = []
+    for layer in (name for group in LAYERS for name in group):
+        out += sorted(f"{PACKAGE}.{layer}.{info.name}" for info in pkgutil.iter_modules([str(package_dir / layer)])
+                      if not info.name.startswith("_"))
+    return out
 
 
 def render(modules: list[str]) -> str:
-    parts = []
+    parts, layer = [], None
     for name in modules:
+        if name.split(".")[1] != layer:
+            layer = name.split(".")[1]
+            parts.append(f"## `{PACKAGE}.{layer}`\n\n```{{eval-rst}}\n.. automodule:: {PACKAGE}.{layer}\n"
+                         "   :no-members:\n```\n")
         parts.append(
-            f"## `{name}`\n\n"
+            f"### `{name}`\n\n"
             "```{eval-rst}\n"
             f".. automodule:: {name}\n"
             "   :members:\n"
@@ -63,9 +70,7 @@ def _source_read(app, docname: str, source: list[str]) -> None:
 def _is_type_alias(obj: object) -> bool:
     if isinstance(obj, typing.TypeVar):
         return True
-    if typing.get_origin(obj) is not None and not isinstance(obj, type):
-        return True
-    return False
+    return typing.get_origin(obj) is not None and not isinstance(obj, type)
 
 
 def _ignore_type_aliases(app, config) -> None:

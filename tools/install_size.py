@@ -10,6 +10,8 @@ which the default Linux wheels of PyTorch pull in and the CPU wheels do not.
 
 from __future__ import annotations
 
+import contextlib
+
 import importlib.metadata as md
 from pathlib import Path
 
@@ -18,10 +20,8 @@ def dist_bytes(dist: md.Distribution) -> int:
     """Bytes of the files a distribution installed (from its RECORD)."""
     total = 0
     for f in dist.files or []:
-        try:
+        with contextlib.suppress(OSError):  # a file listed in RECORD but removed since
             total += Path(dist.locate_file(f)).stat().st_size
-        except OSError:
-            pass
     return total
 
 
