@@ -156,6 +156,13 @@ REFUSED = [
      r"--val 48: expected fewer validation images than --limit-train 48"),
     ("val larger than the data", ["--val", "100", "--limit-train", "200"], {}, UsageError,
      r"--val 100: expected fewer validation images than the 64 training images"),
+    ("val with per-item loading", ["--val", "16", "--no-fast"], {}, UsageError,
+     r"--val 16: a validation split needs in-memory batching"),
+    ("val on an image folder", ["--dataset", "imagenette", "--val", "16"], {}, UsageError,
+     r"--val 16: .*in-memory batching \(--dataset fashion_mnist, cifar10 or cifar100"),
+    ("not numbers, with the rest", ["--epochs", "two", "--lr", "fast", "--threads", "0"], {}, UsageError,
+     r"(?s)invalid arguments:.*--epochs 'two': expected a whole number >= 1.*--lr 'fast': expected a learning rate "
+     r"> 0.*--threads 0"),
     ("model-arg without =", ["--model-arg", "depth"], {}, UsageError, r"--model-arg expects KEY=VALUE, got 'depth'"),
     ("model-arg unknown key", ["--model-arg", "colour=3"], {}, UsageError,
      r"--model small_cnn --model-arg colour=3: .*colour"),
@@ -257,7 +264,7 @@ def test_resume_from_moved_data_equals_straight_run(partial_run, trees, tmp_path
     assert {k: v for k, v in resumed["data"].items() if k != "root"} == \
            {k: v for k, v in straight["data"].items() if k != "root"}
     for (k, a), b in zip(torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model"].items(),
-                         torch.load(out / "last.pt", weights_only=True)["model"].values()):
+                         torch.load(out / "last.pt", weights_only=True)["model"].values(), strict=True):
         assert torch.equal(a, b), k
 
 
@@ -317,6 +324,22 @@ def test_help_lists_models_datasets_and_variables(capsys):
                  "fashion_mnist", "cifar100", "imagenette", "tiny_imagenet", "SEQUENCER_DATA", "SEQUENCER_CACHE",
                  "SEQUENCER_OFFLINE", "SEQUENCER_BUDGET", "SEQUENCER_DEBUG", "--debug"):
         assert word in text, word
+
+
+def test_flag_types_work_in_any_parser_and_ours_collects_them(capsys):
+    """The checks of the flags are plain argparse types; the command line's parser lists every refused value."""
+    import argparse
+
+    from sequencer_mini.train.cli import build_parser, number, whole
+    plain = argparse.ArgumentParser()
+    plain.add_argument("--n", type=whole(1, "a number of things"))
+    plain.add_argument("--p", type=number("[0, 1)", "a rate"))
+    assert vars(plain.parse_args(["--n", "3", "--p", "0.5"])) == {"n": 3, "p": 0.5}
+    with pytest.raises(SystemExit):
+        plain.parse_args(["--p", "1"])
+    assert "argument --p: expected a rate in [0, 1)" in capsys.readouterr().err
+    with pytest.raises(UsageError, match=r"invalid arguments:\n  --batch-size 0: .*\n  --ema 2.0: expected an EMA"):
+        build_parser().parse_args(["--out", "x", "--ema", "2", "--batch-size", "0"])
 
 
 def test_python_m_entry_point_exits_2_without_traceback(tmp_path):
@@ -395,6 +418,14 @@ LIBRARY = [
     ("unknown dataset", lambda t, tr: dataset_info("mnist"), ValueError, r"dataset must be one of"),
     ("TrainConfig amp fp8", lambda t, tr: train.TrainConfig(amp="fp8"), ValueError, r"amp must be"),
     ("TrainConfig epochs 0", lambda t, tr: train.TrainConfig(epochs=0), ValueError, r"need epochs >= 1"),
+    ("TrainConfig lr inf", lambda t, tr: train.TrainConfig(lr=float("inf")), ValueError, r"need lr > 0"),
+    ("TrainConfig warmup beyond the run", lambda t, tr: train.TrainConfig(epochs=2, warmup_epochs=3),
+     ValueError, r"warmup_epochs 3: expected a number of epochs in \[0, epochs = 2\]"),
+    ("TrainConfig late augmentation after the run", lambda t, tr: train.TrainConfig(epochs=2, aug_from_epoch=2),
+     ValueError, r"aug_from_epoch 2: expected an epoch in \[0, epochs = 2\)"),
+    ("TrainConfig every problem at once", lambda t, tr: train.TrainConfig(epochs=0, lr=0, amp="fp8", warmup_epochs=-1),
+     ValueError, r"amp must be.*need epochs >= 1.*need lr > 0.*warmup_epochs -1: expected a number of epochs in \[0, "
+     r"epochs\]"),
     ("results payload not a dict", lambda t, tr: _write_results(t / "r.json", [1]),
      TypeError, r"payload must be a dict"),
 ]

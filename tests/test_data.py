@@ -250,7 +250,7 @@ def test_tensor_loader_order_is_pure_function_of_seed_and_epoch():
     torch.rand(7)
     second = list(loader)
     assert len(first) == len(loader) == 4
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, second))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, second, strict=True))
     loader.set_epoch(3)  # ... but the epoch does
     assert not torch.equal(next(iter(loader))[0], first[0][0])
 
@@ -315,7 +315,7 @@ def test_dataloader_path_matches_epoch_contract():
     a = [y for _, y in dl]
     dl.set_epoch(1)
     b = [y for _, y in dl]
-    assert all(torch.equal(p, q) for p, q in zip(a, b)) and sum(len(y) for y in a) == 50
+    assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True)) and sum(len(y) for y in a) == 50
 
 
 def test_augment_preset_errors():

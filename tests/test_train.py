@@ -104,7 +104,7 @@ def test_resume_is_bitwise_identical(tmp_path):
     h_resumed = fit(resumed, train, test, cfg_for(tmp_path / "b", resume=True))
 
     assert h_straight["test_acc"] and strip_times(h_resumed) == strip_times(h_straight)
-    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
 
 

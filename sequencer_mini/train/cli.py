@@ -1,12 +1,18 @@
 """Chapters 6-8: the training command line, ``python -m sequencer_mini.train``, and its checks.
 
-Every argument is checked before any data is read, downloaded or trained on: :func:`check_settings` on the
-resolved settings (flags, else the budget's defaults), then :func:`preflight_out` on ``--out``. A problem is a
-:class:`UsageError` listing every bad setting at once. :func:`run` is the process entry point: it prints any error a
-user can act on as one message (no traceback; ``--debug`` or ``SEQUENCER_DEBUG=1`` shows it) and returns the exit
-status. A run writes ``OUT/results.json`` with provenance::
+Every argument is checked before any data is read, downloaded or trained on, in two places: each flag's argparse
+``type`` checks its own value (:func:`whole`, :func:`number`, :func:`one_of`, ...), and
+:class:`~sequencer_mini.train.loop.TrainConfig` checks the settings that depend on each other (with
+:func:`cross_problems` for the few it does not hold). The :class:`Parser` collects every refused value instead of
+stopping at the first, so a problem is one :class:`UsageError` listing every bad setting at once; then
+:func:`preflight_out` checks ``--out``. :func:`run` is the process entry point: it prints any error a user can act
+on as one message (no traceback; ``--debug`` or ``SEQUENCER_DEBUG=1`` shows it) and returns the exit status. A run
+writes ``OUT/results.json`` with provenance::
 
     python -m sequencer_mini.train --dataset fashion_mnist --model sequencer2d_mini28 --budget cpu --out runs/fm
+
+Adding a flag: ``add_argument`` with a ``type`` for its value; if it is a :class:`TrainConfig` field, pass it on in
+:func:`resolve_settings` and check it against the other fields in ``TrainConfig.__post_init__``.
 """
 from __future__ import annotations
 
@@ -17,12 +23,14 @@ import shlex
 import sys
 import time
 import traceback
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from torch import nn
 
 from sequencer_mini.core.budget import budget, quiet
 from sequencer_mini.core.env import CACHE_ENV, OFFLINE_ENV
@@ -37,6 +45,7 @@ from sequencer_mini.train.data import (
     DATA_ENV,
     AugmentConfig,
     DataNotFoundError,
+    DatasetInfo,
     carve_validation,
     data_identity,
     dataset_info,
@@ -46,69 +55,189 @@ from sequencer_mini.train.data import (
 from sequencer_mini.train.loop import TrainConfig, fit
 from sequencer_mini.train.recipes import DEFAULT_MODEL, RECIPES, build_model, model_args, recipe_defaults
 
-__all__ = ["UsageError", "DEBUG_ENV", "check_settings", "check_device", "preflight_out", "help_epilog", "run",
-           "build_parser", "main"]
+__all__ = ["UsageError", "DEBUG_ENV", "Parser", "BadValue", "whole", "number", "positive_int", "one_of",
+           "image_sides", "device_name", "cross_problems", "check_device", "preflight_out", "help_epilog", "run",
+           "build_parser", "resolve_settings", "main"]
 
 DEBUG_ENV = "SEQUENCER_DEBUG"
+IN_MEMORY = ("fashion_mnist", "cifar10", "cifar100")  #: the datasets make_loaders batches from memory
 
 
 class UsageError(ValueError):
     """A command-line argument (or environment variable) that cannot work; the message names each one."""
 
 
-def _whole(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+# ----------------------------------------------------------------------------- checking the flags
+
+class BadValue(argparse.ArgumentTypeError):
+    """Raised by an argparse ``type`` for a value that cannot work: ``value`` is the value as given (converted
+    where it could be: ``--lr 0`` is ``0.0``), the message says what would (``expected a learning rate > 0``)."""
+
+    def __init__(self, value: Any, message: str):
+        super().__init__(message)
+        self.value = value
 
 
-def check_settings(s: dict[str, Any]) -> None:
-    """Raise :class:`UsageError` naming every setting out of range. ``s`` holds the resolved values under
-    the flag names without dashes (``limit_train``, ``warmup_epochs``, ...); None means unset where allowed."""
-    problems: list[str] = []
+def whole(lo: int | None = None, what: str = "a whole number", note: str = "", *, below: int | None = None,
+          expected: str | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number >= ``lo`` (and < ``below``); ``what``/``note`` (or the whole
+    ``expected``) phrase the message, e.g. ``whole(1, "a number of threads")``: "expected a number of threads >= 1"."""
+    text = expected or (what if lo is None else f"{what} >= {lo}") + note
 
-    def need(ok: bool, flag: str, expected: str) -> None:
-        if not ok:
-            problems.append(f"--{flag.replace('_', '-')} {s.get(flag)!r}: expected {expected}")
+    def check(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise BadValue(raw, f"expected {text}") from None
+        if (lo is not None and value < lo) or (below is not None and value >= below):
+            raise BadValue(value, f"expected {text}")
+        return value
+    check.__name__ = "whole number"
+    return check
 
-    def finite(v: Any) -> bool:
-        return isinstance(v, (int, float)) and math.isfinite(v)
 
-    need(_whole(s["epochs"]) and s["epochs"] >= 1, "epochs", "a whole number >= 1")
-    need(_whole(s["batch_size"]) and s["batch_size"] >= 1, "batch_size", "a whole number >= 1")
-    for flag, what in (("limit_train", "training images"), ("limit_test", "test images")):
-        need(s[flag] is None or (_whole(s[flag]) and s[flag] >= 1), flag,
-             f"a number of {what} >= 1 (leave it out for the whole split)")
-    need(finite(s["lr"]) and s["lr"] > 0, "lr", "a learning rate > 0")
-    need(finite(s["weight_decay"]) and s["weight_decay"] >= 0, "weight_decay", "a weight decay >= 0")
-    epochs = s["epochs"] if _whole(s["epochs"]) and s["epochs"] >= 1 else math.inf
-    need(finite(s["warmup_epochs"]) and 0 <= s["warmup_epochs"] <= epochs, "warmup_epochs",
-         f"a number of epochs in [0, --epochs{'' if epochs == math.inf else f' = {epochs}'}]")
-    need(finite(s["drop_path"]) and 0 <= s["drop_path"] < 1, "drop_path", "a drop-path rate in [0, 1)")
-    need(s["smoothing"] is None or (finite(s["smoothing"]) and 0 <= s["smoothing"] < 1), "smoothing",
-         "a label smoothing in [0, 1)")
-    need(_whole(s["seed"]) and 0 <= s["seed"] < 2**32, "seed", "a whole number in [0, 2**32)")
-    need(s["stop_after"] is None or (_whole(s["stop_after"]) and s["stop_after"] >= 1), "stop_after",
-         "a number of epochs >= 1")
-    need(_whole(s["workers"]) and s["workers"] >= 0, "workers", "a number of DataLoader workers >= 0")
-    need(s["threads"] is None or (_whole(s["threads"]) and s["threads"] >= 1), "threads",
-         "a number of threads >= 1")
-    need(s.get("ema") is None or (finite(s["ema"]) and 0 < s["ema"] < 1), "ema", "an EMA decay in (0, 1), e.g. 0.998")
-    sizes = s.get("img_sizes")
-    if sizes:
-        parts = [p.strip() for p in str(sizes).split(",")]
-        need(all(p.isdigit() and int(p) >= 1 for p in parts), "img_sizes",
-             "image sides >= 1, comma-separated (e.g. 20,24,28)")
-    need(_whole(s.get("aug_from_epoch", 0)) and 0 <= s.get("aug_from_epoch", 0) < epochs, "aug_from_epoch",
-         f"an epoch in [0, --epochs{'' if epochs == math.inf else f' = {epochs}'}) (0-based)")
-    need(_whole(s.get("val", 0)) and s.get("val", 0) >= 0, "val", "a number of validation images >= 0 (0: none)")
-    if s.get("val") and _whole(s.get("limit_train")) and s["limit_train"] >= 1 and s["val"] >= s["limit_train"]:
-        problems.append(f"--val {s['val']}: expected fewer validation images than --limit-train {s['limit_train']}")
-    if s.get("model") is not None and s["model"] not in s["known_models"]:
-        problems.append(f"--model {s['model']!r}: expected one of {', '.join(s['known_models'])}")
-    device_problem = check_device(s["device"])
-    if device_problem:
-        problems.append(f"--device {s['device']!r}: {device_problem}")
-    if problems:
-        raise UsageError("invalid argument" + ("s" if len(problems) > 1 else "") + ":\n  " + "\n  ".join(problems))
+def number(interval: str = "(-inf, inf)", what: str = "a number", note: str = "") -> Callable[[str], float]:
+    """An argparse ``type``: a finite number in ``interval``, written as in mathematics (``"[0, 1)"``,
+    ``"(0, inf)"``); e.g. ``number("[0, 1)", "a drop-path rate")``: "expected a drop-path rate in [0, 1)"."""
+    lo, hi = (float(v) for v in interval[1:-1].split(","))
+    lo_open, hi_open = interval[0] == "(", interval[-1] == ")"
+    if math.isinf(hi):
+        text = what if math.isinf(lo) else f"{what} {'>' if lo_open else '>='} {lo:g}"
+    else:
+        text = f"{what} in {interval}"
+    text += note
+
+    def check(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise BadValue(raw, f"expected {text}") from None
+        inside = (lo < value if lo_open else lo <= value) and (value < hi if hi_open else value <= hi)
+        if not (math.isfinite(value) and inside):
+            raise BadValue(value, f"expected {text}")
+        return value
+    check.__name__ = "number"
+    return check
+
+
+positive_int = whole(1)  #: a whole number >= 1
+
+
+def one_of(names: Sequence[str]) -> Callable[[str], str]:
+    """An argparse ``type``: one of ``names`` (unlike ``choices``, a wrong name is listed with the other
+    problems)."""
+    def check(raw: str) -> str:
+        if raw not in names:
+            raise BadValue(raw, f"expected one of {', '.join(names)}")
+        return raw
+    check.__name__ = "name"
+    return check
+
+
+def image_sides(raw: str) -> tuple[int, ...]:
+    """An argparse ``type``: image sides >= 1, comma-separated (``"20,24,28"`` -> ``(20, 24, 28)``)."""
+    parts = [p.strip() for p in raw.split(",")]
+    if not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise BadValue(raw, "expected image sides >= 1, comma-separated (e.g. 20,24,28)")
+    return tuple(int(p) for p in parts)
+
+
+def device_name(raw: str) -> str:
+    """An argparse ``type``: a torch device this machine has (or ``auto``); see :func:`check_device`."""
+    problem = check_device(raw)
+    if problem:
+        raise BadValue(raw, problem)
+    return raw
+
+
+class Problem(NamedTuple):
+    """One bad setting: the parser ``dest`` it belongs to (it orders the list) and the line that explains it."""
+    dest: str
+    text: str
+
+
+class _Invalid:
+    """What the namespace holds for a value its ``type`` refused (never used: the run is refused first)."""
+
+    def __repr__(self) -> str:
+        return "INVALID"
+
+
+INVALID = _Invalid()
+
+
+class _Recorded:
+    """An argparse ``type`` that never stops the parse: a refused value is recorded on the parser, INVALID kept."""
+
+    def __init__(self, check: Callable[[str], Any], flag: str, dest: str, parser: Parser):
+        self.check, self.flag, self.dest, self.parser = check, flag, dest, parser
+        self.__name__ = getattr(check, "__name__", "value")
+
+    def __call__(self, raw: str) -> Any:
+        try:
+            return self.check(raw)
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
+            value = e.value if isinstance(e, BadValue) else raw
+            self.parser.problems.append(Problem(self.dest, f"{self.flag} {value!r}: {e}"))
+            return INVALID
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that reports every bad value at once: each flag's ``type`` (:func:`whole`,
+    :func:`number`, ...) checks its own value, and a refused one is collected instead of ending the parse.
+    :meth:`parse_collecting` returns the namespace and the problems (for the caller to add the cross-field ones);
+    ``parse_args`` raises :class:`UsageError` listing them. Unknown flags and missing ones still end the parse."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self.problems: list[Problem] = []
+        self.order: dict[str, int] = {}  # dest -> its place in --help, the order problems are listed in
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.order.setdefault(action.dest, len(self.order))
+        if callable(action.type) and action.option_strings:
+            action.type = _Recorded(action.type, action.option_strings[-1], action.dest, self)
+        return action
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        self.problems.clear()
+        return super().parse_known_args(args, namespace)
+
+    def parse_collecting(self, args: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[Problem]]:
+        """Parse ``args``: the namespace (INVALID where a value was refused) and the problems found."""
+        namespace = super().parse_args(args)
+        return namespace, list(self.problems)
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        namespace = super().parse_args(args, namespace)
+        if self.problems:
+            raise self.usage_error(self.problems)
+        return namespace
+
+    def usage_error(self, problems: Sequence[Problem]) -> UsageError:
+        """One :class:`UsageError` listing ``problems`` in the order of ``--help``."""
+        lines = [p.text for p in sorted(problems, key=lambda p: self.order.get(p.dest, len(self.order)))]
+        return UsageError("invalid argument" + ("s" if len(lines) > 1 else "") + ":\n  " + "\n  ".join(lines))
+
+
+def cross_problems(args: argparse.Namespace, limit_train: Any) -> list[Problem]:
+    """The checks across flags that :class:`~sequencer_mini.train.loop.TrainConfig` does not hold: a validation
+    split (``--val``) needs in-memory batching and fewer images than ``--limit-train``. ``limit_train``: resolved
+    (the flag, else the budget's); a value its own type refused (INVALID) is skipped."""
+    val = args.val
+    if val is INVALID or not val:
+        return []
+    problems = []
+    if args.dataset not in IN_MEMORY or args.no_fast:
+        problems.append(Problem("val", f"--val {val}: a validation split needs in-memory batching (--dataset "
+                                       f"{', '.join(IN_MEMORY[:-1])} or {IN_MEMORY[-1]}, without --no-fast)"))
+    if isinstance(limit_train, int) and val >= limit_train:
+        problems.append(Problem("val", f"--val {val}: expected fewer validation images than --limit-train "
+                                       f"{limit_train}"))
+    return problems
 
 
 def check_device(name: str) -> str | None:
@@ -200,51 +329,210 @@ def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None 
 
 # ----------------------------------------------------------------------------- the command line
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line's options; ``--help`` ends with the models, datasets and environment variables."""
-    p = argparse.ArgumentParser(prog="python -m sequencer_mini.train", description=__doc__.split("\n\n")[0],
-                                epilog=help_epilog(DEFAULT_MODEL), formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> Parser:
+    """The command line's options, each with the ``type`` that checks its value; ``--help`` ends with the models,
+    datasets and environment variables."""
+    p = Parser(prog="python -m sequencer_mini.train", description=__doc__.split("\n\n")[0],
+               epilog=help_epilog(DEFAULT_MODEL), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="fashion_mnist", choices=list(DEFAULT_MODEL))
-    p.add_argument("--model", default=None, help="a Sequencer preset or small_cnn / small_vit (default: per "
-                                                  "dataset; list below)")
+    p.add_argument("--model", default=None, type=one_of(sorted(MODELS) + sorted(BASELINES)),
+                   help="a Sequencer preset or small_cnn / small_vit (default: per dataset; list below)")
     p.add_argument("--out", required=True, help="folder for last.pt, best.pt and results.json")
     p.add_argument("--budget", choices=["ci", "cpu", "gpu"], default=None,
                    help="default sizes (else $SEQUENCER_BUDGET)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--warmup-epochs", type=float, help="linear warmup, in epochs (>= 0, at most --epochs)")
-    p.add_argument("--drop-path", type=float, help="stochastic depth rate in [0, 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit-train", type=int, help="train on a fixed random subset of this size (>= 1)")
-    p.add_argument("--limit-test", type=int, help="evaluate on a fixed random subset of this size (>= 1)")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--limit-train", type=whole(1, "a number of training images", " (leave it out for the whole "
+                                               "split)"), help="train on a fixed random subset of this size (>= 1)")
+    p.add_argument("--limit-test", type=whole(1, "a number of test images", " (leave it out for the whole split)"),
+                   help="evaluate on a fixed random subset of this size (>= 1)")
+    p.add_argument("--lr", type=number("(0, inf)", "a learning rate"), default=1e-3)
+    p.add_argument("--weight-decay", type=number("[0, inf)", "a weight decay"), default=0.05)
+    p.add_argument("--warmup-epochs", type=number(what="a finite number of epochs"),
+                   help="linear warmup, in epochs (>= 0, at most --epochs)")
+    p.add_argument("--drop-path", type=number("[0, 1)", "a drop-path rate"), help="stochastic depth rate in [0, 1)")
+    p.add_argument("--seed", type=whole(0, below=2**32, expected="a whole number in [0, 2**32)"), default=0)
     p.add_argument("--aug", choices=AUG_PRESETS, help="augmentation preset")
-    p.add_argument("--smoothing", type=float, help="override the preset's label smoothing, in [0, 1)")
+    p.add_argument("--smoothing", type=number("[0, 1)", "a label smoothing"),
+                   help="override the preset's label smoothing, in [0, 1)")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers (only with --no-fast or image folders)")
+    p.add_argument("--device", default="auto", type=device_name, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=whole(0, "a number of DataLoader workers"), default=0,
+                   help="DataLoader workers (only with --no-fast or image folders)")
     p.add_argument("--no-fast", action="store_true", help="per-item DataLoader instead of in-memory batching")
     p.add_argument("--resume", action="store_true", help="continue OUT/last.pt if present (refused if its model, "
                                                          "recipe or data differ)")
-    p.add_argument("--stop-after", type=int, help="stop after this many epochs in this call (resume later)")
+    p.add_argument("--stop-after", type=whole(1, "a number of epochs"),
+                   help="stop after this many epochs in this call (resume later)")
     p.add_argument("--data-root", default=None, help="the folder holding the dataset, used exactly (no fallback; "
                                                      "default: $SEQUENCER_DATA, else the usual places)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads; 1 is fastest on a CPU shared with other jobs")
+    p.add_argument("--threads", type=whole(1, "a number of threads"),
+                   help="torch intra-op threads; 1 is fastest on a CPU shared with other jobs")
     p.add_argument("--recipe", choices=sorted(RECIPES), help="a named recipe of the book "
                    "(sequencer_mini/train/recipes.py); its settings are defaults that the other flags override")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="override an argument of the model preset, e.g. depth=6 (repeatable)")
-    p.add_argument("--ema", type=float, help="EMA decay of the weights, in (0, 1), e.g. 0.998 (default: off)")
-    p.add_argument("--img-sizes", help="progressive resizing: training side per epoch, comma-separated; the last "
-                   "repeats (e.g. 20,20,24,28)")
-    p.add_argument("--aug-from-epoch", type=int, default=0, help="crop/flip only from this epoch (0-based) on")
-    p.add_argument("--val", type=int, default=0, help="carve this many training images out as a validation split; "
-                   "best.pt is then chosen on it")
+    p.add_argument("--ema", type=number("(0, 1)", "an EMA decay", ", e.g. 0.998"),
+                   help="EMA decay of the weights, in (0, 1), e.g. 0.998 (default: off)")
+    p.add_argument("--img-sizes", type=image_sides, help="progressive resizing: training side per epoch, "
+                   "comma-separated; the last repeats (e.g. 20,20,24,28)")
+    p.add_argument("--aug-from-epoch", type=whole(what="an epoch (0-based)"), default=0,
+                   help="crop/flip only from this epoch (0-based) on")
+    p.add_argument("--val", type=whole(0, "a number of validation images", " (0: none)"), default=0,
+                   help="carve this many training images out as a validation split; best.pt is then chosen on it")
     p.add_argument("--keep-epochs", action="store_true", help="also save every epoch's weights under OUT/epochs/")
     p.add_argument("--debug", action="store_true", help="show the Python traceback of an error "
                                                         "(or set SEQUENCER_DEBUG=1)")
     return p
+
+
+# ----------------------------------------------------------------------------- the steps of a run
+
+@dataclass
+class Settings:
+    """A run's resolved settings, all checked: the flags, else the recipe's, else the budget's defaults."""
+    args: argparse.Namespace  # the flags as parsed (what a recipe or the budget fills in is below)
+    budget: str
+    batch_size: int
+    limit_train: int | None
+    limit_test: int | None
+    drop_path: float
+    aug_preset: str
+    model: str  # --model, else the dataset's default
+    model_overrides: dict[str, Any]  # from --model-arg
+    cfg: TrainConfig  # its model_config is filled in once the model is built
+
+
+def _flag(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def resolve_settings(argv: Sequence[str] | None) -> Settings:
+    """Parse ``argv``, fill in the recipe's and the budget's defaults and check everything: each flag's type, then
+    the checks across settings (:meth:`TrainConfig.schedule_problems`, :func:`cross_problems`, ``--model-arg``).
+    Every problem found is in one :class:`UsageError`; nothing is read, downloaded or written."""
+    parser = build_parser()
+    args, problems = _parse_with_recipe(parser, argv)
+    try:
+        run_budget = args.budget or budget()  # a CLI flag must not leak into the caller's environment
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    d = recipe_defaults(args.dataset, run_budget)
+    pick = lambda name: d[name] if getattr(args, name) is None else getattr(args, name)  # noqa: E731
+    epochs = pick("epochs")
+    known = lambda v: None if v is INVALID else v  # noqa: E731
+    # default warmup: the budget's, but at most 10% of the run (e.g. --budget gpu --epochs 2)
+    warmup = args.warmup_epochs if args.warmup_epochs is not None else (
+        min(d["warmup_epochs"], 0.1 * epochs) if epochs is not INVALID else d["warmup_epochs"])
+    problems += [Problem(dest, text) for dest, text in TrainConfig.schedule_problems(
+        known(epochs), known(warmup), known(args.aug_from_epoch), name=_flag)]
+    problems += cross_problems(args, pick("limit_train"))
+    overrides: dict[str, Any] = {}
+    try:
+        overrides = model_args(args.model_arg)
+    except ValueError as e:
+        problems.append(Problem("model_arg", str(e)))
+    if problems:
+        raise parser.usage_error(problems)
+    aug = AugmentConfig.preset(pick("aug"))
+    if args.smoothing is not None:
+        aug.label_smoothing = args.smoothing
+    try:
+        cfg = TrainConfig(epochs=epochs, lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=warmup, aug=aug,
+                          amp=args.amp, device=args.device, seed=args.seed, out_dir=args.out, resume=args.resume,
+                          stop_after=args.stop_after, ema_decay=args.ema, img_sizes=args.img_sizes or (),
+                          aug_from_epoch=args.aug_from_epoch, keep_epochs=args.keep_epochs)
+    except ValueError as e:  # a recipe's value the flags' types never saw
+        raise UsageError(str(e)) from e
+    return Settings(args, run_budget, pick("batch_size"), pick("limit_train"), pick("limit_test"), pick("drop_path"),
+                    pick("aug"), args.model or DEFAULT_MODEL[args.dataset], overrides, cfg)
+
+
+def build_run_model(s: Settings) -> tuple[nn.Module, TrainConfig]:
+    """The model (its initial weights are a function of ``--seed``) and the run's config holding its description.
+    Built before any data is read: a bad ``--model-arg`` fails first."""
+    info = dataset_info(s.args.dataset)
+    torch.manual_seed(s.args.seed)
+    try:
+        model, model_config = build_model(s.model, info.in_chans, info.num_classes, info.img_size, s.drop_path,
+                                          **s.model_overrides)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--model {s.model}{''.join(f' --model-arg {a}' for a in s.args.model_arg)}: {e}") from e
+    return model, replace(s.cfg, model_config=model_config)
+
+
+@dataclass
+class RunData:
+    """The loaders of a run (``train`` is this process's shard under torchrun) and what they hold."""
+    train: Any
+    test: Any
+    val: Any | None
+    info: DatasetInfo
+    identity: dict  # data_identity: sizes and fingerprints, recorded in checkpoints and results.json
+
+
+def build_data(s: Settings, device: torch.device) -> RunData:
+    """Read (or download) the data set and batch it; carve out the validation split (``--val``)."""
+    a = s.args
+    train, test, info = make_loaders(a.dataset, s.batch_size, s.cfg.aug, limit_train=s.limit_train,
+                                     limit_test=s.limit_test, seed=a.seed, device=device, fast=not a.no_fast,
+                                     num_workers=a.workers, root=a.data_root)
+    val = None
+    if a.val:
+        if a.val >= len(train.dataset):
+            raise UsageError(f"--val {a.val}: expected fewer validation images than the {len(train.dataset)} "
+                             f"training images")
+        train, val = carve_validation(train, a.val)
+    identity = data_identity(train, test)
+    train = distributed.shard(train)  # under torchrun: this rank's slice of every global batch
+    if not quiet() and distributed.is_main():
+        print(f"data: {a.dataset} from {identity.get('root')} ({identity.get('n_train')} train, "
+              f"{identity.get('n_test')} test images{f', {a.val} validation' if a.val else ''})", file=sys.stderr)
+    return RunData(train, test, val, info, identity)
+
+
+def results_payload(s: Settings, model: nn.Module, cfg: TrainConfig, data: RunData, history: dict,
+                    t0: float) -> dict:
+    """What ``results.json`` holds (provenance is added when it is written); ``t0``: when training started."""
+    n_train, n_test = len(data.train.dataset), len(data.test.dataset)
+    done = len(history["epoch"])
+    info = data.info
+    return {
+        "dataset": s.args.dataset, "model": s.model, "model_config": cfg.model_config,
+        "params": sum(p.numel() for p in model.parameters()),
+        "macs": count_macs(model, (info.in_chans, info.img_size, info.img_size)),
+        "complete": done == cfg.epochs, "epochs_completed": done,
+        "final_test_acc": history["test_acc"][-1] if done else None,  # the reported figure: the last epoch
+        "best_test_acc": max(history["test_acc"]) if done else None,  # for reference only: chosen on the test set
+        "best_epoch": history["epoch"][int(np.argmax(history["test_acc"]))] if done else None,
+        "val_size": s.args.val, "images_seen": history["images_seen"][-1] if done else 0,
+        "final_val_acc": history["val_acc"][-1] if done and s.args.val else None,
+        "wall_time_s": time.perf_counter() - t0,  # this call only
+        "train_time_s": sum(history["epoch_time_s"]),  # all epochs, across resumes
+        "images_per_s": n_train * done / sum(history["epoch_time_s"]) if done else None,
+        "n_train": n_train, "n_test": n_test, "batch_size": s.batch_size, "budget": s.budget,
+        "data_root": data.identity.get("root"),  # the folder actually read
+        "data": data.identity,  # sizes and fingerprints of the samples (the same record the checkpoint holds)
+        "recipe": {**asdict(cfg), "batch_size": s.batch_size, "limit_train": s.limit_train, "name": s.args.recipe,
+                   "limit_test": s.limit_test, "drop_path": s.drop_path, "aug_preset": s.aug_preset,
+                   "threads": torch.get_num_threads()},
+        "history": history,
+    }
+
+
+def write_run_results(s: Settings, payload: dict, argv: Sequence[str] | None) -> None:
+    """``OUT/results.json`` with the command and its provenance, from rank 0 alone (the epoch stats were
+    all-reduced in ``fit``); then the one line saying where it went."""
+    if not distributed.is_main():
+        return
+    command = shlex.join(["python", "-m", "sequencer_mini.train", *(sys.argv[1:] if argv is None else argv)])
+    payload["processes"] = distributed.world_size()
+    path = Path(s.args.out) / "results.json"
+    write_results(path, payload, overrides={"command": command, "budget": s.budget})
+    if not quiet():
+        final, done = payload["final_test_acc"], payload["epochs_completed"]
+        print(f"wrote {path}: final test acc {'n/a' if final is None else f'{final:.4f}'}"
+              + (f" (epoch {done})" if done else ""), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -255,112 +543,29 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ``--out`` as it was. ``python -m sequencer_mini.train`` prints such errors as one message
     (:func:`~sequencer_mini.train.cli.run`).
     """
-
-    args = _parse_with_recipe(build_parser(), argv)
+    s = resolve_settings(argv)
+    model, cfg = build_run_model(s)
+    explicit_dirs(s.args.data_root)  # a misspelt --data-root / $SEQUENCER_DATA: an error now, not a fallback
+    created = preflight_out(s.args.out, s.args.resume)  # creatable and writable, before any work
+    if s.args.threads:
+        torch.set_num_threads(s.args.threads)
     try:
-        run_budget = args.budget or budget()  # a CLI flag must not leak into the caller's environment
-    except ValueError as e:
-        raise UsageError(str(e)) from e
-    d = recipe_defaults(args.dataset, run_budget)
-    pick = lambda name: d[name] if getattr(args, name) is None else getattr(args, name)  # noqa: E731
-    epochs = pick("epochs")
-    # default warmup: the budget's, but at most 10% of the run (e.g. --budget gpu --epochs 2)
-    warmup = args.warmup_epochs if args.warmup_epochs is not None else (
-        min(d["warmup_epochs"], 0.1 * epochs) if isinstance(epochs, int) else d["warmup_epochs"])
-    check_settings({"epochs": epochs, "batch_size": pick("batch_size"), "limit_train": pick("limit_train"),
-                    "limit_test": pick("limit_test"), "lr": args.lr, "weight_decay": args.weight_decay,
-                    "warmup_epochs": warmup, "drop_path": pick("drop_path"), "smoothing": args.smoothing,
-                    "seed": args.seed, "stop_after": args.stop_after, "workers": args.workers,
-                    "threads": args.threads, "device": args.device, "model": args.model,
-                    "known_models": sorted(MODELS) + sorted(BASELINES), "ema": args.ema,
-                    "img_sizes": args.img_sizes, "aug_from_epoch": args.aug_from_epoch, "val": args.val})
-    img_sizes = tuple(int(v) for v in args.img_sizes.split(",")) if args.img_sizes else ()
-    try:
-        overrides = model_args(args.model_arg)
-    except ValueError as e:
-        raise UsageError(str(e)) from e
-    # the model first: a bad --model-arg or rate fails before any data is read (its weights depend on the seed only)
-    model_name = args.model or DEFAULT_MODEL[args.dataset]
-    info = dataset_info(args.dataset)
-    torch.manual_seed(args.seed)  # the initial weights are a function of the seed
-    try:
-        model, model_config = build_model(model_name, info.in_chans, info.num_classes, info.img_size,
-                                          pick("drop_path"), **overrides)
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"--model {model_name}{''.join(f' --model-arg {a}' for a in args.model_arg)}: {e}") from e
-    explicit_dirs(args.data_root)  # a misspelt --data-root / $SEQUENCER_DATA: an error now, not a fallback
-    created = preflight_out(args.out, args.resume)  # creatable and writable, before any work
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        aug = AugmentConfig.preset(pick("aug"))
-        if args.smoothing is not None:
-            aug.label_smoothing = args.smoothing
-        device = distributed.init(args.device)  # under torchrun: join the process group, one device per process
-        batch_size = pick("batch_size")
-        train_loader, test_loader, info = make_loaders(
-            args.dataset, batch_size, aug, limit_train=pick("limit_train"), limit_test=pick("limit_test"),
-            seed=args.seed, device=device, fast=not args.no_fast, num_workers=args.workers, root=args.data_root)
-        val_loader = None
-        if args.val:
-            if args.val >= len(train_loader.dataset):
-                raise UsageError(f"--val {args.val}: expected fewer validation images than the "
-                                 f"{len(train_loader.dataset)} training images")
-            train_loader, val_loader = carve_validation(train_loader, args.val)
-        identity = data_identity(train_loader, test_loader)
-        train_loader = distributed.shard(train_loader)  # under torchrun: this rank's slice of every global batch
-        if not quiet() and distributed.is_main():
-            print(f"data: {args.dataset} from {identity.get('root')} ({identity.get('n_train')} train, "
-                  f"{identity.get('n_test')} test images{f', {args.val} validation' if args.val else ''})",
-                  file=sys.stderr)
-        cfg = TrainConfig(epochs=epochs, lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=warmup, aug=aug,
-                          amp=args.amp, device=args.device, seed=args.seed, out_dir=args.out, resume=args.resume,
-                          stop_after=args.stop_after, model_config=model_config, ema_decay=args.ema,
-                          img_sizes=img_sizes, aug_from_epoch=args.aug_from_epoch, keep_epochs=args.keep_epochs)
+        device = distributed.init(s.args.device)  # under torchrun: join the process group, one device per process
+        data = build_data(s, device)
         t0 = time.perf_counter()
-        history = fit(model, train_loader, test_loader, cfg, val_loader=val_loader)
+        history = fit(model, data.train, data.test, cfg, val_loader=data.val)
     except BaseException:
         remove_created(created)  # a refused run leaves no empty --out behind (a started one keeps its files)
         raise
-    n_train, n_test = len(train_loader.dataset), len(test_loader.dataset)
-    done = len(history["epoch"])
-    payload = {
-        "dataset": args.dataset, "model": model_name, "model_config": model_config,
-        "params": sum(p.numel() for p in model.parameters()),
-        "macs": count_macs(model, (info.in_chans, info.img_size, info.img_size)),
-        "complete": done == cfg.epochs, "epochs_completed": done,
-        "final_test_acc": history["test_acc"][-1] if done else None,  # the reported figure: the last epoch
-        "best_test_acc": max(history["test_acc"]) if done else None,  # for reference only: chosen on the test set
-        "best_epoch": history["epoch"][int(np.argmax(history["test_acc"]))] if done else None,
-        "val_size": args.val, "images_seen": history["images_seen"][-1] if done else 0,
-        "final_val_acc": history["val_acc"][-1] if done and args.val else None,
-        "wall_time_s": time.perf_counter() - t0,  # this call only
-        "train_time_s": sum(history["epoch_time_s"]),  # all epochs, across resumes
-        "images_per_s": n_train * done / sum(history["epoch_time_s"]) if done else None,
-        "n_train": n_train, "n_test": n_test, "batch_size": batch_size, "budget": run_budget,
-        "data_root": identity.get("root"),  # the folder actually read
-        "data": identity,  # sizes and fingerprints of the samples (the same record the checkpoint holds)
-        "recipe": {**asdict(cfg), "batch_size": batch_size, "limit_train": pick("limit_train"), "name": args.recipe,
-                   "limit_test": pick("limit_test"), "drop_path": pick("drop_path"), "aug_preset": pick("aug"),
-                   "threads": torch.get_num_threads()},
-        "history": history,
-    }
-    command = shlex.join(["python", "-m", "sequencer_mini.train", *(sys.argv[1:] if argv is None else argv)])
-    if distributed.is_main():  # rank 0 alone writes; the epoch stats were all-reduced in fit
-        payload["processes"] = distributed.world_size()
-        write_results(Path(args.out) / "results.json", payload, overrides={"command": command, "budget": run_budget})
-        if not quiet():
-            final = payload["final_test_acc"]
-            print(f"wrote {Path(args.out) / 'results.json'}: final test acc "
-                  f"{'n/a' if final is None else f'{final:.4f}'}" + (f" (epoch {done})" if done else ""),
-                  file=sys.stderr)
+    payload = results_payload(s, model, cfg, data, history, t0)
+    write_run_results(s, payload, argv)
     distributed.teardown()
     return payload
 
 
-def _parse_with_recipe(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+def _parse_with_recipe(p: Parser, argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[Problem]]:
     """Parse twice: a ``--recipe`` sets defaults, then every flag given on the command line overrides them."""
     first, _ = p.parse_known_args(argv)
     if first.recipe:
         p.set_defaults(**RECIPES[first.recipe])
-    return p.parse_args(argv)
+    return p.parse_collecting(argv)

@@ -20,9 +20,10 @@ import random
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -68,19 +69,43 @@ class TrainConfig:
                                    # checkpoint at a given validation accuracy later
 
     def __post_init__(self) -> None:
+        """Check every field at once: one ``ValueError`` names each problem (the command line checks each flag's
+        own value first; the settings that depend on each other are checked here, by :meth:`schedule_problems`)."""
         if isinstance(self.aug, dict):
             self.aug = AugmentConfig(**self.aug)
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
-            raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {self.amp!r}")
-        if self.epochs < 1 or self.lr <= 0:
-            raise ValueError(f"need epochs >= 1 and lr > 0, got epochs={self.epochs}, lr={self.lr}")
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1) (e.g. 0.999) or None, got {self.ema_decay}")
         self.img_sizes = tuple(int(s) for s in self.img_sizes)
+        problems = []
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            problems.append(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {self.amp!r}")
+        epochs_ok = self.epochs >= 1
+        if not epochs_ok:
+            problems.append(f"need epochs >= 1, got {self.epochs!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            problems.append(f"need lr > 0 (finite), got {self.lr!r}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            problems.append(f"ema_decay must be in (0, 1) (e.g. 0.999) or None, got {self.ema_decay}")
         if any(s < 1 for s in self.img_sizes):
-            raise ValueError(f"img_sizes must be positive image sides, got {self.img_sizes}")
-        if self.aug_from_epoch < 0:
-            raise ValueError(f"aug_from_epoch must be >= 0, got {self.aug_from_epoch}")
+            problems.append(f"img_sizes must be positive image sides, got {self.img_sizes}")
+        problems += [text for _, text in self.schedule_problems(self.epochs if epochs_ok else None,
+                                                                self.warmup_epochs, self.aug_from_epoch)]
+        if problems:
+            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+
+    @staticmethod
+    def schedule_problems(epochs: int | None, warmup_epochs: float | None, aug_from_epoch: int | None,
+                          name: Callable[[str], str] = str) -> list[tuple[str, str]]:
+        """The settings that must fit into the run: ``warmup_epochs`` in [0, epochs], ``aug_from_epoch`` in
+        [0, epochs). ``(field, message)`` per problem, each setting named by ``name`` (the field itself; the command
+        line passes its flag, ``--warmup-epochs``). None: not known (skipped; for ``epochs``: no upper bound)."""
+        top, bound = (math.inf, "") if epochs is None else (epochs, f" = {epochs}")
+        problems = []
+        if warmup_epochs is not None and not (math.isfinite(warmup_epochs) and 0 <= warmup_epochs <= top):
+            problems.append(("warmup_epochs", f"{name('warmup_epochs')} {warmup_epochs!r}: expected a number of "
+                                              f"epochs in [0, {name('epochs')}{bound}]"))
+        if aug_from_epoch is not None and not 0 <= aug_from_epoch < top:
+            problems.append(("aug_from_epoch", f"{name('aug_from_epoch')} {aug_from_epoch!r}: expected an epoch in "
+                                               f"[0, {name('epochs')}{bound}) (0-based)"))
+        return problems
 
     def train_size(self, epoch: int) -> int | None:
         """The training image side for 0-based ``epoch`` (None: the data's own size)."""
@@ -143,15 +168,24 @@ class WarmupCosine:
 
 def _set_epoch(loader: Iterable, epoch: int) -> None:
     """Tell a loader (ours, or a DataLoader with an epoch-aware sampler) which epoch's order to produce."""
+    sampler: Any = getattr(loader, "sampler", None)
     if hasattr(loader, "set_epoch"):
         loader.set_epoch(epoch)
-    elif hasattr(getattr(loader, "sampler", None), "set_epoch"):
-        loader.sampler.set_epoch(epoch)
+    elif hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
 
 
 def _to(x: Tensor, y: Tensor, device: torch.device, channels_last: bool) -> tuple[Tensor, Tensor]:
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
+
+
+class Batches(Protocol):
+    """What ``fit`` trains on: ``(x, y)`` batches with a length, the optimizer steps of an epoch."""
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def __len__(self) -> int: ...
 
 
 @dataclass
@@ -171,17 +205,19 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | No
     dtype = amp_dtype(amp, device)
     was_training = model.training
     model.eval()
-    preds, targets, loss_sum = [], [], torch.zeros((), device=device)
+    pred_batches: list[Tensor] = []
+    target_batches: list[Tensor] = []
+    loss_sum = torch.zeros((), device=device)
     for x, y in limit(loader):
         x, y = _to(x, y, device, channels_last)
         y = y.argmax(-1) if y.ndim == 2 else y
         with autocast(device, dtype):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        preds.append(logits.argmax(-1).cpu())
-        targets.append(y.cpu())
+        pred_batches.append(logits.argmax(-1).cpu())
+        target_batches.append(y.cpu())
     model.train(was_training)
-    preds, targets = torch.cat(preds), torch.cat(targets)
+    preds, targets = torch.cat(pred_batches), torch.cat(target_batches)
     n = max(1, len(targets))
     return Evaluation((preds == targets).float().mean().item() if len(targets) else 0.0,
                       loss_sum.item() / n, preds, targets)
@@ -201,7 +237,7 @@ def confusion_matrix(preds: Tensor, targets: Tensor, num_classes: int) -> Tensor
 def rng_states() -> dict[str, Any]:
     """Every RNG state as tensors / plain types, so ``torch.load(weights_only=True)`` can read it back."""
     version, mt, gauss = random.getstate()
-    np_state = np.random.get_state()
+    np_state = cast("tuple[Any, ...]", np.random.get_state())  # the legacy (MT19937) tuple form
     states = {"python": (version, torch.tensor(mt, dtype=torch.int64), gauss),
               "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(_plain, np_state[2:])),
               "torch": torch.get_rng_state()}
@@ -359,7 +395,8 @@ def resize_batch(x: Tensor, size: int | None) -> Tensor:
 
 def train_one_epoch(model: nn.Module, loader: Iterable, opt: torch.optim.Optimizer, sched: Any, scaler: Any,
                     loss_fn: nn.Module, cfg: TrainConfig, device: torch.device, desc: str = "",
-                    img_size: int | None = None, ema: nn.Module | None = None) -> dict[str, float]:
+                    img_size: int | None = None, ema: torch.optim.swa_utils.AveragedModel | None = None
+                    ) -> dict[str, float]:
     """One pass over ``loader``; returns mean loss, accuracy (vs the argmax of soft targets), images/s, seconds.
     ``img_size``: train on images resized to this side; ``ema``: an ``AveragedModel`` updated every step."""
     dtype, channels_last = amp_dtype(cfg.amp, device), cfg.channels_last and device.type == "cuda"
@@ -395,7 +432,7 @@ def _set_augment(loader: Iterable, on: bool) -> None:
         loader.augment = on
 
 
-def fit(model: nn.Module, train_loader: Iterable, test_loader: Iterable, cfg: TrainConfig,
+def fit(model: nn.Module, train_loader: Batches, test_loader: Iterable, cfg: TrainConfig,
         callbacks: Sequence[Callable[[int, dict], None]] = (), val_loader: Iterable | None = None
         ) -> dict[str, list]:
     """Train ``model`` for ``cfg.epochs`` and return the per-epoch history (a dict of lists).
@@ -408,7 +445,8 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Iterable, cfg: Tr
     """
     device = resolve_device(cfg.device)
     channels_last = cfg.channels_last and device.type == "cuda"
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    model.to(device, memory_format=torch.channels_last if channels_last  # type: ignore[call-overload]
+             else torch.contiguous_format)  # (torch's stubs lack device + memory_format together)
     train_model = distributed.wrap(model, device)  # DDP under torchrun (gradients all-reduced), else model
     steps = len(train_loader)
     opt = make_optimizer(model, cfg)
@@ -427,14 +465,14 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Iterable, cfg: Tr
         history, start = ckpt["history"], ckpt["epoch"]
     else:
         seed_everything(cfg.seed)
-    n_epochs = len(limit(range(cfg.epochs)))  # cfg.epochs; in a dry run (SEQUENCER_DRY_RUN) 2, so that resuming matches
+    n_epochs = len(list(limit(range(cfg.epochs))))  # cfg.epochs; 2 in a dry run (SEQUENCER_DRY_RUN): resuming matches
     for epoch in range(start, n_epochs if cfg.stop_after is None else min(n_epochs, start + cfg.stop_after)):
         _set_epoch(train_loader, epoch)  # shuffle order and augmentation = f(seed, epoch)
         _set_augment(train_loader, epoch >= cfg.aug_from_epoch)
         size = cfg.train_size(epoch)
-        stats = train_one_epoch(train_model, train_loader, opt, sched, scaler, loss_fn, cfg, device,
-                                desc=f"epoch {epoch + 1}/{cfg.epochs}", img_size=size, ema=ema)
-        stats = distributed.reduce_epoch_stats(stats, train_loader)  # every rank's images, not one slice
+        local = train_one_epoch(train_model, train_loader, opt, sched, scaler, loss_fn, cfg, device,
+                              desc=f"epoch {epoch + 1}/{cfg.epochs}", img_size=size, ema=ema)
+        stats: dict[str, Any] = distributed.reduce_epoch_stats(local, train_loader)  # every rank's images
         judged = ema.module if ema is not None else model  # the model whose accuracy we report
         test = evaluate(judged, test_loader, device, cfg.amp, channels_last)
         val = evaluate(judged, val_loader, device, cfg.amp, channels_last) if val_loader is not None else None
