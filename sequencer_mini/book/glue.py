@@ -1,6 +1,6 @@
 """``glue(name, value)``: a value computed on a page, for its prose (``{glue:}`` in the rendered book).
 
-With myst-nb installed (the book build) this is :func:`myst_nb.glue`. Without it (e.g. on Colab, which does not
+With myst-nb installed (the book build) this is myst-nb's ``glue``. Without it (e.g. on Colab, which does not
 need the book's tools) a value that would be displayed is printed instead, and one kept only for the prose is
 dropped: the page's own outputs show it.
 """

@@ -57,7 +57,7 @@ from sequencer_mini.train.recipes import DEFAULT_MODEL, RECIPES, build_model, mo
 
 __all__ = ["UsageError", "DEBUG_ENV", "Parser", "BadValue", "whole", "number", "positive_int", "one_of",
            "image_sides", "device_name", "cross_problems", "check_device", "preflight_out", "help_epilog", "run",
-           "build_parser", "resolve_settings", "main"]
+           "build_parser", "resolve_settings", "main", "Problem", "Settings"]
 
 DEBUG_ENV = "SEQUENCER_DEBUG"
 IN_MEMORY = ("fashion_mnist", "cifar10", "cifar100")  #: the datasets make_loaders batches from memory

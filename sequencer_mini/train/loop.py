@@ -37,7 +37,7 @@ from sequencer_mini.train import distributed
 from sequencer_mini.train.data import AugmentConfig, data_identity
 
 __all__ = ["TrainConfig", "fit", "train_one_epoch", "evaluate", "Evaluation", "confusion_matrix", "plot_history",
-           "save_checkpoint", "load_checkpoint"]
+           "save_checkpoint", "load_checkpoint", "Batches"]
 
 CHECKPOINT_FORMAT = "sequencer_mini/checkpoint/v1"
 
