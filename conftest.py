@@ -11,7 +11,13 @@ items live in book/. It
   pushes a notebook past ``metadata.sequencer.ci_budget_s``; a notebook without that metadata
   fails too (on its first cell);
 * writes the measured times to ``_build/notebook_times.json`` for
-  ``tools/update_readme_times.py``.
+  ``tools/update_readme_times.py``, and after a run of the whole suite (``python -m pytest`` with no paths, ``-k``
+  or ``-m``) its wall time to ``_build/test_run.json``, which the same tool writes into README.md.
+
+Under pytest-xdist (``-n 2 --dist loadfile``: every notebook's cells run in one worker, in order) each worker
+times its own notebooks and hands the times to the controller (``workeroutput``), which alone writes both files;
+each worker, and the kernels and subprocesses it starts, use one OpenMP thread (``OMP_NUM_THREADS=1`` unless set),
+so that two workers do not oversubscribe two cores.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -26,11 +33,30 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent
 TIMES_FILE = ROOT / "_build" / "notebook_times.json"
+RUN_FILE = ROOT / "_build" / "test_run.json"
+
+
+def _process_start() -> float:
+    """When this pytest process started (epoch seconds): from /proc on Linux (interpreter start-up and plugin
+    imports included), else now (this file is loaded while pytest starts, before collection)."""
+    try:
+        started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22, clock ticks
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - max(0.0, uptime - started / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.time()
+
+
+_START = _process_start()
 
 # Before any kernel starts: kernels inherit this environment.
 os.environ["SEQUENCER_BUDGET"] = "ci"
 os.environ.setdefault("SEQUENCER_QUIET", "1")
 os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # quiet ipykernel's debugger
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers share two cores: one OpenMP thread each, for the worker's torch and the kernels and
+    # subprocesses it starts (two threads per process would wait for each other: several times slower).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 class _NotebookClock:
@@ -47,6 +73,23 @@ class _NotebookClock:
 
 
 _clocks: dict[Path, _NotebookClock] = {}
+_worker_clocks: list[dict] = []  # xdist controller: the clocks the workers ran, as _clock_record() dicts
+_deselected = 0
+
+
+def _is_xdist_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _clock_record(clock: _NotebookClock) -> dict:
+    return {"path": str(clock.path), "budget": clock.budget, "n_items": clock.n_items, "elapsed": clock.elapsed,
+            "items_run": clock.items_run}
+
+
+def _clock_from_record(record: dict) -> _NotebookClock:
+    clock = _NotebookClock(Path(record["path"]), record["budget"], record["n_items"])
+    clock.elapsed, clock.items_run = record["elapsed"], record["items_run"]
+    return clock
 
 
 def _is_nbval_cell(item: pytest.Item) -> bool:
@@ -131,19 +174,24 @@ def pytest_runtest_call(item):
     return result
 
 
-def pytest_sessionfinish(session, exitstatus) -> None:
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _write_notebook_times(clocks: list[_NotebookClock], now: str) -> None:
     book = ROOT / "book"
-    complete = {p: c for p, c in _clocks.items()
-                if c.n_items and c.items_run == c.n_items and p.parent == book}
+    complete = [c for c in clocks if c.n_items and c.items_run == c.n_items and c.path.parent == book]
     if not complete:
         return
     try:
         data = json.loads(TIMES_FILE.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         data = {}
-    now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    for path, clock in complete.items():
-        data[_rel(path)] = {
+    for clock in complete:
+        data[_rel(clock.path)] = {
             "ci_time_s": round(clock.elapsed, 1),
             "ci_budget_s": clock.budget,
             "cells": clock.n_items,
@@ -151,14 +199,64 @@ def pytest_sessionfinish(session, exitstatus) -> None:
             "date": now,
             "cpus": os.cpu_count(),
         }
-    TIMES_FILE.parent.mkdir(parents=True, exist_ok=True)
-    tmp = TIMES_FILE.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dict(sorted(data.items())), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, TIMES_FILE)
+    _write_json(TIMES_FILE, dict(sorted(data.items())))
+
+
+def _whole_suite(session) -> bool:
+    """The README's command: the configured testpaths, nothing deselected, not just collected."""
+    config = session.config
+    option = config.option
+    overridden = any(o.split("=", 1)[0].strip() == "testpaths" for o in option.override_ini or [])
+    return (config.args_source == pytest.Config.ArgsSource.TESTPATHS and not overridden and not option.keyword
+            and not option.markexpr and not option.deselect and not _deselected and not option.collectonly
+            and not getattr(option, "lf", False) and not getattr(option, "stepwise", False)
+            and session.testscollected > 0)
+
+
+def _write_run_time(session, exitstatus, now: str) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    stats = reporter.stats if reporter is not None else {}
+    counts = {k: len(v) for k, v in stats.items() if k in ("passed", "failed", "error", "skipped", "xfailed")}
+    book_skipped = sorted(r.nodeid for r in stats.get("skipped", [])
+                          if getattr(r, "nodeid", "").startswith("tests/test_book.py"))
+    _write_json(RUN_FILE, {
+        "command": "python -m pytest",
+        "wall_s": round(time.time() - _START, 1),
+        "exitstatus": int(exitstatus),
+        "tests": session.testscollected,
+        "outcomes": counts,
+        "book_tests_skipped": book_skipped,  # the build and browser test skip without chromium (README)
+        "xdist_workers": getattr(session.config.option, "numprocesses", None) or 0,
+        "date": now,
+        "cpus": os.cpu_count(),
+    })
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if _is_xdist_worker(session.config):  # the controller writes the files
+        session.config.workeroutput["notebook_clocks"] = json.dumps(
+            [_clock_record(c) for c in _clocks.values() if c.items_run])
+        return
+    now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    _write_notebook_times([*_clocks.values(), *map(_clock_from_record, _worker_clocks)], now)
+    if _whole_suite(session):
+        _write_run_time(session, exitstatus, now)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """xdist controller: collect a finished worker's notebook clocks."""
+    output = getattr(node, "workeroutput", None) or {}
+    _worker_clocks.extend(json.loads(output.get("notebook_clocks", "[]")))
+
+
+def pytest_deselected(items) -> None:
+    global _deselected
+    _deselected += len(items)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    ran = [c for c in _clocks.values() if c.items_run]
+    ran = [c for c in _clocks.values() if c.items_run] + [_clock_from_record(r) for r in _worker_clocks]
     if not ran:
         return
     terminalreporter.section("notebook times (ci budget)")
@@ -170,5 +268,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
 
 
 def pytest_configure(config) -> None:
+    if _is_xdist_worker(config) and "torch" in sys.modules:  # imported before OMP_NUM_THREADS was set
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     config.addinivalue_line(
         "markers", "slow: runs notebooks or installs packages (tests/test_gpu_dry_run.py, tests/test_colab_install.py)")

@@ -28,7 +28,7 @@ def make_idx_tree(root: Path, n_train: int = 40, n_test: int = 20, gz: bool = Tr
     for split, n in (("train", n_train), ("test", n_test)):
         images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         labels = (np.arange(n) % 10).astype(np.uint8)
-        for name, arr in zip(FMNIST_NAMES[split], (images, labels)):
+        for name, arr in zip(FMNIST_NAMES[split], (images, labels), strict=True):
             data = idx_bytes(arr)
             if gz:
                 (root / f"{name}.gz").write_bytes(gzip.compress(data))

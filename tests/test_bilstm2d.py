@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fixtures import single_thread  # noqa: F401 (fixture)
 from timm.models.sequencer import LSTM2d
 
 from sequencer_mini import BiLSTM2D, FlatBiLSTM, VanillaSequencerBlock
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: threads only add overhead
 
 CASES = [
     ("cat", True, 16, 4),

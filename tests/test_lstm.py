@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fixtures import single_thread  # noqa: F401 (fixture)
 from torch import nn
 
 from sequencer_mini import LSTM, LSTMCell
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: threads only add overhead
 
 
 @pytest.fixture(autouse=True)
@@ -83,9 +86,9 @@ def test_cell_equals_nn_lstmcell() -> None:
     ours.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(3, 5)
     state = (torch.randn(3, 4), torch.randn(3, 4))
-    for got, want in zip(ours(x, state), ref(x, state)):
+    for got, want in zip(ours(x, state), ref(x, state), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-    for got, want in zip(ours(x), ref(x)):  # zero initial state
+    for got, want in zip(ours(x), ref(x), strict=True):  # zero initial state
         torch.testing.assert_close(got, want)
 
 

@@ -5,28 +5,63 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+from fixtures import single_thread  # noqa: F401 (fixture)
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import sequencer_mini as sm
 from sequencer_mini.measure.macs import rnn_macs
 
-# The exact MAC counts behind the paper's 8.4 / 11.1 / 16.6 G at 224×224 (README "FLOPs").
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+# The paper's 8.4 / 11.1 / 16.6 G at 224×224 (README "FLOPs"), and the exact counts behind them: count_macs on one
+# 224×224 image, and what FlopCounterMode alone sees (the LSTMs missing; the count behind timm's table).
 PAPER_MACS = {"sequencer2d_s": 8.33e9, "sequencer2d_m": 11.05e9, "sequencer2d_l": 16.49e9}
+MACS = {"sequencer2d_s": 8_334_007_296, "sequencer2d_m": 11_051_916_288, "sequencer2d_l": 16_487_734_272}
+FLOP_COUNTER_MACS = {"sequencer2d_s": 4_936_621_056}
 
 
-@pytest.mark.parametrize("name", list(PAPER_MACS))
-def test_count_macs_matches_the_paper_within_one_percent(name: str) -> None:
-    macs = sm.count_macs(sm.create_model(name), (3, 224, 224))
+@pytest.fixture(scope="module", params=list(PAPER_MACS))
+def preset(request) -> tuple[str, nn.Module]:
+    """One full-size preset, built once for the module (and released before the next)."""
+    return request.param, sm.create_model(request.param).eval()
+
+
+@pytest.fixture(scope="module")
+def timm_s() -> nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model("sequencer2d_s")
+
+
+def _lstm_macs(config, side: int) -> int:
+    """The LSTMs' gate matmuls of a Sequencer2D by the formula of chapter 5: per token of a stage's grid,
+    2 axes × 2 directions × 4 gates × h × (C + h)."""
+    total = 0
+    for depth, patch, c, h in zip(config.layers, config.patch_sizes, config.embed_dims, config.hidden_sizes,
+                                  strict=True):
+        side //= patch
+        total += depth * side * side * 2 * 2 * 4 * h * (c + h)
+    return total
+
+
+def test_count_macs_matches_the_paper_within_one_percent(preset) -> None:
+    name, model = preset
+    macs = sm.count_macs(model, (3, 224, 224))
+    assert macs == MACS[name]
     assert abs(macs / PAPER_MACS[name] - 1) < 0.01
 
 
-def test_flop_counter_alone_misses_the_lstms() -> None:
-    """The teaching point of chapter 5: FlopCounterMode sees 4.94 G of Sequencer2D-S's 8.33 G."""
-    model = sm.sequencer2d_s().eval()
+@pytest.mark.parametrize("preset", ["sequencer2d_s"], indirect=True)
+def test_flop_counter_alone_misses_the_lstms(preset) -> None:
+    """The teaching point of chapter 5: FlopCounterMode sees 4.94 G of Sequencer2D-S's 8.33 G; what it misses is
+    exactly the LSTMs' gate matmuls."""
+    name, model = preset
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, 3, 224, 224))
-    assert abs(counter.get_total_flops() / 2 / 4.94e9 - 1) < 0.01
+    seen = counter.get_total_flops() // 2
+    assert seen == FLOP_COUNTER_MACS[name]
+    assert abs(seen / 4.94e9 - 1) < 0.01
+    assert MACS[name] - seen == _lstm_macs(model.config, 224)
 
 
 def _hand_count_mini28() -> int:
@@ -86,8 +121,8 @@ def _official_format(sd: dict[str, torch.Tensor], layers: tuple[int, ...]) -> di
     return out
 
 
-def test_official_checkpoint_converts_and_loads_strictly() -> None:
-    ref = timm.create_model("sequencer2d_s")
+def test_official_checkpoint_converts_and_loads_strictly(timm_s) -> None:
+    ref = timm_s
     official = {"model": _official_format(ref.state_dict(), (4, 3, 8, 3))}
     assert "blocks.0.4.down.weight" in official["model"] and "head.weight" in official["model"]
     converted = sm.convert_official_state_dict(official)
@@ -127,8 +162,8 @@ def test_pretrained_offline_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> No
         sm.pretrained("sequencer2d_s", checkpoint="/nonexistent/sequencer2d_s.pth")
 
 
-def test_pretrained_from_a_local_official_file(tmp_path) -> None:
-    ref = timm.create_model("sequencer2d_s")
+def test_pretrained_from_a_local_official_file(tmp_path, timm_s) -> None:
+    ref = timm_s
     path = tmp_path / "sequencer2d_s.pth"
     torch.save(_official_format(ref.state_dict(), (4, 3, 8, 3)), path)
     model = sm.pretrained("sequencer2d_s", checkpoint=path)
@@ -147,3 +182,10 @@ def test_count_macs_includes_attention() -> None:
     attention = depth * 2 * tokens * tokens * dim  # QKᵀ and AV, all heads together
     # Either the default kernel was visible to FlopCounterMode (difference 0) or it missed exactly the attention.
     assert sm.count_macs(model, (1, 28, 28)) - seen in (0, attention)
+
+
+def test_count_macs_refuses_the_meta_device():
+    """On 'meta' the fused LSTM decomposes and would be counted twice: a clear error, not a wrong number."""
+    model = sm.sequencer2d_fast28().to("meta")
+    with pytest.raises(ValueError, match="real device"):
+        sm.count_macs(model, (1, 28, 28))

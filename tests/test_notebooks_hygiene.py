@@ -5,13 +5,17 @@ be saved from a clean, in-order run without errors. These tests also enforce the
 CONTRIBUTING.md: the stamped setup cell, the ci time budget in the metadata, at least three
 ``# NBVAL_CHECK_OUTPUT`` cells per chapter, the 3 MB limit, and a table of contents that lists
 exactly the notebooks that exist.
+
+Each check is one test that runs over every notebook and fails naming every notebook (and cell) that breaks it.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import nbformat
@@ -38,8 +42,35 @@ def _load_tool(name: str):
 stamp = _load_tool("stamp_setup_cells")
 
 
+@functools.cache
 def _read(path: Path) -> nbformat.NotebookNode:
+    """A stored notebook, read once for the module's checks (which only read it)."""
     return nbformat.read(path, as_version=4)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _forget_notebooks():
+    yield
+    _read.cache_clear()
+
+
+def _every(paths: Iterable[Path], check: Callable[[Path], None]) -> None:
+    """Run ``check`` on every path and fail once, with every failing path's message (each names its file)."""
+    paths = list(paths)
+    failures = []
+    for path in paths:
+        try:
+            check(path)
+        except Exception as exc:  # an assertion, or e.g. nbformat's ValidationError: report it with the file
+            message = str(exc)
+            if isinstance(exc, AssertionError) and "\nassert " in message:  # the message, without pytest's
+                message = message.split("\nassert ", 1)[0]                  # rewrite of the assert statement
+            if path.name not in message:
+                message = f"{path.name}: {type(exc).__name__}: {message}"
+            failures.append(message)
+    if failures:
+        pytest.fail(f"{len(failures)} of {len(paths)} files fail this check:\n\n" + "\n\n".join(failures),
+                    pytrace=False)
 
 
 def _code_cells(nb):
@@ -55,23 +86,25 @@ def toc_files() -> list[str]:
     return _load_tool("make_toc").toc_files()
 
 
-ids = [p.name for p in NOTEBOOKS]
+CHAPTERS = [p for p in NOTEBOOKS if CHAPTER.match(p.name)]
 
 
 def test_there_are_notebooks():
     assert NOTEBOOKS, "book/ has no notebooks"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
-def test_valid_nbformat_and_python_kernel(path):
-    nb = _read(path)
+def _valid_nbformat_and_python_kernel(path):
+    nb = nbformat.read(path, as_version=4)  # a fresh copy: validate may repair what it is given
     nbformat.validate(nb)
     kernel = nb.metadata.get("kernelspec", {}).get("name")
     assert kernel == "python3", f"{path.name}: kernelspec.name is {kernel!r}, expected 'python3'"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
-def test_stored_outputs_from_a_clean_in_order_run(path):
+def test_valid_nbformat_and_python_kernel():
+    _every(NOTEBOOKS, _valid_nbformat_and_python_kernel)
+
+
+def _stored_outputs_from_a_clean_in_order_run(path):
     nb = _read(path)
     cells = [c for c in _code_cells(nb) if c.source.strip()]
     assert cells, f"{path.name} has no code cells"
@@ -96,8 +129,11 @@ def test_stored_outputs_from_a_clean_in_order_run(path):
                     f"{path.name}: cell {index} printed a traceback to stderr")
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
-def test_ci_time_budget_declared(path):
+def test_stored_outputs_from_a_clean_in_order_run():
+    _every(NOTEBOOKS, _stored_outputs_from_a_clean_in_order_run)
+
+
+def _ci_time_budget_declared(path):
     meta = _read(path).metadata.get("sequencer") or {}
     budget = meta.get("ci_budget_s")
     assert isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget > 0, (
@@ -105,8 +141,11 @@ def test_ci_time_budget_declared(path):
         "(wall seconds for the whole notebook at the ci budget)")
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
-def test_recorded_run_metadata(path):
+def test_ci_time_budget_declared():
+    _every(NOTEBOOKS, _ci_time_budget_declared)
+
+
+def _recorded_run_metadata(path):
     meta = _read(path).metadata.get("sequencer") or {}
     recorded = meta.get("recorded") or {}
     assert {"date", "device", "budget"} <= set(recorded), (
@@ -115,16 +154,21 @@ def test_recorded_run_metadata(path):
     assert f"{recorded['budget']}_time_s" in meta
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
-def test_setup_cell_is_current(path):
+def test_recorded_run_metadata():
+    _every(NOTEBOOKS, _recorded_run_metadata)
+
+
+def _setup_cell_is_current(path):
     problem = stamp.setup_cell_problem(_read(path), chapter=path.stem)
     assert problem is None, (
         f"{path.name}: {problem}; run python tools/stamp_setup_cells.py book/{path.name}")
 
 
-@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if CHAPTER.match(p.name)],
-                         ids=[p.name for p in NOTEBOOKS if CHAPTER.match(p.name)])
-def test_enough_check_output_cells(path):
+def test_setup_cell_is_current():
+    _every(NOTEBOOKS, _setup_cell_is_current)
+
+
+def _enough_check_output_cells(path):
     checks = [c for c in _code_cells(_read(path)) if _is_check_cell(c)]
     assert len(checks) >= MIN_CHECK_CELLS, (
         f"{path.name} has {len(checks)} cells marked # NBVAL_CHECK_OUTPUT; "
@@ -134,8 +178,11 @@ def test_enough_check_output_cells(path):
         f"{path.name}: check cells without stored output compare nothing under nbval: {empty}")
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
-def test_no_progress_bars_in_check_cells(path):
+def test_enough_check_output_cells():
+    _every(CHAPTERS, _enough_check_output_cells)
+
+
+def _no_progress_bars_in_check_cells(path):
     for cell in _code_cells(_read(path)):
         if not _is_check_cell(cell):
             continue
@@ -145,14 +192,20 @@ def test_no_progress_bars_in_check_cells(path):
                 f"{path.name}: tqdm output in a # NBVAL_CHECK_OUTPUT cell:\n{cell.source[:200]}")
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
-def test_size_limit(path):
+def test_no_progress_bars_in_check_cells():
+    _every(NOTEBOOKS, _no_progress_bars_in_check_cells)
+
+
+def _size_limit(path):
     size = path.stat().st_size
     assert size <= MAX_BYTES, f"{path.name} is {size / 2**20:.1f} MB; keep notebooks under 3 MB"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
-def test_widget_views_have_stored_state(path):
+def test_size_limit():
+    _every(NOTEBOOKS, _size_limit)
+
+
+def _widget_views_have_stored_state(path):
     nb = _read(path)
     state = ((nb.metadata.get("widgets") or {}).get(WIDGET_STATE) or {}).get("state") or {}
     for index, cell in enumerate(nb.cells):
@@ -163,6 +216,10 @@ def test_widget_views_have_stored_state(path):
                     f"{path.name}: cell {index} shows a widget whose state is not stored, so it "
                     "is blank in the book; execute with tools/execute_notebooks.py "
                     "(store_widget_state=True)")
+
+
+def test_widget_views_have_stored_state():
+    _every(NOTEBOOKS, _widget_views_have_stored_state)
 
 
 def test_toc_is_current():
@@ -227,13 +284,7 @@ def _output_text(output) -> str:
     return "\n".join(v for k, v in data.items() if k.startswith("text/") and isinstance(v, str))
 
 
-def _public_output_params():
-    for path in NOTEBOOKS:
-        yield pytest.param(path, id=path.name)
-
-
-@pytest.mark.parametrize("path", list(_public_output_params()))
-def test_outputs_show_no_machine_paths_or_internal_names(path):
+def _outputs_show_no_machine_paths_or_internal_names(path):
     found = []
     for index, cell in enumerate(_read(path).cells):
         for output in cell.get("outputs", []):
@@ -247,19 +298,18 @@ def test_outputs_show_no_machine_paths_or_internal_names(path):
                        + "\n".join(found[:10]))
 
 
+def test_outputs_show_no_machine_paths_or_internal_names():
+    _every(NOTEBOOKS, _outputs_show_no_machine_paths_or_internal_names)
+
+
 _RESULT_PATH = re.compile(r"(?:book/)?(?:bench/)?results/[A-Za-z0-9_.\-/*<>]+")
 
 
-def _prose_params():
-    """One entry per piece of prose: each notebook's markdown cells, setup.md, README.md."""
-    for path in NOTEBOOKS:
-        yield pytest.param(path, id=path.name)
-    yield pytest.param(BOOK / "setup.md", id="setup.md")
-    yield pytest.param(ROOT / "README.md", id="README.md")
+# One entry per piece of prose: each notebook's markdown cells, setup.md, README.md.
+PROSE = [*NOTEBOOKS, BOOK / "setup.md", ROOT / "README.md"]
 
 
-@pytest.mark.parametrize("path", list(_prose_params()))
-def test_prose_names_only_results_files_that_exist(path):
+def _prose_names_only_results_files_that_exist(path):
     """A concrete results path in prose (no wildcard or <placeholder>) must exist in the repository:
     prose may say where a run *would* go only with a placeholder such as book/results/<run>/."""
     if path.suffix == ".ipynb":
@@ -276,6 +326,10 @@ def test_prose_names_only_results_files_that_exist(path):
             if not (ROOT / rel).exists():
                 missing.append(f"{where}: {name}")
     assert not missing, f"{path.name} names results files that do not exist:\n" + "\n".join(missing)
+
+
+def test_prose_names_only_results_files_that_exist():
+    _every(PROSE, _prose_names_only_results_files_that_exist)
 
 
 def test_generated_claims_are_current():

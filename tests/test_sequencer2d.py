@@ -1,4 +1,9 @@
-"""Chapter 5: Sequencer2D-S/M/L match the paper's parameter counts and timm's weights and logits."""
+"""Chapter 5: Sequencer2D-S/M/L match the paper's parameter counts and timm's weights and logits.
+
+Every union mode and both ``with_fc`` settings are compared with timm on a small S-shaped model (all four stages)
+at 56 px; each full-size preset is built once for the module and compared once at 224 px. Logits are compared
+bit for bit: the same weights and the same operators give the same floats (one thread, so one reduction order).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,13 @@ import re
 import pytest
 import timm
 import torch
-from timm.models.sequencer import Sequencer2dBlock
+from fixtures import single_thread  # noqa: F401 (fixture)
+from timm.models.sequencer import Sequencer2d, Sequencer2dBlock
 
 import sequencer_mini as sm
 from sequencer_mini.models.sequencer2d import Sequencer2DConfig, drop_path_rates
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 PARAMS = {"sequencer2d_s": 27_651_688, "sequencer2d_m": 38_307_688, "sequencer2d_l": 54_298_216}
 
@@ -23,37 +31,94 @@ def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
             p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
 
 
-@pytest.mark.parametrize("name", list(PARAMS))
-def test_parameter_count_and_strict_timm_load(name: str) -> None:
-    ours = sm.create_model(name)
+def _images(*shape: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------- every union, small S-shaped model
+
+# Sequencer2D-S's shape (four stages, patch sizes 7, 2, 1, 1, MLP ratio 3) at a width and depth that run in
+# milliseconds. Without the FC the LSTMs' mixed output must be the block width: 4h for 'cat', 2h otherwise.
+SMALL_S = dict(layers=(2, 1, 2, 1), patch_sizes=(7, 2, 1, 1), embed_dims=(16, 32, 32, 32), mlp_ratios=(3.0,) * 4,
+               num_classes=10)
+UNIONS = ["cat", "add", "vertical", "horizontal"]
+
+
+@pytest.mark.parametrize("with_fc", [True, False], ids=["fc", "no_fc"])
+@pytest.mark.parametrize("union", UNIONS)
+def test_small_s_shape_logits_equal_timm_bitwise(union: str, with_fc: bool) -> None:
+    width = 4 if with_fc or union == "cat" else 2
+    kwargs = dict(SMALL_S, hidden_sizes=tuple(c // width for c in SMALL_S["embed_dims"]), union=union,
+                  with_fc=with_fc)
+    torch.manual_seed(0)
+    ref = Sequencer2d(**kwargs).eval()
+    _randomize(ref)
+    ours = sm.Sequencer2D(**kwargs).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    assert len(ours.stages) == 4
+    # a batch of squares, and a non-square image (catches transposed axes) at 1.5× the width
+    for x in (_images(2, 3, 56, 56), _images(1, 3, 56, 84, seed=2)):
+        with torch.no_grad():
+            want, got = ref(x), ours(x)
+        assert want.abs().max() > 1e-2  # the comparison is not empty
+        where = f"{union}, with_fc={with_fc}, {tuple(x.shape)}"
+        assert torch.equal(got, want), f"{where}: max |Δ| {(got - want).abs().max()}"
+
+
+# ----------------------------------------------------------------------------- full size: S, M and L, once each
+
+
+@pytest.fixture(scope="module", params=list(PARAMS))
+def full_size(request):
+    """One preset at full size, built once for the module (and released before the next): ours and timm's from
+    the same seed, the seeded initial weights compared, then timm's randomised and loaded into ours strictly."""
+    name = request.param
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        ours = sm.create_model(name).eval()
+        torch.manual_seed(0)
+        ref = timm.create_model(name).eval()
+        sd_ours, sd_ref = ours.state_dict(), ref.state_dict()
+        seeded = {"same_keys": list(sd_ours) == list(sd_ref),
+                  "differ": [k for k in sd_ref if not torch.equal(sd_ours[k], sd_ref[k])],
+                  "head_zero": bool(torch.all(sd_ours["head.fc.weight"] == 0))}
+        _randomize(ref)
+        ours.load_state_dict(ref.state_dict(), strict=True)
+    finally:
+        torch.set_num_threads(threads)
+    yield name, ours, ref, seeded
+
+
+def test_parameter_count_and_strict_timm_load(full_size) -> None:
+    name, ours, ref, _ = full_size
     assert sum(p.numel() for p in ours.parameters()) == PARAMS[name]
-    ref = timm.create_model(name)
+    assert sum(p.numel() for p in ref.parameters()) == PARAMS[name]
     ours.load_state_dict(ref.state_dict(), strict=True)
     assert list(ours.state_dict()) == list(ref.state_dict())
 
 
-def test_seeded_init_equals_timm_bitwise() -> None:
+def test_seeded_init_equals_timm_bitwise(full_size) -> None:
     """Same seed → same initial weights as timm: xavier linears, LeCun convs, zero head, U(±1/√h) LSTMs."""
-    torch.manual_seed(0)
-    ours = sm.sequencer2d_s()
-    torch.manual_seed(0)
-    ref = timm.create_model("sequencer2d_s")
-    sd_ours, sd_ref = ours.state_dict(), ref.state_dict()
-    assert all(torch.equal(sd_ours[k], sd_ref[k]) for k in sd_ref)
-    assert torch.all(sd_ours["head.fc.weight"] == 0)
+    name, _, _, seeded = full_size
+    assert seeded["same_keys"], name
+    assert not seeded["differ"], f"{name}: initial weights differ from timm's in {seeded['differ'][:5]}"
+    assert seeded["head_zero"]
 
 
-@pytest.mark.parametrize("size", [(224, 224), (448, 448), (224, 336)])
-def test_logits_equal_timm_at_several_sizes(size: tuple[int, int]) -> None:
-    ref = timm.create_model("sequencer2d_s").eval()
-    _randomize(ref)
-    ours = sm.sequencer2d_s().eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(1))
+def test_logits_equal_timm_bitwise_at_224(full_size) -> None:
+    name, ours, ref, _ = full_size
+    x = _images(1, 3, 224, 224)
     with torch.no_grad():
         want, got = ref(x), ours(x)
+    assert want.shape == (1, 1000)
     assert want.abs().max() > 1e-2  # the comparison is not empty
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert torch.equal(got, want), f"{name}: max |Δ| {(got - want).abs().max()}"
+
+
+# ----------------------------------------------------------------------------- parts and other presets
 
 
 def test_scratch_backend_logits_equal_torch_backend() -> None:

@@ -9,6 +9,7 @@ ImageNet-sized presets run at 56 px (a multiple of their 14-pixel grid) to keep 
 """
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -52,6 +53,13 @@ def build(name: str, **kwargs) -> Sequencer2D:
         return timm.create_model(name, **kwargs)
 
 
+@pytest.fixture(scope="module")
+def built(timm_name) -> Sequencer2D:
+    """``build(timm_name)`` once per preset, in eval mode, for the checks that only read it (the others build their
+    own variant, or change a deep copy): building the ImageNet presets is most of this module's time."""
+    return build(timm_name).eval()
+
+
 # ----------------------------------------------------------------------------- registry and interface
 
 def test_registry_lists_ours_without_replacing_timms():
@@ -60,8 +68,8 @@ def test_registry_lists_ours_without_replacing_timms():
     assert type(timm.create_model("sequencer2d_s")).__module__ == "timm.models.sequencer"  # timm's own, untouched
 
 
-def test_create_model_is_our_preset_with_the_same_weights(timm_name):
-    model = build(timm_name)
+def test_create_model_is_our_preset_with_the_same_weights(timm_name, built):
+    model = built
     torch.manual_seed(0)
     ours = MODELS[OURS_BY_TIMM[timm_name]]()
     assert isinstance(model, Sequencer2D)
@@ -95,8 +103,8 @@ def test_forward_backward_and_batch_independence(timm_name):
     torch.testing.assert_close(one, both[:1], rtol=1e-4, atol=1e-5)
 
 
-def test_non_square_and_channels_last(timm_name):
-    model = build(timm_name).eval()
+def test_non_square_and_channels_last(built):
+    model = built
     side = side_of(model)
     x = images(model, height=side, width=2 * side)
     with torch.no_grad():
@@ -117,8 +125,8 @@ def test_num_classes_zero_returns_pooled_features(timm_name):
     assert model.get_classifier().__class__ is torch.nn.Identity
 
 
-def test_reset_classifier_and_pre_logits(timm_name):
-    model = build(timm_name).eval()
+def test_reset_classifier_and_pre_logits(built):
+    model = copy.deepcopy(built)  # the classifier is replaced below
     x = images(model)
     with torch.no_grad():
         pre = model.forward_head(model.forward_features(x), pre_logits=True)
@@ -134,8 +142,8 @@ def test_reset_classifier_and_pre_logits(timm_name):
         model.reset_classifier(3, global_pool="max")
 
 
-def test_feature_info_matches_timms_features_only(timm_name):
-    model = build(timm_name)
+def test_feature_info_matches_timms_features_only(timm_name, built):
+    model = built
     info = model.feature_info
     assert [f["module"] for f in info] == [f"stages.{i}" for i in range(len(model.stages))]
     features = build(timm_name, features_only=True).eval()
@@ -143,7 +151,7 @@ def test_feature_info_matches_timms_features_only(timm_name):
     with torch.no_grad():
         maps = features(x)
     assert len(maps) == len(info)
-    for fmap, f in zip(maps, info):  # NHWC, as the model's blocks
+    for fmap, f in zip(maps, info, strict=True):  # NHWC, as the model's blocks
         assert fmap.shape == (2, x.shape[-2] // f["reduction"], x.shape[-1] // f["reduction"], f["num_chs"])
     assert features.feature_info.channels() == [f["num_chs"] for f in info]
 
@@ -249,9 +257,9 @@ def test_zero_patch_size_is_refused_at_construction():
 
 @pytest.mark.parametrize("name", ["small_cnn", "small_vit"])
 def test_baselines_have_the_same_head_interface(name):
-    from sequencer_mini.models.baselines import create_baseline
+    from sequencer_mini.models.baselines import BASELINES
     torch.manual_seed(0)
-    model = create_baseline(name).eval()
+    model = BASELINES[name]().eval()
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         logits = model(x)
@@ -262,7 +270,7 @@ def test_baselines_have_the_same_head_interface(name):
         torch.testing.assert_close(model(x), pre)
         model.reset_classifier(4)
         assert model(x).shape == (2, 4)
-    zero = create_baseline(name, num_classes=0)
+    zero = BASELINES[name](num_classes=0)
     assert not any(k.startswith("head") for k in zero.state_dict())
 
 

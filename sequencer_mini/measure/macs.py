@@ -64,6 +64,9 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], *, fused_rnns: bo
     shape = _as_batch(tuple(input_shape))
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
+    if device.type == "meta":  # the fused LSTM decomposes on meta, and its matmuls would be counted twice
+        raise ValueError("count_macs needs a model on a real device (cpu or cuda), got one on 'meta': count on the "
+                         "model before .to('meta'), or build it on the CPU")
     was_training = model.training
     model.eval()
     try:
