@@ -14,7 +14,8 @@ items live in book/. It
   ``tools/update_readme_times.py``, and after a run of the whole suite (``python -m pytest`` with no paths, ``-k``
   or ``-m``) its wall time to ``_build/test_run.json``, which the same tool writes into README.md.
 
-Under pytest-xdist (``-n 2 --dist loadfile``: every notebook's cells run in one worker, in order) each worker
+Under pytest-xdist (``-n 2 --dist loadgroup``, a group per file: every notebook's cells run in one worker, in
+order; the gpu dry runs of the notebooks are one group each) each worker
 times its own notebooks and hands the times to the controller (``workeroutput``), which alone writes both files;
 each worker, and the kernels and subprocesses it starts, use one OpenMP thread (``OMP_NUM_THREADS=1`` unless set),
 so that two workers do not oversubscribe two cores.
@@ -114,7 +115,22 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
+#: Test files whose parametrised cases are independent and long (one notebook each), spread over the xdist workers
+#: case by case; every other file runs whole in one worker (its module fixtures are built once, and a notebook's
+#: cells run in order in one kernel).
+SPLIT_BY_CASE = ("tests/test_gpu_dry_run.py",)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (--dist=loadgroup, pyproject.toml)
 def pytest_collection_modifyitems(session, config, items) -> None:
+    for item in items:
+        where = _rel(Path(str(item.fspath)).resolve())
+        group = item.name if where in SPLIT_BY_CASE and "[" in item.name else where
+        item.add_marker(pytest.mark.xdist_group(group))
+    _count_notebook_cells(items)
+
+
+def _count_notebook_cells(items) -> None:
     counts: dict[Path, int] = {}
     for item in items:
         if _is_nbval_cell(item):
