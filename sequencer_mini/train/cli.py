@@ -42,6 +42,7 @@ from sequencer_mini.models.sequencer2d import MODELS
 from sequencer_mini.train import distributed
 from sequencer_mini.train.data import (
     AUG_PRESETS,
+    IN_MEMORY,
     DATA_ENV,
     AugmentConfig,
     DataNotFoundError,
@@ -60,7 +61,6 @@ __all__ = ["UsageError", "DEBUG_ENV", "Parser", "BadValue", "whole", "number", "
            "build_parser", "resolve_settings", "main", "Problem", "Settings"]
 
 DEBUG_ENV = "SEQUENCER_DEBUG"
-IN_MEMORY = ("fashion_mnist", "cifar10", "cifar100")  #: the datasets make_loaders batches from memory
 
 
 class UsageError(ValueError):

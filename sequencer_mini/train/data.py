@@ -497,6 +497,9 @@ def tiny_imagenet(split: str = "train", transform: Callable | None = None,
 # ----------------------------------------------------------------------------- augmentation
 
 #: The augmentation presets by name (``AugmentConfig.preset`` and the training CLI's ``--aug``).
+#: The data sets held in memory as tensors and batched by :class:`TensorLoader` (the others are image folders).
+IN_MEMORY: tuple[str, ...] = ("fashion_mnist", "cifar10", "cifar100")
+
 AUG_PRESETS: tuple[str, ...] = ("none", "flip", "light", "paper")
 
 
@@ -829,7 +832,7 @@ def make_loaders(name: str, batch_size: int = 128, aug: AugmentConfig | None = N
     eval_bs = eval_batch_size or 2 * batch_size
     train: Any  # a TensorImageDataset, an image folder or a Subset of one
     test: Any
-    if name in ("fashion_mnist", "cifar10", "cifar100"):
+    if name in IN_MEMORY:
         train, test = tensor_datasets(name, root, download)
         info = train.info
         train, test = train.subset(limit_train), test.subset(limit_test)

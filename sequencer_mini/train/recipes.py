@@ -23,6 +23,7 @@ from torch import nn
 
 from sequencer_mini.models.baselines import BASELINES
 from sequencer_mini.models.sequencer2d import MODELS, PRESETS, create_model
+from sequencer_mini.train.data import IN_MEMORY
 
 __all__ = ["RECIPES", "RACE_MODELS", "LABELS", "RECIPE_TABLE", "RecipeRow", "race_recipe", "recipe_table_commands",
            "build_model", "DEFAULT_MODEL", "recipe_defaults", "model_args"]
@@ -134,7 +135,7 @@ def recipe_defaults(dataset: str, budget: str) -> dict[str, Any]:
     ``gpu``: 50 epochs; ``sequencer2d_mini28`` trained at ~2,500 img/s (bf16) to ~3,400 img/s (fp32) on an
     H200, ~20-25 s per Fashion-MNIST epoch, so ~20 min (longer on a Colab T4).
     """
-    small = dataset in ("fashion_mnist", "cifar10", "cifar100")
+    small = dataset in IN_MEMORY  # the small data sets: 10 or 100 classes of 28-32 px images
     table: dict[str, dict[str, Any]] = {
         "ci": dict(epochs=1, limit_train=256, limit_test=256, batch_size=64, aug="light", warmup_epochs=0.2,
                    drop_path=0.0),
