@@ -10,14 +10,15 @@ Each layer imports only the layers below it (``tests/test_architecture.py`` chec
     analysis  chapters 6, 9, 10: the recorded runs, the race, ablations, robustness, receptive fields, widgets
     book      the book's plumbing: which runs are recorded, glue, diagrams, figure style
 
+timm is not imported here (it and the torchvision models it loads double the import time of every process):
+``import sequencer_mini.interop.timm_models`` puts the presets in timm's registry.
+
 The names below are the public API (``import sequencer_mini as sm; sm.Sequencer2D``); CONTRIBUTING.md maps
 each chapter to its modules.
 
 Paper: Tatsunami & Taki, *Sequencer: Deep LSTM for Image Classification*, NeurIPS 2022 (arXiv 2205.01972).
 Reference implementation: timm's ``sequencer.py`` (Ross Wightman and the official authors), Apache-2.0.
 """
-
-from importlib.util import find_spec as _find_spec
 
 from sequencer_mini.interop.weights import convert_official_state_dict, load_weights, pretrained
 from sequencer_mini.measure.macs import count_macs, summary
@@ -47,8 +48,6 @@ from sequencer_mini.models.sequencer2d import (
     sequencer2d_s,
 )
 
-if _find_spec("timm") is not None:  # timm is optional; with it, timm.create_model knows our presets
-    from sequencer_mini.interop import timm_models  # noqa: F401
 
 __version__ = "0.1.0"
 
