@@ -15,8 +15,10 @@ Run one chapter: ``python -m pytest tests/test_gpu_dry_run.py -k 07``.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -91,13 +93,19 @@ def dry_run_env(monkeypatch, scratch: Path, data: Path) -> None:
 
 
 def _record_time(name: str, seconds: float) -> None:
-    try:
-        data = json.loads(TIMES.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = {}
-    data[name] = round(seconds, 1)
+    """Add one notebook's time to TIMES. The notebooks run in both xdist workers, so the read-modify-write holds
+    a lock (a sibling ``.lock`` file) and replaces the file atomically: no worker's entry is lost."""
     TIMES.parent.mkdir(parents=True, exist_ok=True)
-    TIMES.write_text(json.dumps(dict(sorted(data.items())), indent=2) + "\n", encoding="utf-8")
+    with open(TIMES.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            data = json.loads(TIMES.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        data[name] = round(seconds, 1)
+        tmp = TIMES.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(dict(sorted(data.items())), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, TIMES)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
