@@ -74,7 +74,7 @@ class _NotebookClock:
 
 
 _clocks: dict[Path, _NotebookClock] = {}
-_worker_clocks: list[dict] = []  # xdist controller: the clocks the workers ran, as _clock_record() dicts
+_worker_clocks: list[_NotebookClock] = []  # xdist controller: the clocks the workers ran
 _deselected = 0
 
 
@@ -254,7 +254,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
             [_clock_record(c) for c in _clocks.values() if c.items_run])
         return
     now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    _write_notebook_times([*_clocks.values(), *map(_clock_from_record, _worker_clocks)], now)
+    _write_notebook_times([*_clocks.values(), *_worker_clocks], now)
     if _whole_suite(session):
         _write_run_time(session, exitstatus, now)
 
@@ -263,7 +263,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 def pytest_testnodedown(node, error) -> None:
     """xdist controller: collect a finished worker's notebook clocks."""
     output = getattr(node, "workeroutput", None) or {}
-    _worker_clocks.extend(json.loads(output.get("notebook_clocks", "[]")))
+    _worker_clocks.extend(map(_clock_from_record, json.loads(output.get("notebook_clocks", "[]"))))
 
 
 def pytest_deselected(items) -> None:
@@ -272,7 +272,7 @@ def pytest_deselected(items) -> None:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    ran = [c for c in _clocks.values() if c.items_run] + [_clock_from_record(r) for r in _worker_clocks]
+    ran = [c for c in _clocks.values() if c.items_run] + _worker_clocks
     if not ran:
         return
     terminalreporter.section("notebook times (ci budget)")

@@ -56,7 +56,6 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 
 def ablation_model(name: str, **kwargs: Any) -> nn.Module:
     """:data:`BASE` with the changes of ablation ``name`` (extra ``kwargs`` override)."""
-
     if name not in ABLATIONS:
         raise ValueError(f"unknown ablation {name!r}; expected one of {list(ABLATIONS)}")
     changes = dict(ABLATIONS[name]["kwargs"])
@@ -91,7 +90,6 @@ def run_ablation(
     ``amp`` is the trainer's mixed precision (``'bf16'`` trains about 1.4× faster on CPUs with native bfloat16,
     e.g. AVX512-BF16). Runs listed in ``done`` (same variant, seed and recipe) are kept instead of retrained.
     """
-
     recipe = {"epochs": epochs, "limit_train": limit_train, "limit_test": limit_test, "batch_size": batch_size,
               "lr": lr, "weight_decay": 0.05, "warmup_epochs": warmup_epochs, "aug": "none", "label_smoothing": 0.0,
               "amp": amp}

@@ -16,15 +16,15 @@ import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from collections.abc import Sequence
+from typing import Any
+
+from sequencer_mini.measure.cost import param_count
+from sequencer_mini.models.sequencer2d import Sequencer2D
+from sequencer_mini.train.recipes import LABELS  # the race models and their labels, with their recipes
 
 __all__ = ["RaceRow", "read_race", "race_rows", "race_verdict", "gap_by_images", "plot_race", "recipe_levers",
            "LABELS"]
-
-from sequencer_mini.analysis.trained import LABELS  # noqa: E402  (one list of the race models and their labels)
-from sequencer_mini.measure.cost import param_count
-from sequencer_mini.models.sequencer2d import Sequencer2D
 
 _RUN = re.compile(r"fmnist-race-(?P<model>.+)-s(?P<seed>\d+)$")
 
@@ -157,7 +157,6 @@ def _params(results: dict[str, Any]) -> int:
     progressive-resizing run of chapter 6) lack it; then it is counted from the recorded model config."""
     if results.get("params") is not None:
         return results["params"]
-
     return param_count(Sequencer2D(**{k: v for k, v in results["model_config"].items() if k != "name"}))
 
 

@@ -97,7 +97,6 @@ def corrupt(images: Tensor, name: str, severity: int, seed: int = 0) -> Tensor:
     same displacement field, the same shift direction per image, only larger), so the distortion of every
     image grows with the severity. Returns float images in ``[0, 1]`` of the same shape.
     """
-
     if name not in SEVERITY_PARAMS:
         raise ValueError(f"unknown corruption {name!r}; expected one of {CORRUPTIONS}")
     if severity not in SEVERITIES:
@@ -195,15 +194,10 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, *, mean: Sequence
     return correct / max(1, len(images))
 
 
-def _mean_std() -> tuple[tuple[float, ...], tuple[float, ...]]:
-
-    return MEAN_STD["fashion_mnist"]
-
-
 def run_resolution(trio: dict[str, TrainedModel], images: Tensor, labels: Tensor, sides: Sequence[int], *,
                    train_side: int = 28, batch_size: int = 256, log: Callable[[str], None] | None = None) -> dict:
     """Accuracy of each model on the test images resized (bilinear, whole image) to each side."""
-    mean, std = _mean_std()
+    mean, std = MEAN_STD["fashion_mnist"]  # the statistics the race models were trained with
     models: dict[str, Any] = {}
     for name, tm in trio.items():
         accs = {}
@@ -226,7 +220,7 @@ def run_corruption(trio: dict[str, TrainedModel], images: Tensor, labels: Tensor
                    reference: str = "small_cnn", seed: int = 0, batch_size: int = 256,
                    log: Callable[[str], None] | None = None) -> dict:
     """Top-1 error of each model under each corruption and severity, and CE / mCE normalised by ``reference``."""
-    mean, std = _mean_std()
+    mean, std = MEAN_STD["fashion_mnist"]  # the statistics the race models were trained with
     clean = {name: 1 - accuracy(tm.model, images, labels, mean=mean, std=std, batch_size=batch_size)
              for name, tm in trio.items()}
     errors: dict[str, dict[str, dict[str, float]]] = {name: {} for name in trio}
@@ -279,8 +273,7 @@ def matched_checkpoints(models: Sequence[str], images: Tensor, labels: Tensor, *
     ``[0, 1]`` is closest to a common target: the smallest over models of each model's best epoch accuracy (the
     highest accuracy every model reaches). Ties go to the earlier epoch. Returns ``(models, selection)``:
     ``selection`` holds the target, every epoch's selection accuracy and the chosen epoch per model."""
-
-    mean, std = _mean_std()
+    mean, std = MEAN_STD["fashion_mnist"]  # the statistics the race models were trained with
     curves: dict[str, dict[int, float]] = {}
     for name in models:
         curves[name] = {}

@@ -145,7 +145,6 @@ def remake_command(model: str, seed: int = 0) -> str:
 def build(model: str, seed: int = 0) -> nn.Module:
     """The race's architecture ``model`` (1 × 28 × 28 inputs, 10 classes, the recipe's preset overrides) with
     fresh weights drawn after ``torch.manual_seed(seed)``."""
-
     torch.manual_seed(seed)
     return build_model(model, 1, 10, 28, **model_args(RACE_MODELS[model]["model_arg"]))[0]
 
@@ -377,7 +376,6 @@ def recorded_or_trained(recorded: str | os.PathLike[str] | None, command: str, a
         code; otherwise the run lives in ``checkpoint_dir(name)``, so re-running the notebook after a disconnect
         continues where it stopped.
     """
-
     def train_it() -> dict[str, Any]:
         if budget() == "ci":
             return train_here(args, tempfile.mkdtemp(prefix=f"{name}-"), train=train)
@@ -420,7 +418,6 @@ def _at(history: dict[str, list], key: str, k: int) -> Any:
 
 def _load(model: str, path: Path, results: dict[str, Any], device: str | torch.device) -> tuple[nn.Module, dict]:
     """Build the architecture, check it against the recorded ``model_config``, load the weights (strict)."""
-
     net, config = build_model(model, 1, 10, 28, **model_args(RACE_MODELS[model]["model_arg"]))
     info = torch.load(path, map_location="cpu", weights_only=True)
     info = info if isinstance(info, dict) else {}
@@ -485,7 +482,6 @@ def _made_here(run: dict[str, Any], out: Path, origin: str) -> dict[str, Any]:
 def _fallback_argv(model: str, seed: int, device: str | torch.device) -> list[str]:
     """The recipe at the current budget: as recorded, or at ``ci`` one epoch on :data:`CI_IMAGES` images at
     the native side, float32, with the recipe's warmup fraction (:func:`train_here` adds budget and folder)."""
-
     recipe = RECIPES[_recipe(model)]
     argv = ["--recipe", _recipe(model), "--seed", str(seed), "--keep-epochs", "--device", str(device)]
     if budget() == "ci":

@@ -205,7 +205,6 @@ class LiveExplorer:
 
     def update(self) -> ERF:
         """Recompute the ERF for the current controls and show it."""
-
         name = self.model.value
         module = self.models[name][self.weights.value]
         layer = self.layers[name][self.depth.value - 1]

@@ -34,7 +34,6 @@ def public_command(command: str) -> str:
     (``/any/checkout/bench/throughput.py`` becomes ``bench/throughput.py``); any other absolute path
     keeps its last component (``--out /root/out/fmnist`` becomes ``--out <dir>/fmnist``).
     """
-
     words = []
     for word in shlex.split(command):
         if word.startswith("/") and len(word) > 1:

@@ -112,7 +112,6 @@ def provenance() -> dict[str, Any]:
         (ISO 8601, UTC); in a dry run (``SEQUENCER_DRY_RUN``) also ``dry_run: True``, which makes
         :func:`read_results` refuse the file.
     """
-
     try:
         current_budget: str | None = budget()
     except ValueError:

@@ -216,7 +216,6 @@ def _check_reachable(url_or_host: str, timeout: float = 3.0) -> None:
     """Raise ConnectionError unless the host of ``url_or_host`` (a URL, or a host name meaning port 443)
     accepts a TCP connection within ``timeout`` seconds. With ``SEQUENCER_OFFLINE`` set (the tests) it raises at
     once for every host but this machine's loopback (a test's local server), without touching the network."""
-
     parts = urllib.parse.urlsplit(url_or_host if "://" in url_or_host else f"https://{url_or_host}")
     host, port = parts.hostname or url_or_host, parts.port or (80 if parts.scheme == "http" else 443)
     if not download_allowed(None) and host not in ("127.0.0.1", "localhost", "::1"):

@@ -374,7 +374,6 @@ def init_weights(model: nn.Module, head_bias: float = 0.0) -> None:
     LayerNorm (1, 0) and U(-1/√h, 1/√h) for the LSTMs. The order matters only for the random stream: with
     the same seed, ``sequencer2d_s()`` and ``timm.create_model('sequencer2d_s')`` start from the same weights.
     """
-
     def visit(module: nn.Module, name: str) -> None:
         for child_name, child in module.named_children():
             full = f"{name}.{child_name}" if name else child_name

@@ -280,7 +280,6 @@ def preflight_out(out: str | os.PathLike[str], resume: bool) -> list[Path]:
 def help_epilog(default_models: dict[str, str]) -> str:
     """The part of ``--help`` after the options: models, datasets (with their default model), environment
     variables."""
-
     def wrap(names: Sequence[str], indent: str = "  ") -> str:
         lines, line = [], indent
         for n in names:
