@@ -1,0 +1,253 @@
+"""Chapter 6's controlled experiments, planned from the results already on disk and resumable at any point.
+
+    python bench/experiments.py status                     # what is done, what runs next, what waits for what
+    python bench/experiments.py run --jobs 2 --threads 1   # run (or resume) everything that can run now
+    python bench/experiments.py commands                   # the exact training command of every planned run
+
+Every run is a ``python -m sequencer_mini.train ... --resume --out book/results/NAME`` command (relative to the
+repository root), so a stopped session loses at most one epoch of each run: ``run`` again resumes them bitwise. What
+runs next is decided from the finished results files alone, never from memory:
+
+1. **Tuning** (``book/results/fmnist-tune/MODEL-lrLR``): the Sequencer, the CNN and the ViT each train 2 passes
+   over 50,000 training images (100,000 images seen) at peak learning rates on a factor-2 grid, scored on 10,000
+   validation images carved from the training set (never the test set), with the race's other settings. The grid
+   starts at 2e-3, 4e-3 and 8e-3 for every model and grows by one step beyond whichever end wins, until the chosen
+   rate has a tried neighbour on both sides (it brackets the optimum). A run that diverges counts as worse than any.
+   Three EMAs of the weights only watch each run (``--ema-probe``): the same run scores "no EMA" and each decay.
+2. **The EMA decision**, for all three models alike: the setting (off or a decay) with the best mean validation
+   accuracy over the three models at their chosen rates (``fmnist-tune/choice.json``).
+3. **The race** (``book/results/fmnist-race240k-MODEL-sSEED``): all 60,000 training images, 4 passes (240,000
+   images seen) for every model, 3 seeds, each model at its own tuned rate. The EMAs watch here too and weights are
+   saved every quarter pass (``--snapshots 4``, chapter 10's matched checkpoints), so a race run can start as soon as
+   its own model is tuned; the table reports the column that step 2 chose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from sequencer_mini.core.provenance import write_results  # noqa: E402
+from sequencer_mini.train.recipes import RACE_MODELS  # noqa: E402
+
+#: The learning-rate grid: factor-2 steps; tuning starts in the middle (START) and grows outwards.
+GRID: tuple[float, ...] = (2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2)
+START: tuple[float, ...] = (2e-3, 4e-3, 8e-3)
+#: The EMA decays that watch every tuning and race run (about 100, 500 and 2,000 steps of memory).
+PROBES: tuple[float, ...] = (0.99, 0.998, 0.9995)
+TUNE_DIR = "book/results/fmnist-tune"
+RACE_PASSES, RACE_SEEDS = 4, (0, 1, 2)
+LOG_DIR = ROOT / "runs" / "experiments"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One planned training run: its results folder (relative to the repository root) and its flags."""
+    out: str
+    flags: tuple[str, ...]
+
+    def command(self, threads: int) -> list[str]:
+        return ["python", "-m", "sequencer_mini.train", *self.flags, "--threads", str(threads), "--resume",
+                "--out", self.out]
+
+
+def _model_flags(model: str) -> list[str]:
+    spec = RACE_MODELS[model]
+    flags = ["--dataset", "fashion_mnist", "--model", model, "--amp", spec["amp"], "--budget", "cpu",
+             "--batch-size", "128", "--limit-train", "60000", "--aug", "light", "--smoothing", "0.1",
+             "--ema-probe", ",".join(f"{d:g}" for d in PROBES)]
+    for arg in spec["model_arg"]:
+        flags += ["--model-arg", arg]
+    return flags
+
+
+def tune_run(model: str, lr: float) -> Run:
+    """2 passes over 50,000 images; 10,000 validation images; crop/flip in the second pass; warmup 1/8 of the run."""
+    return Run(f"{TUNE_DIR}/{model}-lr{lr:g}",
+               (*_model_flags(model), "--epochs", "2", "--warmup-epochs", "0.25", "--aug-from-epoch", "1",
+                "--val", "10000", "--limit-test", "1000", "--lr", f"{lr:g}", "--seed", "0"))
+
+
+def race_run(model: str, lr: float, seed: int) -> Run:
+    """4 passes over all 60,000 images; crop/flip in the second half; warmup 1/8 of the run; weights every 1/4 pass."""
+    return Run(f"book/results/fmnist-race{RACE_PASSES * 60}k-{model}-s{seed}",
+               (*_model_flags(model), "--epochs", str(RACE_PASSES), "--warmup-epochs", f"{RACE_PASSES / 8:g}",
+                "--aug-from-epoch", str(RACE_PASSES // 2), "--snapshots", "4", "--lr", f"{lr:g}",
+                "--seed", str(seed)))
+
+
+# ----------------------------------------------------------------------------- reading what is done
+
+def read_json(path: Path) -> dict | None:
+    """A results file, or None if absent; a damaged one is an error that names it."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{path}: unreadable results file ({e}); delete it to redo that run") from e
+    if not isinstance(data, dict):
+        raise SystemExit(f"{path}: expected a JSON object; delete it to redo that run")
+    return data
+
+
+def finished(run: Run) -> dict | None:
+    """The run's results if it completed."""
+    data = read_json(ROOT / run.out / "results.json")
+    return data if data is not None and data.get("complete") else None
+
+
+def diverged(run: Run) -> bool:
+    return (ROOT / run.out / "diverged.json").exists()
+
+
+def tuning(model: str) -> tuple[list[Run], float | None, dict[float, float]]:
+    """(runs still needed, chosen rate or None, {rate: validation accuracy}) for one model's bracketing search."""
+    tried: dict[float, float] = {}
+    needed = []
+    lrs = list(START)
+    while True:
+        for lr in lrs:
+            if lr in tried:
+                continue
+            run = tune_run(model, lr)
+            res = finished(run)
+            if res is not None:
+                tried[lr] = float(res["final_val_acc"])
+            elif diverged(run):
+                tried[lr] = -math.inf
+            else:
+                needed.append(run)
+        if needed:
+            return needed, None, tried
+        best = max(tried, key=lambda k: tried[k])
+        i = GRID.index(best)
+        lower, higher = GRID[i - 1] if i > 0 else None, GRID[i + 1] if i + 1 < len(GRID) else None
+        extra = [lr for lr in (lower, higher) if lr is not None and lr not in tried]
+        if not extra:
+            return [], best, tried
+        lrs = extra
+
+
+def ema_choice(chosen: dict[str, float]) -> dict:
+    """Mean validation accuracy over the models at their chosen rates, per EMA setting; the best one wins."""
+    per_setting: dict[str, list[float]] = {"off": []}
+    for model, lr in chosen.items():
+        hist = finished(tune_run(model, lr))["history"]  # type: ignore[index]
+        per_setting["off"].append(hist["val_acc"][-1])
+        for decay, acc in hist["probe_val_acc"][-1].items():
+            per_setting.setdefault(decay, []).append(acc)
+    means = {k: sum(v) / len(v) for k, v in per_setting.items()}
+    return {"ema": max(means, key=lambda k: means[k]), "mean_val_acc": means, "val_acc": per_setting}
+
+
+def plan() -> tuple[list[Run], list[str]]:
+    """(runs that can run now, in priority order; lines saying what is done or waiting)."""
+    runnable: list[Run] = []
+    notes: list[str] = []
+    chosen: dict[str, float] = {}
+    for model in ("small_vit", "sequencer2d_fast28", "small_cnn"):  # the slowest model first: the critical path
+        needed, lr, tried = tuning(model)
+        trail = ", ".join(f"{k:g}: {v:.4f}" for k, v in sorted(tried.items()))
+        if lr is None:
+            runnable += needed
+            notes.append(f"tune {model}: running {[r.out.rsplit('-lr', 1)[1] for r in needed]}; done {{{trail}}}")
+        else:
+            chosen[model] = lr
+            notes.append(f"tune {model}: chose {lr:g} {{{trail}}}")
+    if len(chosen) == len(RACE_MODELS):
+        choice = {"chosen_lr": chosen, **ema_choice(chosen), "grid": GRID, "start": START, "probes": PROBES}
+        path = ROOT / TUNE_DIR / "choice.json"
+        old = read_json(path)
+        if old is None or {k: v for k, v in old.items() if k != "provenance"} != json.loads(json.dumps(choice)):
+            write_results(path, choice, {"command": "python bench/experiments.py run"})
+        notes.append(f"EMA: {choice['ema']} (mean validation accuracy {choice['mean_val_acc']})")
+    for seed in RACE_SEEDS:
+        for model in ("small_vit", "sequencer2d_fast28", "small_cnn"):
+            if model not in chosen:
+                notes.append(f"race {model} s{seed}: waits for its tuning")
+                continue
+            run = race_run(model, chosen[model], seed)
+            if finished(run) is None:
+                runnable.append(run)
+            else:
+                notes.append(f"race {model} s{seed}: done")
+    return runnable, notes
+
+
+# ----------------------------------------------------------------------------- running
+
+def _divergence(log: Path) -> str | None:
+    """The message of a run that stopped on a non-finite loss or weight, from its log."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    for line in reversed(text.splitlines()):
+        low = line.lower()
+        if "non-finite" in low or "diverg" in low or "nan" in low.split():
+            return line.strip()
+    return None
+
+
+def run_all(jobs: int, threads: int, poll_s: float = 10.0) -> int:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    running: dict[str, tuple[subprocess.Popen, Path]] = {}
+    failures = 0
+    while True:
+        todo = [r for r in plan()[0] if r.out not in running]
+        while todo and len(running) < jobs:
+            run = todo.pop(0)
+            log = LOG_DIR / (Path(run.out).name + ".log")
+            cmd = run.command(threads)
+            with open(log, "a") as f:
+                f.write(f"\n$ {shlex.join(cmd)}   # {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+                f.flush()
+                proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                                        env={**os.environ, "SEQUENCER_QUIET": "1"})
+            print(f"started {run.out} (pid {proc.pid}, log {log})", flush=True)
+            running[run.out] = (proc, log)
+        if not running:
+            return 1 if failures else 0
+        time.sleep(poll_s)
+        for out, (proc, log) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[out]
+            print(f"finished {out}: exit {proc.returncode}", flush=True)
+            if proc.returncode != 0:
+                reason = _divergence(log)
+                if reason is not None:  # a result: this rate is past the edge of stability
+                    write_results(ROOT / out / "diverged.json", {"reason": reason},
+                                  {"command": "python bench/experiments.py run"})
+                else:
+                    failures += 1
+                    print(f"  {out} failed; see {log}. Fix it, then run again (it resumes).", flush=True)
+                    return 1
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("step", choices=["status", "run", "commands"])
+    p.add_argument("--jobs", type=int, default=2, help="trainings side by side (default 2: one per core)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per training (default 1)")
+    args = p.parse_args()
+    if args.step == "status":
+        runnable, notes = plan()
+        print("\n".join(notes))
+        print("runs now:" if runnable else "nothing to run now", *(f"  {r.out}" for r in runnable), sep="\n")
+    elif args.step == "commands":
+        print("\n".join(shlex.join(r.command(args.threads)) for r in plan()[0]))
+    else:
+        sys.exit(run_all(args.jobs, args.threads))
+
+
+if __name__ == "__main__":
+    main()

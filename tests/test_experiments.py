@@ -1,0 +1,193 @@
+"""Chapter 6's controlled experiments: watching EMAs, quarter-pass snapshots, the bracketing search, and remake
+commands that run from the repository root."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from fixtures import single_thread  # noqa: F401 (fixture)
+
+from sequencer_mini.models.sequencer2d import create_model
+from sequencer_mini.train.cli import remake_command
+from sequencer_mini.train.data import AugmentConfig, TensorImageDataset, TensorLoader, dataset_info
+from sequencer_mini.train.loop import TrainConfig, fit
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(layers=(1, 1), embed_dims=(16, 32), hidden_sizes=(4, 8))
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    monkeypatch.setenv("SEQUENCER_QUIET", "1")
+
+
+def _loaders(n: int = 64):
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 10
+    images = (torch.rand(n, 1, 28, 28, generator=g) * 60 + labels.view(-1, 1, 1, 1) * 19).to(torch.uint8)
+    ds = TensorImageDataset(images, labels, dataset_info("fashion_mnist"))
+    train = TensorLoader(ds, 16, shuffle=True, aug=AugmentConfig.preset("light"), seed=0)
+    return train, TensorLoader(ds.subset(32), 32)
+
+
+def _fit(out: Path, **kw):
+    torch.manual_seed(0)
+    model = create_model("sequencer2d_mini28", **TINY)
+    cfg = TrainConfig(epochs=2, lr=3e-3, warmup_epochs=0.5, device="cpu", out_dir=str(out), ema_probes=(0.9, 0.99),
+                      snapshots_per_epoch=2, model_config={"name": "tiny", **TINY}, **kw)
+    train, test = _loaders()
+    return model, fit(model, train, test, cfg)
+
+
+def test_probes_watch_without_changing_training_and_snapshots_name_images(tmp_path):
+    torch.manual_seed(0)
+    plain = create_model("sequencer2d_mini28", **TINY)
+    train, test = _loaders()
+    h_plain = fit(plain, train, test, TrainConfig(epochs=2, lr=3e-3, warmup_epochs=0.5, device="cpu"))
+    watched, h = _fit(tmp_path / "a")
+    # the probes only watch: the reported model and its history are those of the run without them
+    assert h["test_acc"] == h_plain["test_acc"]
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), watched.state_dict().values(),
+                                                 strict=True))
+    assert [sorted(p) for p in h["probe_test_acc"]] == [["0.9", "0.99"]] * 2
+    snaps = sorted(p.name for p in (tmp_path / "a" / "snapshots").iterdir())
+    assert snaps == ["0000032.pt", "0000064.pt", "0000096.pt", "0000128.pt"]  # 64 images a pass, 2 per pass
+    last = torch.load(tmp_path / "a" / "snapshots" / "0000128.pt", weights_only=True)
+    final = torch.load(tmp_path / "a" / "final.pt", weights_only=True)
+    assert last["images_seen"] == 128 and last["epoch"] == 2.0
+    for key in ("model",):
+        assert all(torch.equal(last[key][k], final[key][k]) for k in final[key])
+    assert all(torch.equal(last["ema_probes"]["0.99"][k], final["ema_probes"]["0.99"][k]) for k in final["model"])
+
+
+def test_probes_and_snapshots_resume_bitwise(tmp_path):
+    _, h_straight = _fit(tmp_path / "a")
+    _fit(tmp_path / "b", stop_after=1)
+    _, h_resumed = _fit(tmp_path / "b", resume=True)
+    assert h_resumed["probe_test_acc"] == h_straight["probe_test_acc"]
+    for name in ("0000064.pt", "0000128.pt"):
+        a = torch.load(tmp_path / "a" / "snapshots" / name, weights_only=True)
+        b = torch.load(tmp_path / "b" / "snapshots" / name, weights_only=True)
+        for part in ("model", "ema_probes"):
+            flat_a = a[part] if part == "model" else a[part]["0.9"]
+            flat_b = b[part] if part == "model" else b[part]["0.9"]
+            assert all(torch.equal(flat_a[k], flat_b[k]) for k in flat_a), (name, part)
+
+
+def test_train_config_refuses_bad_probes_and_snapshots():
+    with pytest.raises(ValueError, match="ema_probes"):
+        TrainConfig(ema_probes=(0.9, 0.9))
+    with pytest.raises(ValueError, match="ema_probes"):
+        TrainConfig(ema_probes=(1.5,))
+    with pytest.raises(ValueError, match="snapshots_per_epoch"):
+        TrainConfig(snapshots_per_epoch=-1)
+
+
+def test_cli_refuses_bad_probe_list(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sequencer_mini.train", "--ema-probe", "0.9,x", "--snapshots", "-2",
+                          "--out", str(tmp_path / "r")], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "--ema-probe" in out.stderr and "--snapshots" in out.stderr
+
+
+# ----------------------------------------------------------------------------- the bracketing search
+
+def _experiments(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("experiments", REPO / "bench" / "experiments.py")
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "experiments", mod)  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "ROOT", tmp_path)
+    monkeypatch.setattr(mod, "write_results", lambda path, payload, overrides=None: Path(path).write_text(
+        json.dumps(payload)))
+    return mod
+
+
+def _finish(mod, tmp_path, model, lr, val, probes=None):
+    run = mod.tune_run(model, lr)
+    folder = tmp_path / run.out
+    folder.mkdir(parents=True, exist_ok=True)
+    probes = probes or {f"{d:g}": val - 0.01 for d in mod.PROBES}
+    (folder / "results.json").write_text(json.dumps({"complete": True, "final_val_acc": val, "history": {
+        "val_acc": [val], "probe_val_acc": [probes]}}))
+
+
+def test_tuning_grows_the_grid_until_the_choice_is_interior(tmp_path, monkeypatch):
+    mod = _experiments(tmp_path, monkeypatch)
+    needed, lr, _ = mod.tuning("small_cnn")
+    assert lr is None and [r.out for r in needed] == [mod.tune_run("small_cnn", x).out for x in mod.START]
+    for x, acc in zip(mod.START, (0.90, 0.89, 0.88), strict=True):  # the lowest rate wins: one step below
+        _finish(mod, tmp_path, "small_cnn", x, acc)
+    needed, lr, _ = mod.tuning("small_cnn")
+    assert lr is None and [r.out for r in needed] == [mod.tune_run("small_cnn", 1e-3).out]
+    _finish(mod, tmp_path, "small_cnn", 1e-3, 0.905)  # still the edge: one more
+    needed, lr, _ = mod.tuning("small_cnn")
+    assert [r.out for r in needed] == [mod.tune_run("small_cnn", 5e-4).out]
+    _finish(mod, tmp_path, "small_cnn", 5e-4, 0.85)
+    needed, lr, tried = mod.tuning("small_cnn")
+    assert needed == [] and lr == 1e-3 and min(tried) < lr < max(tried)
+
+
+def test_a_diverged_rate_counts_as_worst(tmp_path, monkeypatch):
+    mod = _experiments(tmp_path, monkeypatch)
+    for x, acc in zip(mod.START, (0.80, 0.85, 0.88), strict=True):
+        _finish(mod, tmp_path, "small_vit", x, acc)
+    (tmp_path / mod.tune_run("small_vit", 1.6e-2).out).mkdir(parents=True)
+    (tmp_path / mod.tune_run("small_vit", 1.6e-2).out / "diverged.json").write_text("{}")
+    needed, lr, tried = mod.tuning("small_vit")
+    assert needed == [] and lr == 8e-3
+
+
+def test_ema_choice_is_one_setting_for_all_models(tmp_path, monkeypatch):
+    mod = _experiments(tmp_path, monkeypatch)
+    chosen = {}
+    for i, model in enumerate(mod.RACE_MODELS):
+        _finish(mod, tmp_path, model, 4e-3, 0.9, probes={"0.99": 0.9, "0.998": 0.91 - 0.03 * (i == 2),
+                                                             "0.9995": 0.85})
+        chosen[model] = 4e-3
+    choice = mod.ema_choice(chosen)
+    assert choice["ema"] == "off"  # 0.998 wins two models but loses the mean
+    assert set(choice["mean_val_acc"]) == {"off", "0.99", "0.998", "0.9995"}
+
+
+# ----------------------------------------------------------------------------- remake commands
+
+def test_remake_command_writes_out_relative_to_the_repository():
+    inside = str(REPO / "book" / "results" / "x")
+    assert remake_command(["--epochs", "1", "--out", inside], inside).endswith("--out book/results/x")
+    assert remake_command([f"--out={inside}"], inside).endswith("--out=book/results/x")
+    assert remake_command(["--out", "/tmp/elsewhere"], "/tmp/elsewhere").endswith("--out /tmp/elsewhere")
+
+
+def _committed_results() -> list[Path]:
+    files = subprocess.run(["git", "ls-files", "book/results", "bench/results"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    return [REPO / f for f in files if f.endswith(".json")]
+
+
+def test_every_committed_remake_command_runs_from_the_repository_root():
+    """Item 10 of issue 20: no remake command points outside the repository; a training run's ``--out`` is its
+    own folder, relative to the repository root."""
+    problems = []
+    for path in _committed_results():
+        data = json.loads(path.read_text())
+        command = data.get("provenance", {}).get("command") if isinstance(data, dict) else None
+        if not command:
+            continue
+        argv = shlex.split(command)
+        absolute = [a for a in argv if a.startswith(("/", "~")) or "=/" in a]
+        if absolute:
+            problems.append(f"{path.relative_to(REPO)}: absolute path(s) {absolute}")
+        if "sequencer_mini.train" in argv and "--out" in argv:
+            out = argv[argv.index("--out") + 1]
+            if out != path.parent.relative_to(REPO).as_posix():
+                problems.append(f"{path.relative_to(REPO)}: --out {out} is not its own folder")
+    assert not problems, "\n".join(problems)
