@@ -20,6 +20,8 @@ import argparse
 import math
 import os
 import shlex
+import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -33,8 +35,11 @@ import torch
 from torch import nn
 
 from sequencer_mini.core.budget import budget, quiet
-from sequencer_mini.core.env import CACHE_ENV, OFFLINE_ENV
-from sequencer_mini.core.fsutil import check_writable_dir, remove_created
+from sequencer_mini.core.budget import dry_run
+from sequencer_mini.core.env import CACHE_ENV, DEBUG_ENV, OFFLINE_ENV, check_environment, flag
+from sequencer_mini.core.fsutil import RunLock, check_writable_dir, remove_created
+from sequencer_mini.core.provenance import read_json_object
+from sequencer_mini.core.paths import REPO_ROOT
 from sequencer_mini.core.provenance import write_results
 from sequencer_mini.measure.macs import count_macs
 from sequencer_mini.models.baselines import BASELINES
@@ -57,10 +62,10 @@ from sequencer_mini.train.loop import TrainConfig, fit
 from sequencer_mini.train.recipes import DEFAULT_MODEL, RECIPES, build_model, model_args, recipe_defaults
 
 __all__ = ["UsageError", "DEBUG_ENV", "Parser", "BadValue", "whole", "number", "positive_int", "one_of",
-           "image_sides", "device_name", "cross_problems", "check_device", "preflight_out", "help_epilog", "run",
+           "image_sides", "decays", "device_name", "remake_command", "cross_problems", "check_device", "preflight_out",
+           "help_epilog", "run",
            "build_parser", "resolve_settings", "main", "Problem", "Settings"]
 
-DEBUG_ENV = "SEQUENCER_DEBUG"
 
 
 class UsageError(ValueError):
@@ -140,6 +145,17 @@ def image_sides(raw: str) -> tuple[int, ...]:
     if not all(p.isdigit() and int(p) >= 1 for p in parts):
         raise BadValue(raw, "expected image sides >= 1, comma-separated (e.g. 20,24,28)")
     return tuple(int(p) for p in parts)
+
+
+def decays(raw: str) -> tuple[float, ...]:
+    """An argparse ``type``: distinct EMA decays in (0, 1), comma-separated (``"0.998,0.9995"``)."""
+    try:
+        values = tuple(float(p) for p in raw.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(0 < v < 1 for v in values) or len(set(values)) != len(values):
+        raise BadValue(raw, "expected distinct EMA decays in (0, 1), comma-separated (e.g. 0.998,0.9995)")
+    return values
 
 
 def device_name(raw: str) -> str:
@@ -261,20 +277,99 @@ def check_device(name: str) -> str | None:
     return None
 
 
-def preflight_out(out: str | os.PathLike[str], resume: bool) -> list[Path]:
-    """Check ``--out`` before any work: not an existing file, no ``last.pt`` unless ``--resume``, creatable
-    and writable (a probe file is written and removed). Returns the folders it created, for
-    :func:`~sequencer_mini.core.fsutil.remove_created` if the run is refused later."""
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's share), the bound of ``--threads``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows: no affinity call
+        return os.cpu_count() or 1
+
+
+#: What a run writes into ``--out``: a folder holding any of them holds a run (see :func:`preflight_out`).
+RUN_FILES = ("results.json", "last.pt", "final.pt", "best.pt", "epochs", "snapshots")
+
+
+def run_files(out: Path) -> list[str]:
+    """The files and folders of a run in ``out`` (:data:`RUN_FILES`; a folder only when it holds something)."""
+    return [name for name in RUN_FILES if (out / name).is_file() or ((out / name).is_dir() and any((out / name).iterdir()))]
+
+
+def _committed(out: Path) -> bool:
+    """Does git track files in ``out`` (a recorded run of the book, e.g. ``book/results/<run>``)?"""
+    try:
+        listed = subprocess.run(["git", "ls-files", "--", "."], cwd=out, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return listed.returncode == 0 and bool(listed.stdout.strip())
+
+
+def _folder_is_dry(out: Path) -> bool | None:
+    """Was the run in ``out`` a dry run? From ``results.json``'s provenance, else ``last.pt``; None: no run or
+    unknown."""
+    if (out / "results.json").is_file():
+        try:
+            return bool((read_json_object(out / "results.json").get("provenance") or {}).get("dry_run"))
+        except ValueError:
+            return None
+    if (out / "last.pt").is_file():
+        try:
+            return bool(torch.load(out / "last.pt", map_location="cpu", weights_only=True).get("dry_run"))
+        except Exception:  # unreadable: load_checkpoint reports it with its own message
+            return None
+    return None
+
+
+def preflight_out(out: str | os.PathLike[str], resume: bool, overwrite: bool = False) -> list[Path]:
+    """Check ``--out`` before any work: not empty, not an existing file, not another run's folder (unless
+    ``--resume`` continues the run whose ``last.pt`` it holds, or ``--overwrite`` replaces it), no dry run into a
+    real run's folder or the other way round, creatable and writable (a probe file is written and removed).
+    Returns the folders it created, for :func:`~sequencer_mini.core.fsutil.remove_created` if the run is refused
+    later."""
+    if not str(out).strip():
+        raise UsageError(f"--out {str(out)!r} is empty: expected a folder for the run (an unset shell variable?)")
     out = Path(out)
     if out.is_file():
         raise UsageError(f"--out {str(out)!r} is an existing file; expected a folder (it holds last.pt, best.pt "
                          f"and results.json)")
-    if (out / "last.pt").exists() and not resume:
-        raise UsageError(f"{out / 'last.pt'} exists: pass --resume to continue that run, or choose a new --out")
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
+                         "--overwrite replaces it")
+    found = run_files(out) if out.is_dir() else []
+    recorded = " (committed to git: a recorded run)" if found and _committed(out) else ""
+    if found and not resume and not overwrite:
+        if "last.pt" in found:
+            raise UsageError(f"{out / 'last.pt'} exists: pass --resume to continue that run, or choose a new --out "
+                             f"(--overwrite replaces it: its files are deleted first)")
+        raise UsageError(f"--out {out} holds another run's files ({', '.join(found)}){recorded}: choose a new --out, "
+                         f"or pass --overwrite to replace that run (its files are deleted first)")
+    if resume and "last.pt" not in found and {"results.json", "final.pt", "best.pt"} & set(found):
+        raise UsageError(f"--resume: {out} holds a finished or recorded run ({', '.join(found)}){recorded} but no "
+                         f"last.pt to continue; it is left as it is. Choose a new --out, or pass --overwrite instead "
+                         f"of --resume to replace it")
+    folder_dry = _folder_is_dry(out) if found else None
+    if found and (folder_dry is not None or dry_run()) and bool(folder_dry) != dry_run():
+        what = "a dry run's (SEQUENCER_DRY_RUN)" if folder_dry else "a real run's (or one not known to be a dry run)"
+        if not (overwrite and folder_dry):  # a real run may replace a dry run's files, never the other way round
+            raise UsageError(f"--out {out} holds {what} files and this is {'a dry' if dry_run() else 'a real'} run: "
+                             f"dry runs never write into real runs' folders nor real runs into dry runs'. Choose "
+                             f"another --out")
     try:
         return check_writable_dir(out, "--out")
     except OSError as e:
         raise UsageError(str(e.strerror or e)) from e
+
+
+def remove_run_files(out: Path) -> None:
+    """Delete the previous run's files in ``out`` (``--overwrite``), so no old epoch or best weights are read as
+    this run's."""
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    for tmp in out.glob("*.tmp"):
+        tmp.unlink()
 
 
 def help_epilog(default_models: dict[str, str]) -> str:
@@ -309,7 +404,10 @@ def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None 
     or 1 (anything else: missing data, a mismatched checkpoint, a full disk). Other exceptions are bugs and
     keep their traceback; ``--debug`` / ``$SEQUENCER_DEBUG`` keeps it for all."""
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args or bool(os.environ.get(DEBUG_ENV))
+    try:
+        debug = "--debug" in args or flag(DEBUG_ENV)
+    except ValueError:  # a bad value of the variable itself: reported with the other problems (resolve_settings)
+        debug = False
     try:
         main(args)
         return 0
@@ -359,13 +457,16 @@ def build_parser() -> Parser:
     p.add_argument("--workers", type=whole(0, "a number of DataLoader workers"), default=0,
                    help="DataLoader workers (only with --no-fast or image folders)")
     p.add_argument("--no-fast", action="store_true", help="per-item DataLoader instead of in-memory batching")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in OUT: its files (results.json, "
+                   "*.pt, epochs/, snapshots/) are deleted just before training starts")
     p.add_argument("--resume", action="store_true", help="continue OUT/last.pt if present (refused if its model, "
                                                          "recipe or data differ)")
     p.add_argument("--stop-after", type=whole(1, "a number of epochs"),
                    help="stop after this many epochs in this call (resume later)")
     p.add_argument("--data-root", default=None, help="the folder holding the dataset, used exactly (no fallback; "
                                                      "default: $SEQUENCER_DATA, else the usual places)")
-    p.add_argument("--threads", type=whole(1, "a number of threads"),
+    p.add_argument("--threads", type=whole(1, below=usable_cores() + 1, expected=f"a number of threads >= 1 and "
+                                           f"<= {usable_cores()} (the cores this process may use)"),
                    help="torch intra-op threads; 1 is fastest on a CPU shared with other jobs")
     p.add_argument("--recipe", choices=sorted(RECIPES), help="a named recipe of the book "
                    "(sequencer_mini/train/recipes.py); its settings are defaults that the other flags override")
@@ -380,6 +481,11 @@ def build_parser() -> Parser:
     p.add_argument("--val", type=whole(0, "a number of validation images", " (0: none)"), default=0,
                    help="carve this many training images out as a validation split; best.pt is then chosen on it")
     p.add_argument("--keep-epochs", action="store_true", help="also save every epoch's weights under OUT/epochs/")
+    p.add_argument("--snapshots", type=whole(0, "a number of snapshots per epoch", " (0: none)"), default=0,
+                   help="also save the weights this many times an epoch under OUT/snapshots/, named by images seen")
+    p.add_argument("--ema-probe", type=decays, default=(), metavar="DECAYS",
+                   help="EMAs that only watch (comma-separated decays): each is scored every epoch, the reported "
+                        "model is unchanged")
     p.add_argument("--debug", action="store_true", help="show the Python traceback of an error "
                                                         "(or set SEQUENCER_DEBUG=1)")
     return p
@@ -426,6 +532,7 @@ def resolve_settings(argv: Sequence[str] | None) -> Settings:
     problems += [Problem(dest, text) for dest, text in TrainConfig.schedule_problems(
         known(epochs), known(warmup), known(args.aug_from_epoch), name=_flag)]
     problems += cross_problems(args, pick("limit_train"))
+    problems += [Problem("environment", text) for text in check_environment()]  # SEQUENCER_DRY_RUN=maybe, ...
     overrides: dict[str, Any] = {}
     try:
         overrides = model_args(args.model_arg)
@@ -440,7 +547,8 @@ def resolve_settings(argv: Sequence[str] | None) -> Settings:
         cfg = TrainConfig(epochs=epochs, lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=warmup, aug=aug,
                           amp=args.amp, device=args.device, seed=args.seed, out_dir=args.out, resume=args.resume,
                           stop_after=args.stop_after, ema_decay=args.ema, img_sizes=args.img_sizes or (),
-                          aug_from_epoch=args.aug_from_epoch, keep_epochs=args.keep_epochs)
+                          aug_from_epoch=args.aug_from_epoch, keep_epochs=args.keep_epochs,
+                          snapshots_per_epoch=args.snapshots, ema_probes=args.ema_probe)
     except ValueError as e:  # a recipe's value the flags' types never saw
         raise UsageError(str(e)) from e
     return Settings(args, run_budget, pick("batch_size"), pick("limit_train"), pick("limit_test"), pick("drop_path"),
@@ -519,12 +627,26 @@ def results_payload(s: Settings, model: nn.Module, cfg: TrainConfig, data: RunDa
     }
 
 
+def remake_command(argv: list[str], out: str) -> str:
+    """The command that remakes a run, to be run from the repository root: ``--out`` inside the repository is
+    written relative to it (a results file that is committed then names its own folder, on any machine)."""
+    where = Path(out).resolve()
+    if where.is_relative_to(REPO_ROOT):
+        rel = where.relative_to(REPO_ROOT).as_posix()
+        for i, arg in enumerate(argv):
+            if arg == "--out" and i + 1 < len(argv):
+                argv[i + 1] = rel
+            elif arg.startswith("--out="):
+                argv[i] = f"--out={rel}"
+    return shlex.join(["python", "-m", "sequencer_mini.train", *argv])
+
+
 def write_run_results(s: Settings, payload: dict, argv: Sequence[str] | None) -> None:
     """``OUT/results.json`` with the command and its provenance, from rank 0 alone (the epoch stats were
     all-reduced in ``fit``); then the one line saying where it went."""
     if not distributed.is_main():
         return
-    command = shlex.join(["python", "-m", "sequencer_mini.train", *(sys.argv[1:] if argv is None else argv)])
+    command = remake_command(list(sys.argv[1:] if argv is None else argv), s.args.out)
     payload["processes"] = distributed.world_size()
     path = Path(s.args.out) / "results.json"
     write_results(path, payload, overrides={"command": command, "budget": s.budget})
@@ -545,19 +667,29 @@ def main(argv: Sequence[str] | None = None) -> dict:
     s = resolve_settings(argv)
     model, cfg = build_run_model(s)
     explicit_dirs(s.args.data_root)  # a misspelt --data-root / $SEQUENCER_DATA: an error now, not a fallback
-    created = preflight_out(s.args.out, s.args.resume)  # creatable and writable, before any work
-    if s.args.threads:
-        torch.set_num_threads(s.args.threads)
+    created = preflight_out(s.args.out, s.args.resume, s.args.overwrite)  # creatable, writable, ours: before any work
+    # one live run per folder: rank 0 holds OUT/.run.lock (torchrun's RANK: the process group is not joined yet)
+    lock = RunLock(s.args.out) if os.environ.get("RANK", "0") == "0" else None
     try:
+        if lock is not None:
+            lock.acquire()
+        if s.args.threads:
+            torch.set_num_threads(s.args.threads)
         device = distributed.init(s.args.device)  # under torchrun: join the process group, one device per process
         data = build_data(s, device)
+        if s.args.overwrite and lock is not None:
+            remove_run_files(Path(s.args.out))
         t0 = time.perf_counter()
         history = fit(model, data.train, data.test, cfg, val_loader=data.val)
+        payload = results_payload(s, model, cfg, data, history, t0)
+        write_run_results(s, payload, argv)  # the last write: complete: true marks a finished run
     except BaseException:
+        if lock is not None:
+            lock.release()
         remove_created(created)  # a refused run leaves no empty --out behind (a started one keeps its files)
         raise
-    payload = results_payload(s, model, cfg, data, history, t0)
-    write_run_results(s, payload, argv)
+    if lock is not None:
+        lock.release()
     distributed.teardown()
     return payload
 

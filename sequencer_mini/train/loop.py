@@ -31,15 +31,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sequencer_mini.core.budget import limit, quiet  # limit: SEQUENCER_DRY_RUN stops each loop after 2 items
-from sequencer_mini.core.fsutil import tensor_bytes, write_error
+from sequencer_mini.core.budget import dry_run, limit, quiet  # limit: SEQUENCER_DRY_RUN stops each loop after 2 items
+from sequencer_mini.core.fsutil import fault_point, nonfinite_tensors, tensor_bytes, write_error
 from sequencer_mini.train import distributed
 from sequencer_mini.train.data import AugmentConfig, data_identity
 
 __all__ = ["TrainConfig", "fit", "train_one_epoch", "evaluate", "Evaluation", "confusion_matrix", "plot_history",
            "save_checkpoint", "load_checkpoint", "Batches"]
 
-CHECKPOINT_FORMAT = "sequencer_mini/checkpoint/v1"
+CHECKPOINT_FORMAT = "sequencer_mini/checkpoint/v2"  # v2: + dry_run (v1 checkpoints are upgraded when read)
+OLDER_FORMATS = ("sequencer_mini/checkpoint/v1",)
 
 
 @dataclass
@@ -67,6 +68,10 @@ class TrainConfig:
     aug_from_epoch: int = 0        # crop/flip augmentation only from this epoch on (0: always; "late" augmentation)
     keep_epochs: bool = False      # also save each epoch's weights (out_dir/epochs/NN.pt), e.g. to pick a
                                    # checkpoint at a given validation accuracy later
+    snapshots_per_epoch: int = 0   # also save the weights K times an epoch (out_dir/snapshots/IMAGES.pt, named by
+                                   # images seen): chapter 10 matches checkpoints within a quarter pass
+    ema_probes: tuple[float, ...] = ()  # EMAs that only watch: each decay's average is scored every epoch, the
+                                   # reported model is unchanged (one run measures "EMA off" and several decays)
 
     def __post_init__(self) -> None:
         """Check every field at once: one ``ValueError`` names each problem (the command line checks each flag's
@@ -74,7 +79,12 @@ class TrainConfig:
         if isinstance(self.aug, dict):
             self.aug = AugmentConfig(**self.aug)
         self.img_sizes = tuple(int(s) for s in self.img_sizes)
+        self.ema_probes = tuple(float(d) for d in self.ema_probes)
         problems = []
+        if any(not 0.0 < d < 1.0 for d in self.ema_probes) or len(set(self.ema_probes)) != len(self.ema_probes):
+            problems.append(f"ema_probes must be distinct decays in (0, 1), got {self.ema_probes}")
+        if not (isinstance(self.snapshots_per_epoch, int) and self.snapshots_per_epoch >= 0):
+            problems.append(f"snapshots_per_epoch must be a whole number >= 0, got {self.snapshots_per_epoch!r}")
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             problems.append(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {self.amp!r}")
         epochs_ok = self.epochs >= 1
@@ -269,7 +279,9 @@ def atomic_save(obj: Any, path: Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        fault_point(f"before replace {path.name}")  # test-only crash/pause points (SEQUENCER_TEST_FAULT)
         os.replace(tmp, path)
+        fault_point(f"after replace {path.name}")
     except BaseException as err:
         with contextlib.suppress(OSError):  # on a read-only mount the cleanup fails too: report the write
             tmp.unlink(missing_ok=True)
@@ -282,21 +294,89 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: Any, scaler: Any,
                     epoch: int, history: dict, cfg: TrainConfig, steps_per_epoch: int, ema: nn.Module | None = None,
-                    data: dict | None = None) -> None:
-    """``epoch`` = number of completed epochs; ``data``: :func:`~sequencer_mini.train.data.data_identity` of the run."""
+                    data: dict | None = None, probes: Sequence[nn.Module] = ()) -> None:
+    """``epoch`` = number of completed epochs; ``data``: :func:`~sequencer_mini.train.data.data_identity` of the run;
+    ``probes``: the watching EMAs of ``cfg.ema_probes``, in that order."""
     atomic_save({"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": model.state_dict(),
                  "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                  "rng": rng_states(), "history": history, "train_config": _resume_critical(cfg),
                  "model_config": cfg.model_config, "steps_per_epoch": steps_per_epoch,
-                 "ema": ema.state_dict() if ema is not None else None, "data": data or {}}, path)
+                 "ema": ema.state_dict() if ema is not None else None, "data": data or {},
+                 "ema_probes": [p.state_dict() for p in probes], "dry_run": dry_run()}, path)
 
 
 def _resume_critical(cfg: TrainConfig) -> dict:
     """The settings a resumed run must share with the checkpoint for the result to be the same run."""
     d = asdict(cfg)
-    for k in ("resume", "out_dir", "stop_after", "device", "amp", "channels_last", "model_config", "keep_epochs"):
+    for k in ("resume", "out_dir", "stop_after", "device", "amp", "channels_last", "model_config", "keep_epochs",
+              "snapshots_per_epoch"):
         d.pop(k)
+    if not d["ema_probes"]:  # checkpoints from before probes existed record none: the same run
+        d.pop("ema_probes")
     return d
+
+
+#: The fields of a training checkpoint and their types; ``ema``, ``data``, ``ema_probes`` and ``dry_run`` are
+#: optional (older checkpoints lack them; :func:`upgrade_checkpoint` fills them in).
+CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "epoch": int, "model": dict, "optimizer": dict, "scheduler": dict, "scaler": dict, "rng": dict, "history": dict,
+    "train_config": dict, "model_config": dict, "steps_per_epoch": int}
+
+
+def upgrade_checkpoint(ckpt: Any, path: Path | str) -> dict:
+    """A training checkpoint as read by ``torch.load``, checked and brought to :data:`CHECKPOINT_FORMAT`: every
+    field present with its type, finite weights, a history with one entry per epoch. A v1 checkpoint gains
+    ``dry_run: False`` and the history keys added since (filled in where they can be rebuilt, ``None`` where not).
+    Anything else is a ``RuntimeError`` naming the file, what is wrong and what to do."""
+    fix = "delete it to start fresh (or restore a good copy)"
+    if not isinstance(ckpt, dict):
+        raise RuntimeError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a training checkpoint; {fix}")
+    fmt = ckpt.get("format")
+    if fmt != CHECKPOINT_FORMAT and fmt not in OLDER_FORMATS:
+        what = ("a weights file (final.pt, best.pt or epochs/NNN.pt: weights only, no optimizer or RNG state), "
+                if fmt is None and "model" in ckpt and "optimizer" not in ckpt else f"format {fmt!r}, ")
+        raise RuntimeError(f"checkpoint {path} is {what}not a {CHECKPOINT_FORMAT} training checkpoint (nor an older "
+                           f"{', '.join(OLDER_FORMATS)} one); {fix}")
+    missing = [k for k in CHECKPOINT_FIELDS if k not in ckpt]
+    wrong = [f"{k} is a {type(ckpt[k]).__name__}" for k, t in CHECKPOINT_FIELDS.items()
+             if k in ckpt and not isinstance(ckpt[k], t)]
+    if missing or wrong:
+        raise RuntimeError(f"checkpoint {path} ({fmt}) is incomplete: "
+                           + "; ".join(([f"missing field(s) {', '.join(missing)}"] if missing else []) + wrong)
+                           + f" (written by another program or damaged); {fix}")
+    ckpt.setdefault("ema", None)
+    ckpt.setdefault("data", {})
+    ckpt.setdefault("ema_probes", [])
+    ckpt.setdefault("dry_run", False)
+    bad = nonfinite_tensors({"model": ckpt["model"], "ema": ckpt["ema"]})
+    if bad:
+        raise RuntimeError(f"checkpoint {path} holds non-finite weights (NaN or infinity) in {', '.join(bad[:3])}: "
+                           f"the run diverged before it was saved; it is not resumed. {fix}")
+    ckpt["history"] = _upgrade_history(ckpt, path, fix)
+    ckpt["format"] = CHECKPOINT_FORMAT
+    return ckpt
+
+
+def _upgrade_history(ckpt: dict, path: Path | str, fix: str) -> dict:
+    history, epochs = ckpt["history"], ckpt["epoch"]
+    done = history.get("epoch")
+    if not isinstance(done, list) or len(done) != epochs:
+        raise RuntimeError(f"checkpoint {path} says {epochs} epoch(s) done but its history lists "
+                           f"{len(done) if isinstance(done, list) else 'no'} epochs; {fix}")
+    for key in new_history():
+        if key in history:
+            if not isinstance(history[key], list) or len(history[key]) != epochs:
+                raise RuntimeError(f"checkpoint {path}: history {key!r} does not hold one value per epoch; {fix}")
+            continue
+        if key == "images_seen":
+            n_train = (ckpt.get("data") or {}).get("n_train")
+            if not isinstance(n_train, int):
+                raise RuntimeError(f"checkpoint {path} (an older version) has no images_seen in its history and "
+                                   f"records no training-set size to rebuild it from; {fix}")
+            history[key] = [n_train * int(e) for e in done]
+        else:
+            history[key] = [None] * epochs
+    return history
 
 
 def _diff(a: dict, b: dict) -> list[str]:
@@ -306,7 +386,7 @@ def _diff(a: dict, b: dict) -> list[str]:
 
 def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer | None = None, sched: Any = None,
                     scaler: Any = None, cfg: TrainConfig | None = None, steps_per_epoch: int | None = None,
-                    ema: nn.Module | None = None, data: dict | None = None) -> dict:
+                    ema: nn.Module | None = None, data: dict | None = None, probes: Sequence[nn.Module] = ()) -> dict:
     """Restore everything from ``path`` and return the checkpoint dict. Any problem -> ``RuntimeError``
     naming the file and what mismatched; nothing is modified before all checks pass. ``data``: this run's
     :func:`~sequencer_mini.train.data.data_identity`, compared with the one the checkpoint recorded."""
@@ -316,9 +396,11 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer | N
         raise RuntimeError(f"checkpoint {path} is unreadable (truncated or corrupt: {type(e).__name__}: {e}). "
                            f"Refusing to resume rather than silently starting over: delete it to start fresh, "
                            f"or restore a good copy.") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise RuntimeError(f"checkpoint {path} is not a {CHECKPOINT_FORMAT} checkpoint")
+    ckpt = upgrade_checkpoint(ckpt, path)
     problems = []
+    if bool(ckpt["dry_run"]) != dry_run():
+        problems.append(f"dry run: checkpoint {bool(ckpt['dry_run'])} vs now {dry_run()} (a dry run "
+                        f"(SEQUENCER_DRY_RUN) never continues a real run, nor a real run a dry run's 2-batch epochs)")
     if cfg is not None:
         if ckpt["model_config"] and cfg.model_config and ckpt["model_config"] != cfg.model_config:
             problems += ["model config " + p for p in _diff(ckpt["model_config"], cfg.model_config)]
@@ -337,6 +419,8 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer | N
     for obj, key in ((opt, "optimizer"), (sched, "scheduler"), (scaler, "scaler"), (ema, "ema")):
         if obj is not None:
             obj.load_state_dict(ckpt[key])
+    for probe, state in zip(probes, ckpt.get("ema_probes") or [], strict=True):
+        probe.load_state_dict(state)
     set_rng_states(ckpt["rng"])
     return ckpt
 
@@ -372,7 +456,7 @@ def seed_everything(seed: int) -> None:
 
 def new_history() -> dict[str, list]:
     keys = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_s", "epoch_time_s",
-            "images_seen", "img_size", "val_acc", "test_acc_raw")
+            "images_seen", "img_size", "val_acc", "test_acc_raw", "probe_test_acc", "probe_val_acc")
     return {k: [] for k in keys}
 
 
@@ -395,19 +479,29 @@ def resize_batch(x: Tensor, size: int | None) -> Tensor:
 
 def train_one_epoch(model: nn.Module, loader: Iterable, opt: torch.optim.Optimizer, sched: Any, scaler: Any,
                     loss_fn: nn.Module, cfg: TrainConfig, device: torch.device, desc: str = "",
-                    img_size: int | None = None, ema: torch.optim.swa_utils.AveragedModel | None = None
-                    ) -> dict[str, float]:
+                    img_size: int | None = None, ema: torch.optim.swa_utils.AveragedModel | None = None,
+                    probes: Sequence[torch.optim.swa_utils.AveragedModel] = (),
+                    on_step: Callable[[int, int], None] | None = None) -> dict[str, float]:
     """One pass over ``loader``; returns mean loss, accuracy (vs the argmax of soft targets), images/s, seconds.
-    ``img_size``: train on images resized to this side; ``ema``: an ``AveragedModel`` updated every step."""
+    ``img_size``: train on images resized to this side; ``ema`` and each of ``probes``: an ``AveragedModel``
+    updated every step; ``on_step(step, images)`` after each step (1-based step, images of this epoch so far)."""
     dtype, channels_last = amp_dtype(cfg.amp, device), cfg.channels_last and device.type == "cuda"
     model.train()
     t0, seen = time.perf_counter(), 0
     loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)  # no per-step GPU sync
-    for x, y in tqdm(limit(loader), desc=desc, disable=quiet(), leave=False):
+    # divergence: the first step whose loss is not finite, kept on the device (one sync at the end); on a CPU
+    # outside torchrun, checked every step (free there) so a diverged run stops at once
+    first_bad, lrs = torch.full((), -1, dtype=torch.long, device=device), []
+    check_now = device.type == "cpu" and not distributed.is_distributed()
+    for steps_done, (x, y) in enumerate(tqdm(limit(loader), desc=desc, disable=quiet(), leave=False), 1):
         x, y = _to(resize_batch(x, img_size), y, device, channels_last)
         with autocast(device, dtype):
             logits = model(x)
             loss = loss_fn(logits.float(), y)
+        lrs.append(sched.get_last_lr()[0])
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), steps_done, first_bad)
+        if check_now and first_bad.item() >= 0:
+            break
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()  # fp16: scale the loss up so small gradients do not underflow
         if cfg.grad_clip:
@@ -418,18 +512,125 @@ def train_one_epoch(model: nn.Module, loader: Iterable, opt: torch.optim.Optimiz
         sched.step()  # per step, not per epoch: warmup spans a fraction of an epoch on small data
         if ema is not None:
             ema.update_parameters(model)
+        for probe in probes:
+            probe.update_parameters(model)
         loss_sum += loss.detach() * len(x)
         correct += (logits.argmax(-1) == (y.argmax(-1) if y.ndim == 2 else y)).sum()
         seen += len(x)
+        if on_step is not None:
+            on_step(steps_done, seen)
     seconds = time.perf_counter() - t0
-    return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
+    bad = int(first_bad.item())
+    if bad >= 0:
+        raise DivergedError(bad, lrs[bad - 1], float(loss.detach().float().item()))
+    return {"train_loss": loss_sum.item() / max(1, seen), "train_acc": correct.item() / max(1, seen),
             "images_per_s": seen / seconds, "epoch_time_s": seconds, "images": seen}
+
+
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss or weights. ``step``: the step of the epoch (1-based) whose loss was
+    first non-finite (None: the weights, not the loss), ``lr``: its learning rate; :func:`fit` adds where the run
+    stands (epoch, the last good checkpoint) to the message."""
+
+    def __init__(self, step: int | None, lr: float | None, value: float, what: str = "the training loss"):
+        self.step, self.lr, self.value, self.what = step, lr, value, what
+        where = f"at step {step}" if step is not None else "during the epoch"
+        rate = f" (learning rate {lr:.4g})" if lr is not None else ""
+        super().__init__(f"{what} became {value} {where}{rate}")
+
+
+def _watchers(model: nn.Module, ema: nn.Module | None, decays: Sequence[float],
+              probes: Sequence[torch.optim.swa_utils.AveragedModel]) -> dict[str, Any]:
+    """What a weights file holds beside the reported model: the probes' averages (decay -> state dict) and, when
+    the reported model is an EMA, the raw weights; nothing when there are neither."""
+    out: dict[str, Any] = {}
+    if probes:
+        out["ema_probes"] = {str(d): p.module.state_dict() for d, p in zip(decays, probes, strict=True)}
+    if ema is not None:
+        out["raw"] = model.state_dict()
+    return out
+
+
+def _snapshot_saver(cfg: TrainConfig, steps: int, epoch: int, seen_before: int, judged: nn.Module, model: nn.Module,
+                    probes: Sequence[torch.optim.swa_utils.AveragedModel]) -> Callable[[int, int], None] | None:
+    """``on_step`` for :func:`train_one_epoch` that writes ``out_dir/snapshots/IMAGES.pt`` at each
+    ``k / snapshots_per_epoch`` of the epoch (the last one at its end), named by the images seen so far (7 digits).
+    Snapshots hold weights only (resuming still starts from the last whole epoch, which writes them again,
+    bit for bit); None when there is nothing to save."""
+    if not cfg.snapshots_per_epoch or not cfg.out_dir or not distributed.is_main():
+        return None
+    marks = {max(1, round(k * steps / cfg.snapshots_per_epoch)) for k in range(1, cfg.snapshots_per_epoch + 1)}
+    folder = Path(cfg.out_dir) / "snapshots"
+    ema = judged if judged is not model else None
+
+    def save(step: int, images: int) -> None:
+        if step in marks:
+            folder.mkdir(parents=True, exist_ok=True)
+            seen = seen_before + images
+            atomic_save({"model": judged.state_dict(), "epoch": epoch + step / steps, "images_seen": seen,
+                         "model_config": cfg.model_config, **_watchers(model, ema, cfg.ema_probes, probes)},
+                        folder / f"{seen:07d}.pt")
+    return save
 
 
 def _set_augment(loader: Iterable, on: bool) -> None:
     """Switch a ``TensorLoader``'s crop/flip on or off (late augmentation); other loaders are left alone."""
     if hasattr(loader, "augment"):
         loader.augment = on
+
+
+def _weights_of(judged: nn.Module, model: nn.Module, ema: nn.Module | None,
+                probes: Sequence[torch.optim.swa_utils.AveragedModel], cfg: TrainConfig, history: dict) -> dict:
+    """What ``final.pt``, ``best.pt`` and ``epochs/NNN.pt`` hold after the history's last epoch."""
+    return {"model": judged.state_dict(), "epoch": history["epoch"][-1], "val_acc": history["val_acc"][-1],
+            "test_acc": history["test_acc"][-1], "images_seen": history["images_seen"][-1],
+            "model_config": cfg.model_config, **_watchers(model, ema, cfg.ema_probes, probes)}
+
+
+def _write_epoch_files(out: Path, weights: dict, cfg: TrainConfig, history: dict, last: bool,
+                       missing_only: bool) -> None:
+    """``epochs/NNN.pt`` (``keep_epochs``), ``best.pt`` (when this epoch's validation accuracy is the best so far)
+    and ``final.pt`` (the last epoch) for the history's last epoch. ``missing_only``: on resume, write only those
+    that a crash between them and ``last.pt`` (or an older version, which wrote them after it) left out."""
+    epoch = weights["epoch"]
+    files = []
+    if cfg.keep_epochs:
+        files.append(out / "epochs" / f"{epoch:03d}.pt")
+    vals = [v for v in history["val_acc"] if v is not None]
+    if weights["val_acc"] is not None and weights["val_acc"] >= max(vals):  # chosen on validation, never on test
+        files.append(out / "best.pt")
+    if last:  # the run's result: the weights that the reported (last-epoch) accuracy belongs to
+        files.append(out / "final.pt")
+    for path in files:
+        if missing_only and _holds_epoch(path, epoch):
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(weights, path)
+
+
+def _holds_epoch(path: Path, epoch: int) -> bool:
+    """Does weights file ``path`` exist and hold ``epoch``? (unreadable: no, so it is written again)"""
+    if not path.is_file():
+        return False
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True).get("epoch") == epoch
+    except Exception:  # a torn or foreign file: replace it
+        return False
+
+
+def _diverged(err: DivergedError, epoch: int, steps: int, cfg: TrainConfig, ckpt_path: Path | None) -> DivergedError:
+    """``err`` with where the run stands: the epoch, the step of the whole run, the last good checkpoint."""
+    where = (f"epoch {epoch + 1}, step {err.step} of {steps} (optimizer step {epoch * steps + err.step} of the run)"
+             if err.step is not None else f"epoch {epoch + 1}")
+    rate = f"learning rate {err.lr:.4g}" if err.lr is not None else "learning rate unknown"
+    kept = (f"{ckpt_path} still holds epoch {epoch}, the last good one (nothing of epoch {epoch + 1} was saved)"
+            if ckpt_path is not None and epoch > 0 else "no checkpoint was written (it diverged in its first epoch)"
+            if ckpt_path is not None else "nothing was saved")
+    out = DivergedError(err.step, err.lr, err.value, err.what)
+    out.args = (f"training diverged: {err.what} became {err.value} in {where}, at {rate} (peak --lr {cfg.lr:g}). "
+                f"The run is stopped, not finished: {kept}; no results are marked complete. Lower --lr or lengthen "
+                f"--warmup-epochs, and start again in a new --out (or with --overwrite)",)
+    return out
 
 
 def fit(model: nn.Module, train_loader: Batches, test_loader: Iterable, cfg: TrainConfig,
@@ -455,34 +656,58 @@ def fit(model: nn.Module, train_loader: Batches, test_loader: Iterable, cfg: Tra
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(cfg.amp, device) == torch.float16)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.aug.label_smoothing)  # smoothing applied once, here
     ema = make_ema(model, cfg.ema_decay) if cfg.ema_decay else None
+    probes = [make_ema(model, decay) for decay in cfg.ema_probes]
     ckpt_path = Path(cfg.out_dir) / "last.pt" if cfg.out_dir else None
     identity = data_identity(train_loader, test_loader)  # stored in checkpoints, compared on resume
     history, start = new_history(), 0
     if ckpt_path is not None and ckpt_path.exists():
         if not cfg.resume:
             raise RuntimeError(f"{ckpt_path} exists; pass resume=True (--resume) to continue it, or use a new out_dir")
-        ckpt = load_checkpoint(ckpt_path, model, opt, sched, scaler, cfg, steps, ema=ema, data=identity)
+        ckpt = load_checkpoint(ckpt_path, model, opt, sched, scaler, cfg, steps, ema=ema, data=identity,
+                               probes=probes)
         history, start = ckpt["history"], ckpt["epoch"]
     else:
         seed_everything(cfg.seed)
     n_epochs = len(list(limit(range(cfg.epochs))))  # cfg.epochs; 2 in a dry run (SEQUENCER_DRY_RUN): resuming matches
+    if start and ckpt_path is not None and distributed.is_main():  # complete what a crash (or an older version)
+        judged = ema.module if ema is not None else model         # left unwritten for the checkpoint's epoch
+        _write_epoch_files(ckpt_path.parent, _weights_of(judged, model, ema, probes, cfg, history), cfg, history,
+                           start == n_epochs, missing_only=True)
     for epoch in range(start, n_epochs if cfg.stop_after is None else min(n_epochs, start + cfg.stop_after)):
         _set_epoch(train_loader, epoch)  # shuffle order and augmentation = f(seed, epoch)
         _set_augment(train_loader, epoch >= cfg.aug_from_epoch)
         size = cfg.train_size(epoch)
-        local = train_one_epoch(train_model, train_loader, opt, sched, scaler, loss_fn, cfg, device,
-                              desc=f"epoch {epoch + 1}/{cfg.epochs}", img_size=size, ema=ema)
-        stats: dict[str, Any] = distributed.reduce_epoch_stats(local, train_loader)  # every rank's images
+        seen_before = history["images_seen"][-1] if history.get("images_seen") else 0
         judged = ema.module if ema is not None else model  # the model whose accuracy we report
+        snapshot = _snapshot_saver(cfg, steps, epoch, seen_before, judged, model, probes)
+        try:
+            local = train_one_epoch(train_model, train_loader, opt, sched, scaler, loss_fn, cfg, device,
+                                    desc=f"epoch {epoch + 1}/{cfg.epochs}", img_size=size, ema=ema, probes=probes,
+                                    on_step=snapshot)
+        except DivergedError as err:
+            raise _diverged(err, epoch, steps, cfg, ckpt_path) from None
+        stats: dict[str, Any] = distributed.reduce_epoch_stats(local, train_loader)  # every rank's images
+        bad = nonfinite_tensors({"model": model.state_dict(), "ema": judged.state_dict()})
+        if bad:
+            raise _diverged(DivergedError(None, sched.get_last_lr()[0], math.nan, f"the weights ({bad[0]})"),
+                            epoch, steps, cfg, ckpt_path)
         test = evaluate(judged, test_loader, device, cfg.amp, channels_last)
+        if not math.isfinite(test.loss):
+            raise _diverged(DivergedError(None, sched.get_last_lr()[0], test.loss, "the test loss"), epoch, steps,
+                            cfg, ckpt_path)
         val = evaluate(judged, val_loader, device, cfg.amp, channels_last) if val_loader is not None else None
         last = epoch + 1 == n_epochs  # the raw weights are scored once, at the end, to measure what EMA adds
         raw = (evaluate(model, test_loader, device, cfg.amp, channels_last).accuracy
                if ema is not None and last else None)
-        seen_before = history["images_seen"][-1] if history.get("images_seen") else 0
+        probe_test = {str(d): evaluate(pr.module, test_loader, device, cfg.amp, channels_last).accuracy
+                      for d, pr in zip(cfg.ema_probes, probes, strict=True)} or None
+        probe_val = None if val_loader is None else (
+            {str(d): evaluate(pr.module, val_loader, device, cfg.amp, channels_last).accuracy
+             for d, pr in zip(cfg.ema_probes, probes, strict=True)} or None)
         stats.update(epoch=epoch + 1, test_loss=test.loss, test_acc=test.accuracy, lr=sched.get_last_lr()[0],
                      images_seen=seen_before + stats.pop("images"), img_size=size,
-                     val_acc=val.accuracy if val is not None else None, test_acc_raw=raw)
+                     val_acc=val.accuracy if val is not None else None, test_acc_raw=raw,
+                     probe_test_acc=probe_test, probe_val_acc=probe_val)
         for key in history:
             history.setdefault(key, []).append(stats[key])
         if not quiet() and distributed.is_main():
@@ -493,17 +718,12 @@ def fit(model: nn.Module, train_loader: Batches, test_loader: Iterable, cfg: Tra
                   file=sys.stderr)
         if ckpt_path is not None and distributed.is_main():  # after every epoch: a disconnect loses at most one
             ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+            # the epoch's weights files first, last.pt last: last.pt at epoch k means every file of epoch k is
+            # written; a crash before it redoes epoch k on --resume (bit for bit), rewriting them
+            _write_epoch_files(ckpt_path.parent, _weights_of(judged, model, ema, probes, cfg, history), cfg, history,
+                               last, missing_only=False)
             save_checkpoint(ckpt_path, model, opt, sched, scaler, epoch + 1, history, cfg, steps, ema=ema,
-                            data=identity)
-            weights = {"model": judged.state_dict(), "epoch": epoch + 1, "val_acc": stats["val_acc"],
-                       "test_acc": test.accuracy, "images_seen": stats["images_seen"], "model_config": cfg.model_config}
-            if val is not None and val.accuracy >= max(history["val_acc"]):  # chosen on validation, never on test
-                atomic_save(weights, ckpt_path.with_name("best.pt"))
-            if last:  # the run's result: the weights that the reported (last-epoch) accuracy belongs to
-                atomic_save(weights, ckpt_path.with_name("final.pt"))
-            if cfg.keep_epochs:
-                (ckpt_path.parent / "epochs").mkdir(exist_ok=True)
-                atomic_save(weights, ckpt_path.parent / "epochs" / f"{epoch + 1:03d}.pt")
+                            data=identity, probes=probes)
         for callback in callbacks:
             callback(epoch + 1, history)
     if ema is not None:  # hand back the averaged weights: they are the ones the history reports
