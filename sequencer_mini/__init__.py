@@ -8,7 +8,8 @@ Each layer imports only the layers below it (``tests/test_architecture.py`` chec
     measure   multiply-accumulates, throughput, peak memory
     train     chapters 6-8: data, the training loop, the command line, recipes, torchrun
     analysis  chapters 6, 9, 10: the recorded runs, the race, ablations, robustness, receptive fields, widgets
-    book      the book's plumbing: which runs are recorded, glue, diagrams, figure style
+    book      the book's plumbing: which runs are recorded, glue, diagrams, figure style, quizzes
+    exercises the checked coding exercises of chapters 1-5 and 9 (a sibling of book: neither imports the other)
 
 timm is not imported here (it and the torchvision models it loads double the import time of every process):
 ``import sequencer_mini.interop.timm_models`` puts the presets in timm's registry.
@@ -55,7 +56,7 @@ __version__ = "0.1.0"
 #: siblings that do not import each other). tests/test_architecture.py, tools/module_map.py and the book's API
 #: page read this.
 LAYERS: tuple[tuple[str, ...], ...] = (("core",), ("models",), ("interop", "measure"), ("train",), ("analysis",),
-                                       ("book",))
+                                       ("book", "exercises"))
 
 __all__ = [
     "LSTMCell",

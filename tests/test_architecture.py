@@ -2,7 +2,7 @@
 
 ``sequencer_mini`` is built in layers (CONTRIBUTING.md, "Layout")::
 
-    core  <-  models  <-  interop, measure  <-  train  <-  analysis  <-  book
+    core  <-  models  <-  interop, measure  <-  train  <-  analysis  <-  book, exercises
 
 A module may import its own layer and the layers below it, never one above (``interop`` and ``measure`` are
 siblings and do not import each other). Every import is read, at module level and inside functions alike,

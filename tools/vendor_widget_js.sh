@@ -3,10 +3,12 @@
 #   book/_vendor/requirejs/      require.js            (npm: requirejs)
 #   book/_vendor/html-manager/   embed-amd.js          (npm: @jupyter-widgets/html-manager)
 #   book/_vendor/mathjax/        MathJax 3 (tex-mml-chtml + fonts + TeX extensions)  (npm: mathjax)
+#   book/_vendor/jupyterquiz/    jupyterquiz.js + .css, the chapter quizzes (PyPI: jupyterquiz, via pip download)
 # (book/_vendor/widgets-compat/compat.js is the project's own glue code, not vendored.)
 # _config.yml serves book/_vendor/ as a static path (-> _build/html/_static/) and points
 # `nb_ipywidgets_js` and `mathjax_path` at these files. The book build itself needs no npm;
 # only this script does. Run from anywhere: bash tools/vendor_widget_js.sh
+# (`bash tools/vendor_widget_js.sh jupyterquiz` refreshes only the quiz script, with pip and no npm.)
 #
 # The html-manager major version must match ipywidgets: ipywidgets 8.x asks for
 # `@jupyter-widgets/html-manager ^1.0` (ipywidgets._version.__html_manager_version__);
@@ -17,6 +19,8 @@ HTML_MANAGER_VERSION="${HTML_MANAGER_VERSION:-1.0.15}"
 REQUIREJS_VERSION="${REQUIREJS_VERSION:-2.3.8}"
 MATHJAX_VERSION="${MATHJAX_VERSION:-3.2.2}"
 FONTAWESOME_VERSION="5.15.4"   # the version bundled in the html-manager CSS (only its license is fetched)
+JUPYTERQUIZ_VERSION="${JUPYTERQUIZ_VERSION:-2.9.6.4}"
+part="${1:-all}"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dest="$root/book/_vendor"
@@ -40,6 +44,36 @@ source_note() {  # source_note DIR NAME VERSION LICENSE FILES...
     (cd "$dir" && sha256sum "$@")
   } > "$dir/SOURCE.txt"
 }
+
+
+# --- jupyterquiz (MIT), from PyPI ---------------------------------------------------------------
+# The chapter quizzes (sequencer_mini.book.quiz) hand their JSON bank to jupyterquiz's show_questions.
+# jupyterquiz's display_quiz inlines these scripts into every output; the book loads them once per page
+# instead (_config.yml: html_js_files / html_css_files). Its JS files are concatenated in jupyterquiz's own
+# (sorted) order. One change: its fallback that loads MathJax from a CDN when MathJax has no typeset() is
+# removed (the book serves its own MathJax; nothing may be fetched off the book's host).
+vendor_jupyterquiz() {
+  local q="$dest/jupyterquiz" wheel
+  rm -rf "$q" && mkdir -p "$q" "$work/jq"
+  python -m pip download --quiet --no-deps --dest "$work/jq" "jupyterquiz==$JUPYTERQUIZ_VERSION"
+  wheel="$(ls "$work"/jq/jupyterquiz-*.whl)"
+  (cd "$work/jq" && python -m zipfile -e "$wheel" x)
+  local src="$work/jq/x/jupyterquiz"
+  for f in $(cd "$src/js" && ls *.js | sort); do cat "$src/js/$f"; echo; done \
+    | sed "s#script.src = 'https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-svg.js';#/* CDN MathJax removed by tools/vendor_widget_js.sh */ return;#" \
+    > "$q/jupyterquiz.js"
+  if grep -v "href" "$q/jupyterquiz.js" | grep -q "https://"; then echo "jupyterquiz.js still names a URL" >&2; exit 1; fi
+  cp "$src/styles.css" "$q/jupyterquiz.css"
+  cp "$work"/jq/x/jupyterquiz-*.dist-info/LICENSE "$q/LICENSE"
+  (cd "$q" && source_note . jupyterquiz "$JUPYTERQUIZ_VERSION" MIT jupyterquiz.js jupyterquiz.css)
+  sed -i "1s#from npm: #from PyPI (pip download): #; 2s#.*#https://pypi.org/project/jupyterquiz/$JUPYTERQUIZ_VERSION/#" "$q/SOURCE.txt"
+  echo "$JUPYTERQUIZ_VERSION" > "$q/VERSION"
+}
+if [[ "$part" == jupyterquiz ]]; then
+  vendor_jupyterquiz
+  du -sh "$dest/jupyterquiz" | sed "s#$root/##"
+  exit 0
+fi
 
 rm -rf "$dest/requirejs" "$dest/html-manager" "$dest/mathjax"
 mkdir -p "$dest/requirejs" "$dest/html-manager" "$dest/mathjax"
@@ -131,5 +165,7 @@ cp -r "$pkg/es5/ui" "$m/ui"                                  # menu
 mkdir -p "$m/a11y" && cp "$pkg/es5/a11y/assistive-mml.js" "$m/a11y/"   # screen-reader MathML
 source_note "$m" mathjax "$MATHJAX_VERSION" Apache-2.0 tex-mml-chtml.js
 
+vendor_jupyterquiz
+
 du -sh "$dest"/* | sed "s#$root/##"
-echo "vendored: html-manager $HTML_MANAGER_VERSION, requirejs $REQUIREJS_VERSION, mathjax $MATHJAX_VERSION"
+echo "vendored: jupyterquiz $JUPYTERQUIZ_VERSION, html-manager $HTML_MANAGER_VERSION, requirejs $REQUIREJS_VERSION, mathjax $MATHJAX_VERSION"
