@@ -20,6 +20,13 @@ runs next is decided from the finished results files alone, never from memory:
    images seen) for every model, 3 seeds, each model at its own tuned rate. The EMAs watch here too and weights are
    saved every quarter pass (``--snapshots 4``, chapter 10's matched checkpoints), so a race run can start as soon as
    its own model is tuned; the table reports the column that step 2 chose.
+4. **Single-factor ablations** of the Sequencer's race recipe (``fmnist-ablate240k-sequencer2d_fast28-LEVER-sSEED``),
+   seeds 0 and 1, each lever switched alone: no label smoothing, no crop/flip, crop/flip from the first pass, the
+   peak rate one grid step up and one down. The EMA needs no run: the race's watching EMAs are that ablation.
+5. **The Sequencer's best recipe at 16 passes** (960,000 images seen; ``fmnist-16pass-MODEL-RECIPE-sSEED``): the race
+   recipe stretched to 16 passes, then each lever of the paper's ImageNet recipe that the CPU runs had not tried, one
+   at a time on seed 0: random erasing, mixup/CutMix, TrivialAugment, RandAugment, stochastic depth, a warmup twice
+   as long; the CNN's race recipe at 16 passes beside it.
 """
 
 from __future__ import annotations
@@ -61,11 +68,15 @@ class Run:
                 "--out", self.out]
 
 
-def _model_flags(model: str) -> list[str]:
+def _model_flags(model: str, ema: str | None = None) -> list[str]:
+    """The flags every run of ``model`` shares; ``ema``: None (the EMAs of PROBES watch), "off", or a decay."""
     spec = RACE_MODELS[model]
     flags = ["--dataset", "fashion_mnist", "--model", model, "--amp", spec["amp"], "--budget", "cpu",
-             "--batch-size", "128", "--limit-train", "60000", "--aug", "light", "--smoothing", "0.1",
-             "--ema-probe", ",".join(f"{d:g}" for d in PROBES)]
+             "--batch-size", "128", "--limit-train", "60000", "--aug", "light", "--smoothing", "0.1"]
+    if ema is None:
+        flags += ["--ema-probe", ",".join(f"{d:g}" for d in PROBES)]
+    elif ema != "off":
+        flags += ["--ema", ema]
     for arg in spec["model_arg"]:
         flags += ["--model-arg", arg]
     return flags
@@ -84,6 +95,45 @@ def race_run(model: str, lr: float, seed: int) -> Run:
                (*_model_flags(model), "--epochs", str(RACE_PASSES), "--warmup-epochs", f"{RACE_PASSES / 8:g}",
                 "--aug-from-epoch", str(RACE_PASSES // 2), "--snapshots", "4", "--lr", f"{lr:g}",
                 "--seed", str(seed)))
+
+
+#: Lever -> what switching it alone changes in the race recipe (the rate levers are computed from the tuned rate).
+ABLATIONS: dict[str, list[str]] = {
+    "no-smoothing": ["--smoothing", "0"],
+    "no-crop-flip": ["--aug", "none", "--smoothing", "0.1"],
+    "crop-flip-throughout": ["--aug-from-epoch", "0"],
+    "lr-up": [],
+    "lr-down": [],
+}
+
+
+def ablation_run(lever: str, lr: float, ema: str, seed: int) -> Run:
+    model = "sequencer2d_fast28"
+    i = GRID.index(lr)
+    rate = {"lr-up": GRID[i + 1], "lr-down": GRID[i - 1]}.get(lever, lr)
+    return Run(f"book/results/fmnist-ablate{RACE_PASSES * 60}k-{model}-{lever}-s{seed}",
+               (*_model_flags(model, ema), "--epochs", str(RACE_PASSES), "--warmup-epochs", f"{RACE_PASSES / 8:g}",
+                "--aug-from-epoch", str(RACE_PASSES // 2), "--lr", f"{rate:g}", "--seed", str(seed),
+                *ABLATIONS[lever]))
+
+
+LONG_PASSES = 16
+#: Recipe -> the flags it adds to the race recipe stretched to LONG_PASSES passes (the Sequencer's screening).
+LEVERS: dict[str, list[str]] = {
+    "race": [],
+    "random-erasing": ["--random-erasing", "0.25"],
+    "trivialaugment": ["--auto-augment", "trivialaugment"],
+    "drop-path": ["--drop-path", "0.1"],
+    "mixup-cutmix": ["--mixup", "0.8", "--cutmix", "1.0"],
+    "long-warmup": ["--warmup-epochs", f"{LONG_PASSES / 4:g}"],
+    "randaugment": ["--auto-augment", "randaugment"],
+}
+
+
+def long_run(model: str, recipe: str, lr: float, ema: str, seed: int) -> Run:
+    return Run(f"book/results/fmnist-{LONG_PASSES}pass-{model}-{recipe}-s{seed}",
+               (*_model_flags(model, ema), "--epochs", str(LONG_PASSES), "--warmup-epochs", f"{LONG_PASSES / 8:g}",
+                "--aug-from-epoch", str(LONG_PASSES // 2), "--lr", f"{lr:g}", "--seed", str(seed), *LEVERS[recipe]))
 
 
 # ----------------------------------------------------------------------------- reading what is done
@@ -182,6 +232,18 @@ def plan() -> tuple[list[Run], list[str]]:
                 runnable.append(run)
             else:
                 notes.append(f"race {model} s{seed}: done")
+    if len(chosen) < len(RACE_MODELS):
+        notes.append("ablations and 16-pass runs: wait for the EMA decision (all tuning done)")
+        return runnable, notes
+    ema = ema_choice(chosen)["ema"]
+    later = [ablation_run(lever, chosen["sequencer2d_fast28"], ema, seed) for seed in (0, 1) for lever in ABLATIONS]
+    later += [long_run("sequencer2d_fast28", recipe, chosen["sequencer2d_fast28"], ema, 0) for recipe in LEVERS]
+    later.append(long_run("small_cnn", "race", chosen["small_cnn"], ema, 0))
+    for run in later:
+        if finished(run) is None and not diverged(run):
+            runnable.append(run)
+        else:
+            notes.append(f"{run.out}: done")
     return runnable, notes
 
 

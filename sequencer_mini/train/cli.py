@@ -476,6 +476,15 @@ def build_parser() -> Parser:
                    help="EMA decay of the weights, in (0, 1), e.g. 0.998 (default: off)")
     p.add_argument("--img-sizes", type=image_sides, help="progressive resizing: training side per epoch, "
                    "comma-separated; the last repeats (e.g. 20,20,24,28)")
+    p.add_argument("--random-erasing", type=number("[0, 1]", "a probability per image"),
+                   help="random erasing (zeros), overriding the preset's probability")
+    p.add_argument("--mixup", type=number("[0, inf)", "a Beta(a, a) parameter", " (0: off)"),
+                   help="mixup alpha, overriding the preset's (with --cutmix too: one of the two per batch)")
+    p.add_argument("--cutmix", type=number("[0, inf)", "a Beta(a, a) parameter", " (0: off)"),
+                   help="CutMix alpha, overriding the preset's")
+    p.add_argument("--auto-augment", type=one_of(["off", "randaugment", "trivialaugment"]),
+                   help="per-image augmentation policy, overriding the preset's: RandAugment (2 ops, magnitude 9) or "
+                        "TrivialAugment")
     p.add_argument("--aug-from-epoch", type=whole(what="an epoch (0-based)"), default=0,
                    help="crop/flip only from this epoch (0-based) on")
     p.add_argument("--val", type=whole(0, "a number of validation images", " (0: none)"), default=0,
@@ -543,6 +552,12 @@ def resolve_settings(argv: Sequence[str] | None) -> Settings:
     aug = AugmentConfig.preset(pick("aug"))
     if args.smoothing is not None:
         aug.label_smoothing = args.smoothing
+    for dest, field_name in (("random_erasing", "random_erasing"), ("mixup", "mixup_alpha"),
+                             ("cutmix", "cutmix_alpha")):
+        if getattr(args, dest) is not None:
+            setattr(aug, field_name, getattr(args, dest))
+    if args.auto_augment is not None:
+        aug.randaugment, aug.trivialaugment = args.auto_augment == "randaugment", args.auto_augment == "trivialaugment"
     try:
         cfg = TrainConfig(epochs=epochs, lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=warmup, aug=aug,
                           amp=args.amp, device=args.device, seed=args.seed, out_dir=args.out, resume=args.resume,

@@ -514,6 +514,7 @@ class AugmentConfig:
     randaugment: bool = False
     randaug_num_ops: int = 2
     randaug_magnitude: int = 9
+    trivialaugment: bool = False   # TrivialAugment (Mueller & Hutter 2021): one op, one magnitude, both drawn
     random_erasing: float = 0.0    # probability per image
     mixup_alpha: float = 0.0       # 0: off
     cutmix_alpha: float = 0.0      # 0: off
@@ -563,6 +564,8 @@ def item_transform(aug: AugmentConfig | None, info: DatasetInfo, train: bool) ->
         ops.append(v2.RandomHorizontalFlip())
     if aug.randaugment:
         ops.append(v2.RandAugment(aug.randaug_num_ops, aug.randaug_magnitude))
+    if aug.trivialaugment:
+        ops.append(v2.TrivialAugmentWide())
     ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(info.mean, info.std)]
     if aug.random_erasing > 0:
         ops.append(v2.RandomErasing(p=aug.random_erasing, value=0))
@@ -653,7 +656,7 @@ class TensorLoader:
         self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
         self.aug, self.seed, self.epoch, self.device = aug or AugmentConfig(), seed, 0, torch.device(device)
         self.augment = True  # False: this epoch's batches skip crop/flip (``fit`` switches it for late augmentation)
-        per_image = self.aug.randaugment or self.aug.random_erasing > 0
+        per_image = self.aug.randaugment or self.aug.trivialaugment or self.aug.random_erasing > 0
         self.data_device = torch.device("cpu") if per_image else self.device
         self.images = dataset.images.to(self.data_device)  # uint8: 4x smaller than float on the device
         self.labels = dataset.labels.to(self.data_device)
@@ -661,8 +664,11 @@ class TensorLoader:
         self.mean = torch.tensor(info.mean, device=self.data_device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(info.std, device=self.data_device).view(1, -1, 1, 1) * 255
         self.mixer = batch_mixer(self.aug, info.num_classes)
-        self.randaug = (v2.RandAugment(self.aug.randaug_num_ops, self.aug.randaug_magnitude)
-                        if self.aug.randaugment else None)
+        self.randaug: Callable | None = None  # RandAugment or TrivialAugment: one draw per image
+        if self.aug.randaugment:
+            self.randaug = v2.RandAugment(self.aug.randaug_num_ops, self.aug.randaug_magnitude)
+        elif self.aug.trivialaugment:
+            self.randaug = v2.TrivialAugmentWide()
         self.erase = v2.RandomErasing(p=self.aug.random_erasing, value=0) if self.aug.random_erasing > 0 else None
 
     def set_epoch(self, epoch: int) -> None:
