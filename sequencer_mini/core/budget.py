@@ -41,6 +41,7 @@ from collections.abc import Iterable
 
 import torch
 
+from sequencer_mini.core.env import DRY_RUN_ENV, QUIET_ENV, flag
 from sequencer_mini.core.paths import REPO_ROOT
 
 __all__ = ["BUDGETS", "DRY_RUN_STEPS", "DRY_RUN_VAR", "ENV_VAR", "budget", "cost_line", "dry_run",
@@ -53,7 +54,7 @@ BUDGETS: tuple[str, ...] = ("ci", "cpu", "gpu")
 ENV_VAR = "SEQUENCER_BUDGET"
 
 #: The environment variable that turns on the dry run.
-DRY_RUN_VAR = "SEQUENCER_DRY_RUN"
+DRY_RUN_VAR = DRY_RUN_ENV
 
 #: Items a loop wrapped in :func:`limit` runs in a dry run.
 DRY_RUN_STEPS = 2
@@ -105,14 +106,10 @@ def pick(*, ci: T, cpu: T, gpu: T) -> T:
     return {"ci": ci, "cpu": cpu, "gpu": gpu}[budget()]
 
 
-def _truthy(name: str) -> bool:
-    value = os.environ.get(name, "").strip().lower()
-    return bool(value) and value not in ("0", "false", "no")
-
-
 def dry_run() -> bool:
-    """Return ``True`` when ``SEQUENCER_DRY_RUN`` is set to a non-empty value other than ``0``/``false``/``no``."""
-    return _truthy(DRY_RUN_VAR)
+    """Return ``True`` when ``SEQUENCER_DRY_RUN`` is on (``1/true/yes/on``; ``0/false/no/off``/empty: off; any other
+    value: ``ValueError``, see :func:`sequencer_mini.core.env.flag`)."""
+    return flag(DRY_RUN_VAR)
 
 
 def limit(items: Iterable[T], n: int = DRY_RUN_STEPS) -> Iterable[T]:
@@ -180,7 +177,7 @@ def cost_line(chapter: str, path: str | os.PathLike[str] | None = None) -> str:
 def quiet() -> bool:
     """Return ``True`` when progress bars should stay silent.
 
-    True when the environment variable ``CI`` or ``SEQUENCER_QUIET`` is set to a non-empty value
-    other than ``0``/``false``/``no``. Pass it to tqdm as ``tqdm(..., disable=quiet())``.
+    True when the environment variable ``CI`` or ``SEQUENCER_QUIET`` is on (:func:`sequencer_mini.core.env.flag`).
+    Pass it to tqdm as ``tqdm(..., disable=quiet())``.
     """
-    return any(_truthy(name) for name in ("CI", "SEQUENCER_QUIET"))
+    return any(flag(name) for name in ("CI", QUIET_ENV))

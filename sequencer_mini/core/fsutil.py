@@ -1,4 +1,5 @@
-"""Writing files that users can act on: a probe for an output folder, and errors that say what went wrong.
+"""Writing files that users can act on: a probe for an output folder, errors that say what went wrong, the lock of
+a run folder, the check that weights read are finite, and the test-only fault points of every atomic write.
 
 A full disk surfaces from ``torch.save`` as ``RuntimeError: [enforce fail at inline_container.cc:672] .
 unexpected pos ...``, with the real cause, ``OSError: [Errno 28] No space left on device``, only in the chained
@@ -9,16 +10,24 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
+import signal
+import socket
+import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sequencer_mini.core.env import test_fault
+
 __all__ = ["DISK_FULL", "NOT_WRITABLE", "root_cause", "write_error", "reason", "check_writable_dir", "tensor_bytes",
-           "created_dirs", "remove_created"]
+           "created_dirs", "remove_created", "fault_point", "fault_points", "LOCK_NAME", "RunLock", "RunLockedError",
+           "nonfinite_tensors", "check_finite_weights"]
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
@@ -134,3 +143,148 @@ def check_writable_dir(folder: str | os.PathLike[str], what: str = "output folde
     probe.unlink()
     return created
 
+
+
+# ----------------------------------------------------------------------------- test-only fault points
+
+_points: list[str] = []  # every write point this process passed, in order (read by the tests)
+
+
+def fault_point(label: str) -> None:
+    """A place where a write can be interrupted: each atomic write calls it just before and just after its
+    ``os.replace``. With ``SEQUENCER_TEST_FAULT=kill@K`` the process kills itself (SIGKILL, as ``kill -9``) at
+    the K-th point; with ``pause@K`` it prints ``SEQUENCER_TEST_FAULT: paused at write point K (<label>)`` to
+    stderr and waits for a signal. A test-only switch: it makes crash and interruption tests deterministic
+    instead of racing the clock. Unset (always, outside the tests): nothing happens."""
+    _points.append(label)
+    fault = test_fault()
+    if fault is None or fault[1] != len(_points):
+        return
+    mode, k = fault
+    if mode == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    sys.stderr.write(f"SEQUENCER_TEST_FAULT: paused at write point {k} ({label})\n")
+    sys.stderr.flush()
+    while True:  # until a signal ends the process or raises (SIGINT: KeyboardInterrupt)
+        time.sleep(0.05)
+
+
+def fault_points() -> list[str]:
+    """The labels of the write points this process has passed (see :func:`fault_point`)."""
+    return list(_points)
+
+
+# ----------------------------------------------------------------------------- who owns a run folder
+
+LOCK_NAME = ".run.lock"  #: in a run folder while a run writes it: {"pid", "host", "started", "start_ticks"}
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, Linux), to tell a live owner from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int, ticks: int | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    now = _start_ticks(pid)
+    return ticks is None or now is None or now == ticks
+
+
+class RunLockedError(RuntimeError):
+    """Another live run writes into the same folder."""
+
+
+class RunLock:
+    """``folder/.run.lock`` for as long as a run writes ``folder``: a second run into the same folder is refused
+    while the owner lives; a lock whose owner is gone (a killed run: same host, that pid no longer running) is
+    removed with a message. A lock from another host cannot be checked: it is refused with what to do."""
+
+    def __init__(self, folder: str | os.PathLike[str], log: Any = None):
+        self.path = Path(folder) / LOCK_NAME
+        self.log = log if log is not None else (lambda line: print(line, file=sys.stderr))
+        self.held = False
+
+    def acquire(self) -> RunLock:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "start_ticks": _start_ticks(os.getpid()),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._stale_or_refuse()
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(me, f)
+            self.held = True
+            return self
+        raise RunLockedError(f"could not take the lock {self.path}: another run keeps taking it")
+
+    def _stale_or_refuse(self) -> None:
+        try:
+            owner = json.loads(self.path.read_text(encoding="utf-8"))
+            pid, host = int(owner["pid"]), str(owner["host"])
+        except FileNotFoundError:
+            return  # released meanwhile: try again
+        except (OSError, ValueError, KeyError, TypeError):
+            self.log(f"removed the unreadable lock file {self.path} (no run can be identified as its owner)")
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            return
+        since = owner.get("started", "an unknown time")
+        if host != socket.gethostname():
+            raise RunLockedError(f"{self.path.parent} is being written by process {pid} on host {host!r} (since "
+                                 f"{since}), per {self.path}. Two runs into one folder would overwrite each other's "
+                                 f"files. If that run is no longer running, delete {self.path} and try again")
+        if _alive(pid, owner.get("start_ticks")):
+            raise RunLockedError(f"{self.path.parent} is being written by another run (process {pid} on this "
+                                 f"machine, since {since}): two runs into one folder would overwrite each other's "
+                                 f"files. Wait for it to finish, stop it, or choose another --out")
+        self.log(f"removed a stale lock: {self.path} named process {pid} (started {since}), which is no longer "
+                 f"running (a killed or crashed run)")
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+# ----------------------------------------------------------------------------- what was read
+
+def nonfinite_tensors(state: Any, prefix: str = "") -> list[str]:
+    """The names of the floating-point tensors in a nested dict/list holding NaN or infinity."""
+    if isinstance(state, torch.Tensor):
+        bad = state.is_floating_point() or state.is_complex()
+        return [prefix or "tensor"] if bad and not bool(torch.isfinite(state).all()) else []
+    if isinstance(state, dict):
+        return [n for k, v in state.items() for n in nonfinite_tensors(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(state, (list, tuple)):
+        return [n for i, v in enumerate(state) for n in nonfinite_tensors(v, f"{prefix}[{i}]")]
+    return []
+
+
+def check_finite_weights(state: Any, path: str | os.PathLike[str]) -> None:
+    """``ValueError`` naming ``path`` and the tensors when ``state`` holds NaN or infinite weights (a run that
+    diverged): such weights are never loaded."""
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise ValueError(f"{path} holds non-finite weights (NaN or infinity) in {len(bad)} tensor(s), e.g. "
+                         f"{', '.join(bad[:3])}: it comes from a run that diverged; it is not loaded. Retrain "
+                         f"(with a lower learning rate) or restore a good copy")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import shlex
@@ -22,11 +23,11 @@ from typing import Any
 import torch
 
 from sequencer_mini.core.budget import budget, dry_run
-from sequencer_mini.core.fsutil import write_error
+from sequencer_mini.core.fsutil import fault_point, write_error
 from sequencer_mini.core.paths import REPO_ROOT, install_source
 
 __all__ = ["DryRunResultsError", "device_name", "git_commit", "is_dry_run", "provenance", "read_results",
-           "write_results"]
+           "write_results", "read_json_object", "nonfinite_numbers"]
 
 def git_commit(cwd: str | os.PathLike[str] | None = None) -> str:
     """Return the current git commit hash, or ``"unknown"`` outside a git checkout.
@@ -156,7 +157,11 @@ def write_results(
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     data = {**payload, "provenance": {**provenance(), **(overrides or {})}}
-    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    bad = nonfinite_numbers(data)
+    if bad:  # JSON has no NaN or infinity: json.dumps would write a bare NaN that strict readers refuse
+        raise ValueError(f"results for {dest} hold non-finite numbers at {', '.join(bad[:5])}: JSON has no NaN or "
+                         f"infinity, so the file is not written (a diverged run is an error, not a result)")
+    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
@@ -165,7 +170,9 @@ def write_results(
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        fault_point(f"before replace {dest.name}")
         os.replace(tmp, dest)
+        fault_point(f"after replace {dest.name}")
     except BaseException as err:
         if tmp is not None:
             # gone already, or a read-only mount: report the write, not the cleanup
@@ -208,21 +215,61 @@ def read_results(path: str | os.PathLike[str], command: str | None = None, *,
     Raises:
         FileNotFoundError: if the file does not exist; the message names the command to run.
         DryRunResultsError: if the file comes from a dry run and ``allow_dry_run`` is false.
+        ValueError: naming the file if it is not valid JSON (truncated, empty, a bare NaN) or not an object.
     """
     src = Path(path)
+    hint = command or "the script that writes it (see the chapter's 'Reproduce' note)"
     if not src.is_file():
-        hint = command or "the script that writes it (see the chapter's 'Reproduce' note)"
         raise FileNotFoundError(
             f"results file {str(src)!r} is missing; regenerate it with: {hint}"
         )
-    with src.open(encoding="utf-8") as fh:
-        data = json.load(fh)
+    data = read_json_object(src, "results file", f"regenerate it with: {hint}")
     if allow_dry_run is None:
-
         allow_dry_run = dry_run()
-    if not allow_dry_run and isinstance(data, dict) and is_dry_run(data):
+    if not allow_dry_run and is_dry_run(data):
         hint = command or "the command in its provenance, without SEQUENCER_DRY_RUN"
         raise DryRunResultsError(
             f"results file {str(src)!r} was written by a dry run (provenance.dry_run is true): its numbers "
             f"are not results; delete it and regenerate it with: {hint}")
     return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"a bare {name}, which is not JSON")
+
+
+def read_json_object(path: str | os.PathLike[str], what: str = "results file", fix: str = "regenerate it"
+                     ) -> dict[str, Any]:
+    """A JSON object read strictly from ``path`` (no bare NaN/Infinity); any problem is a ``ValueError`` naming
+    ``what``, the file, what is wrong and ``fix`` (missing file: ``FileNotFoundError``)."""
+    src = Path(path)
+    try:
+        text = src.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {str(src)!r} is missing; {fix}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} {str(src)!r} cannot be read as text ({e}); {fix}") from e
+    if not text.strip():
+        raise ValueError(f"{what} {str(src)!r} is empty (0 bytes of JSON: a write that never finished); {fix}")
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} {str(src)!r} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}: "
+                         f"truncated or damaged); {fix}") from e
+    except ValueError as e:
+        raise ValueError(f"{what} {str(src)!r} is not valid JSON: it holds {e}; {fix}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {str(src)!r} holds a JSON {type(data).__name__}, expected an object "
+                         f"({{...}}); {fix}")
+    return data
+
+
+def nonfinite_numbers(value: Any, where: str = "") -> list[str]:
+    """The places (``history.train_loss[3]``) of NaN or infinite floats in a JSON-like value."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [f"{where or 'value'} ({value})"]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in nonfinite_numbers(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in nonfinite_numbers(v, f"{where}[{i}]")]
+    return []

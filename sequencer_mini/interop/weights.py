@@ -13,12 +13,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import math
 import os
 import re
 import socket
+import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +32,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from sequencer_mini.core.env import download_allowed
+from sequencer_mini.core.env import NUMBERS, TIMEOUT_ENV, download_allowed, number
+from sequencer_mini.core.fsutil import check_finite_weights
 from sequencer_mini.models.sequencer2d import MODELS, Sequencer2D
 
 __all__ = ["convert_official_state_dict", "load_weights", "pretrained", "OFFICIAL_URLS"]
@@ -99,20 +105,29 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, Any]) -> nn.Module:
     return model
 
 
-TIMEOUT_ENV = "SEQUENCER_DOWNLOAD_TIMEOUT"  #: default overall deadline of :func:`pretrained`, in seconds
-DEFAULT_TIMEOUT = 300.0
+DEFAULT_TIMEOUT = 300.0  #: seconds, when neither ``timeout`` nor ``$SEQUENCER_DOWNLOAD_TIMEOUT`` is given
+MAX_TIMEOUT = NUMBERS[TIMEOUT_ENV][2]
 
 
 def _deadline_seconds(timeout: float | None) -> float:
+    """The overall deadline in seconds: ``timeout``, else ``$SEQUENCER_DOWNLOAD_TIMEOUT`` (checked by
+    :func:`sequencer_mini.core.env.number`), else 300; refused before any connection is opened."""
     if timeout is None:
-        raw = os.environ.get(TIMEOUT_ENV, "")
-        try:
-            timeout = float(raw) if raw.strip() else DEFAULT_TIMEOUT
-        except ValueError:
-            raise ValueError(f"${TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
-    if not (isinstance(timeout, (int, float)) and timeout > 0):
-        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        return number(TIMEOUT_ENV)
+    ok = isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and math.isfinite(timeout)
+    if not (ok and 0 < timeout <= MAX_TIMEOUT):
+        raise ValueError(f"timeout must be a number of seconds > 0 and <= {MAX_TIMEOUT:g}, got {timeout!r}")
     return float(timeout)
+
+
+#: What each known weights file must be: ``file name: (size in bytes, SHA-256)``. None where not recorded yet:
+#: the machine that wrote this could not reach the release, so no size or checksum was knowable offline (timm's
+#: pretrained configs record none either). For such a file the first download that loads as this model's weights
+#: has its SHA-256 written beside it (``<file>.sha256``, with a message) and every later use is checked against
+#: it; put the printed values here to check every machine's copy.
+WEIGHT_FILES: dict[str, tuple[int | None, str | None]] = {
+    f"{name}.pth": (None, None) for name in ("sequencer2d_s", "sequencer2d_m", "sequencer2d_l")
+}
 
 
 def _read_checkpoint(path: Path) -> Mapping[str, Any]:
@@ -130,6 +145,10 @@ def _read_checkpoint(path: Path) -> Mapping[str, Any]:
     if not isinstance(sd, Mapping):
         raise RuntimeError(f"checkpoint file {str(path)!r} holds a {type(sd).__name__}, expected a state dict "
                            f"(a dict of tensors)")
+    try:
+        check_finite_weights(_unwrap(sd), repr(str(path)))
+    except ValueError as e:
+        raise RuntimeError(f"checkpoint file {e}") from None
     return sd
 
 
@@ -142,7 +161,8 @@ def pretrained(name: str = "sequencer2d_s", checkpoint: str | Path | None = None
     ``$HF_ENDPOINT``); the official GitHub release file. Needs internet unless ``checkpoint`` is given (e.g. on
     Colab). ``timeout``: seconds for all downloads together (default ``$SEQUENCER_DOWNLOAD_TIMEOUT`` or 300);
     a source still busy at the deadline is abandoned. Raises a RuntimeError naming everything it tried when
-    none works.
+    none works. The release file is verified (:func:`download_verified`): written under a temporary name, kept
+    only when its size and SHA-256 match, and a cached copy that fails the check is moved aside.
     """
     if name not in OFFICIAL_URLS:
         raise ValueError(f"pretrained weights exist for {sorted(OFFICIAL_URLS)}, not {name!r}")
@@ -159,12 +179,11 @@ def pretrained(name: str = "sequencer2d_s", checkpoint: str | Path | None = None
         return timm.create_model(name, pretrained=True).state_dict()
 
     def from_github() -> Mapping[str, Any]:
-        return torch.hub.load_state_dict_from_url(OFFICIAL_URLS[name], map_location="cpu", weights_only=True,
-                                                  progress=False)
+        return _read_checkpoint(download_verified(OFFICIAL_URLS[name], deadline))
 
     sources = ((f"timm.create_model({name!r}, pretrained=True) [Hugging Face Hub 'timm/{name}.in1k']",
                 _hub_endpoint(), from_hub),
-               (f"torch.hub.load_state_dict_from_url({OFFICIAL_URLS[name]!r})", OFFICIAL_URLS[name], from_github))
+               (f"the official release {OFFICIAL_URLS[name]!r}", OFFICIAL_URLS[name], from_github))
     for label, url, fetch in sources:
         try:
             # fail in a second offline instead of after minutes of retries
@@ -229,3 +248,135 @@ def _check_reachable(url_or_host: str, timeout: float = 3.0) -> None:
 def _short(err: BaseException) -> str:
     text = f"{type(err).__name__}: {err}".splitlines()[0]
     return text[:300]
+
+
+# ----------------------------------------------------------------------------- verified downloads
+
+def _hub_checkpoints() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _expected(path: Path) -> tuple[int | None, str | None, str]:
+    """Size and SHA-256 a file must have: the library's record, else the one written beside it on its first
+    download (``<file>.sha256``); with where the checksum came from."""
+    size, sha = WEIGHT_FILES.get(path.name, (None, None))
+    if sha is not None:
+        return size, sha, "recorded in the library (WEIGHT_FILES)"
+    side = path.with_name(path.name + ".sha256")
+    with contextlib.suppress(OSError, ValueError):
+        recorded_sha, recorded_size = side.read_text(encoding="ascii").split()[:2]
+        return size if size is not None else int(recorded_size), recorded_sha, f"recorded at its first download in {side}"
+    return size, None, "none recorded"
+
+
+def _file_problem(path: Path, size: int | None, sha: str | None) -> str | None:
+    actual = path.stat().st_size
+    if size is not None and actual != size:
+        return f"its size is {actual:,} bytes, expected {size:,}"
+    if sha is not None and _sha256(path) != sha:
+        return f"its SHA-256 is {_sha256(path)}, expected {sha}"
+    return None
+
+
+def _not_weights(head: bytes, content_type: str, size: int) -> str | None:
+    """What a download is when it cannot be a torch weights file (a zip archive, or an old-style pickle)."""
+    text = head.lstrip()[:15].lower()
+    if "html" in content_type.lower() or text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return f"an HTML page ({size:,} bytes, {content_type or 'no content type'})"
+    if not head.startswith((b"PK\x03\x04", b"\x80")):
+        return f"{size:,} bytes starting with {head[:16]!r} ({content_type or 'no content type'})"
+    return None
+
+
+def download_verified(url: str, deadline: float, folder: str | os.PathLike[str] | None = None) -> Path:
+    """The file at ``url`` in ``folder`` (default: torch's hub cache, ``<TORCH_HOME>/hub/checkpoints``), verified.
+
+    A cached copy is used when it passes the check (size and SHA-256 from :data:`WEIGHT_FILES`, else from its
+    first download); one that fails is moved aside to ``<name>.bad-<time>`` with a message naming both, and the
+    file is downloaded again. A download goes to ``<name>.part-<pid>`` and is renamed only when it is complete
+    (the size the server announced), is a weights file (not an HTML page or other bytes a server sends with
+    status 200: "the server sent X, not a weights file"), and matches the recorded size and checksum; otherwise
+    it is deleted and nothing is cached. ``deadline``: ``time.monotonic()`` by which it must be done.
+    """
+    dest = Path(folder) if folder is not None else _hub_checkpoints()
+    dest = dest / Path(urllib.parse.urlsplit(url).path).name
+    size, sha, origin = _expected(dest)
+    if dest.is_file():
+        problem = _file_problem(dest, size, sha)
+        if problem is None and sha is None:  # nothing to compare with: it must at least be whole weights
+            try:
+                _read_checkpoint(dest)
+            except RuntimeError as e:
+                problem = f"it is not a readable weights file: {str(e).split(': ', 1)[-1][:200]}"
+        if problem is None:
+            if sha is None:
+                _record(dest)
+            return dest
+        aside = dest.with_name(f"{dest.name}.bad-{time.strftime('%Y%m%dT%H%M%S')}")
+        os.replace(dest, aside)
+        print(f"the cached weights file {dest} failed its check ({problem}; checksum {origin}): moved aside to "
+              f"{aside}; downloading it again", file=sys.stderr)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(f"{dest.name}.part-{os.getpid()}")
+    try:
+        _fetch(url, part, deadline)
+        problem = _file_problem(part, size, sha)
+        if problem is not None:
+            raise RuntimeError(f"the download of {url} does not match its record: {problem} (checksum {origin}); "
+                               f"nothing was cached")
+        _read_checkpoint(part)  # a weights file torch reads, finite
+        os.replace(part, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            part.unlink()
+        raise
+    if sha is None:
+        _record(dest)
+    return dest
+
+
+def _record(dest: Path) -> None:
+    """Write ``<file>.sha256`` (checksum and size) for a weights file the library holds no checksum of."""
+    digest = _sha256(dest)
+    dest.with_name(dest.name + ".sha256").write_text(f"{digest} {dest.stat().st_size}\n", encoding="ascii")
+    print(f"weights file {dest} ({dest.stat().st_size:,} bytes, SHA-256 {digest}): the library records no checksum "
+          f"for {dest.name}, so this one is recorded beside it and every later use is checked against it",
+          file=sys.stderr)
+
+
+def _fetch(url: str, part: Path, deadline: float) -> None:
+    """Stream ``url`` into ``part``; RuntimeError when the server sends no weights file or stops early."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("the deadline had passed")
+    with urllib.request.urlopen(url, timeout=max(0.1, min(60.0, remaining))) as response:  # noqa: S310
+        announced = response.headers.get("Content-Length")
+        content_type = response.headers.get("Content-Type", "")
+        got = 0
+        with open(part, "wb") as f:
+            while True:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the download of {url} did not finish before the deadline")
+                block = response.read(1 << 20)
+                if not block:
+                    break
+                f.write(block)
+                got += len(block)
+            f.flush()
+            os.fsync(f.fileno())
+    with open(part, "rb") as f:
+        head = f.read(64)
+    sent = _not_weights(head, content_type, got)
+    if sent is not None:
+        raise RuntimeError(f"the server sent {sent}, not a weights file ({url}); nothing was cached")
+    if announced is not None and announced.isdigit() and got != int(announced):
+        raise RuntimeError(f"the download of {url} was cut short: {got:,} of {int(announced):,} bytes; nothing was "
+                           f"cached")
