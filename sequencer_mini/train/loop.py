@@ -622,7 +622,8 @@ def _diverged(err: DivergedError, epoch: int, steps: int, cfg: TrainConfig, ckpt
     """``err`` with where the run stands: the epoch, the step of the whole run, the last good checkpoint."""
     where = (f"epoch {epoch + 1}, step {err.step} of {steps} (optimizer step {epoch * steps + err.step} of the run)"
              if err.step is not None else f"epoch {epoch + 1}")
-    rate = f"learning rate {err.lr:.4g}" if err.lr is not None else "learning rate unknown"
+    rate = ("learning rate unknown" if err.lr is None else f"learning rate {err.lr:.4g}" if err.step is not None
+            else f"learning rate {err.lr:.4g} at the end of the epoch")
     kept = (f"{ckpt_path} still holds epoch {epoch}, the last good one (nothing of epoch {epoch + 1} was saved)"
             if ckpt_path is not None and epoch > 0 else "no checkpoint was written (it diverged in its first epoch)"
             if ckpt_path is not None else "nothing was saved")
