@@ -62,6 +62,9 @@ __all__ = [
     "effective_receptive_fields",
     "area_ratios",
     "cross_share",
+    "mass_radius",
+    "effective_area",
+    "uniform_cross_share",
     "log_minmax",
     "joint_minmax",
     "block_layers",
@@ -206,9 +209,21 @@ def log_minmax(raw: Tensor) -> Tensor:
     return joint_minmax([torch.log10(raw + 1)])[0]
 
 
+def _check_maps(maps: Sequence[Tensor]) -> None:
+    """One sentence for what no ERF measure can use: no maps, a map with no pixels, NaN or infinity."""
+    if len(maps) == 0:
+        raise ValueError("expected at least one ERF map, got none")
+    for m in maps:
+        if m.numel() == 0:
+            raise ValueError(f"an ERF map must have pixels, got an empty map of shape {tuple(m.shape)}")
+        if not bool(torch.isfinite(m).all()):
+            raise ValueError(f"an ERF map must be finite, got one of shape {tuple(m.shape)} holding NaN or infinity")
+
+
 def joint_minmax(maps: Sequence[Tensor]) -> list[Tensor]:
     """Min-max scale several maps with one shared minimum and maximum (the official figures scale every
     model and layer jointly, so that brightness is comparable across panels)."""
+    _check_maps(maps)
     lo = min(float(m.min()) for m in maps)
     hi = max(float(m.max()) for m in maps)
     scale = hi - lo
@@ -223,6 +238,7 @@ def area_ratios(
     For each ``t``: the smallest square of odd side ``2k + 1`` centred on ``centre`` (clipped to the image)
     whose mass is at least ``t`` of the total, as its pixel count over ``H·W``. NaN for an all-zero map.
     """
+    _check_maps([mass])
     mass = mass.double()
     height, width = mass.shape
     total = float(mass.sum())
@@ -243,9 +259,55 @@ def area_ratios(
     return {t: out.get(t, 1.0) for t in thresholds}
 
 
+def mass_radius(mass: Tensor, centre: tuple[float, float], share: float = 0.5) -> float:
+    """The radius, in pixels, of the disc around ``centre`` that holds ``share`` of a non-negative ``(H, W)``
+    map's mass: a continuous spread measure (A_t's squares grow in odd steps, so two maps can share an A_50 and
+    differ in spread). Pixels are sorted by their distance to the centre and the cumulative mass is interpolated
+    linearly between distances. NaN for an all-zero map."""
+    _check_maps([mass])
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    mass = mass.double()
+    total = float(mass.sum())
+    if total <= 0:
+        return float("nan")
+    height, width = mass.shape
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
+                            indexing="ij")
+    dist = torch.hypot(ys - centre[0], xs - centre[1]).flatten()
+    # the mass within each distinct distance: a curve that rises at the distances that hold mass
+    d, where = torch.unique(dist.round(decimals=9), return_inverse=True)
+    cum = torch.cumsum(torch.zeros_like(d).index_add_(0, where, mass.flatten()), 0) / total
+    k = min(int(torch.searchsorted(cum, torch.tensor(share - 1e-12, dtype=torch.float64))), len(d) - 1)
+    if k == 0:
+        return float(d[0])
+    lo_c, hi_c, lo_d, hi_d = float(cum[k - 1]), float(cum[k]), float(d[k - 1]), float(d[k])
+    return lo_d + (share - lo_c) / (hi_c - lo_c) * (hi_d - lo_d)  # hi_c > lo_c: k is the first to reach share
+
+
+def effective_area(mass: Tensor) -> float:
+    """``exp(entropy)`` of the normalised map over its pixel count: 1/(H·W) for all mass on one pixel, 1 for a
+    uniform map. A second continuous spread measure, independent of any centre. NaN for an all-zero map."""
+    _check_maps([mass])
+    p = mass.double().flatten()
+    total = float(p.sum())
+    if total <= 0:
+        return float("nan")
+    p = p / total
+    nz = p[p > 0]
+    return float(torch.exp(-(nz * nz.log()).sum())) / p.numel()
+
+
+def uniform_cross_share(shape: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int]) -> float:
+    """:func:`cross_share` of a uniform map of ``shape``: the share a map with no preference for the cross
+    would still put on it (the baseline a measured cross share is compared with)."""
+    return cross_share(torch.ones(shape), rows, cols)
+
+
 def cross_share(mass: Tensor, rows: tuple[int, int], cols: tuple[int, int]) -> float:
     """Share of the mass of a non-negative ``(H, W)`` map on pixel rows ``rows`` or columns ``cols``
     (``(start, stop)`` ranges). NaN for an all-zero map."""
+    _check_maps([mass])
     mass = mass.double()
     total = float(mass.sum())
     if total <= 0:
@@ -410,6 +472,12 @@ def effective_receptive_fields(
     if images.dim() != 4 or images.shape[0] == 0 or not images.is_floating_point():
         raise ValueError(f"images must be a float (N, C, H, W) batch with N >= 1, got {images.dtype} "
                          f"{tuple(images.shape)}")
+    if not bool(torch.isfinite(images).all()):
+        bad = int((~torch.isfinite(images)).sum())
+        raise ValueError(f"images hold {bad} non-finite value(s) (NaN or infinity): their gradients would turn the "
+                         f"ERF into NaN or an all-zero map; pass finite images")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number of images >= 1, got {batch_size!r}")
     named = [_module_name(model, layer) for layer in layers]
     if not named:
         raise ValueError("give at least one layer")
