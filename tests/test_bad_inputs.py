@@ -506,7 +506,7 @@ def test_disk_full_is_reported_and_resume_is_exact(tmp_path, monkeypatch):
         train.fit(tiny_model(), train_loader, test_loader, cfg_for(out, epochs=2, resume=True))
     msg = str(info.value)
     assert info.value.errno == errno.ENOSPC
-    # the epoch's weights files are written before last.pt (the last epoch: final.pt first)
+    # epochs/NNN.pt (if kept) comes before last.pt, best.pt and final.pt after it
     assert re.search(rf"no space left on the device while writing {out}/(final|last)\.pt: it needs about [\d.,]+ MB, "
                      rf"[\d.,]+ MB free in {out}", msg), msg
     assert "unexpected pos" not in msg and snapshot(out) == good
@@ -655,3 +655,540 @@ def test_pretrained_fails_fast_on_a_refused_port(monkeypatch):
                        match=r"(?s)needs internet.*no network connection to 127.0.0.1.*no network connection"):
         w.pretrained("sequencer2d_s", timeout=30)
     assert time.monotonic() - t0 < 5
+
+
+# ============================================================================= issue 23: nothing lost, nothing
+# silently wrong. Every example of the issue, and each class of items 1-8: the exit code (or exception), the key
+# words of the message, and that no existing file changed. Network cases use servers on 127.0.0.1 only.
+
+from sequencer_mini.core import fsutil  # noqa: E402
+from sequencer_mini.core.provenance import DryRunResultsError, read_results, write_results  # noqa: E402
+
+
+def _world(tmp: Path) -> dict:
+    """Every file under ``tmp`` with its size, mtime and hash (the lock file aside: it comes and goes)."""
+    return {k: v for k, v in (snapshot(tmp) or {}).items() if not k.endswith(fsutil.LOCK_NAME)}
+
+
+@pytest.fixture(scope="module")
+def finished(trees, tmp_path_factory) -> Path:
+    """A finished 2-epoch run with --keep-epochs and --val 16 (so best.pt too): results, last/best/final, epochs/."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEQUENCER_QUIET", "1")
+        threads = torch.get_num_threads()
+        main([*RUN, "--epochs", "2", "--keep-epochs", "--val", "16", "--data-root", str(trees["fm"]),
+              "--out", str(out)])
+        torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture(scope="module")
+def dry_finished(trees, tmp_path_factory) -> Path:
+    """A dry run's folder (SEQUENCER_DRY_RUN=1), stopped after epoch 1 of 2: last.pt and results.json."""
+    out = tmp_path_factory.mktemp("dry") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEQUENCER_QUIET", "1")
+        mp.setenv("SEQUENCER_DRY_RUN", "1")
+        threads = torch.get_num_threads()
+        main([*RUN, "--epochs", "2", "--stop-after", "1", "--data-root", str(trees["fm"]), "--out", str(out)])
+        torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bad_trees(tmp_path_factory) -> dict[str, Path]:
+    """Fashion-MNIST trees with one thing wrong each."""
+    import gzip
+    import struct
+
+    import numpy as np
+    from fixtures import FMNIST_NAMES, idx_bytes
+    root = tmp_path_factory.mktemp("bad_trees")
+
+    def tree(name: str, n_train: int = 64, n_test: int = 32, side_test: int = 28, train_labels=None,
+             n_train_labels: int | None = None) -> None:
+        rng = np.random.default_rng(0)
+        (root / name).mkdir()
+        for split, n, side in (("train", n_train, 28), ("test", n_test, side_test)):
+            images = rng.integers(0, 256, (n, side, side), dtype=np.uint8)
+            labels = (np.arange(n if split == "test" or n_train_labels is None else n_train_labels) % 10
+                      ).astype(np.uint8)
+            if split == "train" and train_labels is not None:
+                labels = train_labels
+            for fname, arr in zip(FMNIST_NAMES[split], (images, labels), strict=True):
+                raw = idx_bytes(arr) if arr.dtype == np.uint8 else (  # float32 labels: IDX dtype code 0x0D
+                    struct.pack(">HBBI", 0, 0x0D, 1, len(arr)) + arr.astype(">f4").tobytes())
+                (root / name / f"{fname}.gz").write_bytes(gzip.compress(raw))
+
+    tree("labels_out_of_range", train_labels=np.array([12] + [1] * 63, dtype=np.uint8))
+    tree("labels_fractional", train_labels=(np.arange(64) % 10 + 0.5).astype(np.float32))
+    tree("sizes_differ", side_test=32)
+    tree("no_train_images", n_train=0)
+    tree("labels_short", n_train_labels=60)
+    return {p.name: p for p in root.iterdir()}
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _lock(out: Path, pid: int, host: str | None = None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / fsutil.LOCK_NAME).write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(),
+                                                    "started": "2026-01-01T00:00:00Z"}))
+
+
+def _ckpt_edit(out: Path, edit) -> None:
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, out / "last.pt")
+
+
+def _nan_weights(ckpt: dict) -> None:
+    next(iter(ckpt["model"].values())).view(-1)[0] = float("nan")
+
+
+def _recorded_copy(src: Path, out: Path) -> None:
+    """A committed run folder: what git holds of a run (no last.pt, no best.pt)."""
+    shutil.copytree(src, out)
+    (out / "last.pt").unlink()
+    (out / "best.pt").unlink(missing_ok=True)
+
+
+# (id, setup(world, ctx) -> None, extra argv, env, exit code, regex). "{out}": the run's --out (world/run);
+# ctx: the module fixtures. Unless it names its own, each row gets "--epochs 2 --data-root {fm} --out {out}".
+CLI23 = [
+    # item 1: a run folder is owned
+    ("out is a committed run folder (no last.pt)", lambda w, c: _recorded_copy(c["finished"], w / "run"), [], {}, 2,
+     r"--out .*run holds another run's files \(results.json, final.pt, epochs\): choose a new --out, or pass "
+     r"--overwrite"),
+    ("resume into a committed run folder", lambda w, c: _recorded_copy(c["finished"], w / "run"), ["--resume"], {}, 2,
+     r"--resume: .*run holds a finished or recorded run \(results.json, final.pt, epochs\) but no last.pt to continue"),
+    ("out holds a finished run", lambda w, c: shutil.copytree(c["finished"], w / "run"), [], {}, 2,
+     r"last.pt exists: pass --resume to continue that run, or choose a new --out \(--overwrite replaces it"),
+    ("out holds only results.json", lambda w, c: _write_results(w / "run" / "results.json", {"complete": True}), [], {},
+     2, r"holds another run's files \(results.json\)"),
+    ("second live run into the same out", lambda w, c: _lock(w / "run", os.getpid()), [], {}, 1,
+     r"run is being written by another run \(process \d+ on this machine.*choose another --out"),
+    ("lock held on another host", lambda w, c: _lock(w / "run", 1, "elsewhere"), [], {}, 1,
+     r"process 1 on host 'elsewhere'.*If that run is no longer running, delete .*\.run\.lock"),
+    ("out empty (an unset variable)", None, ["--out", ""], {}, 2, r"--out '' is empty: expected a folder"),
+    ("out whitespace", None, ["--out", "  "], {}, 2, r"--out '  ' is empty"),
+    ("resume and overwrite together", None, ["--resume", "--overwrite"], {}, 2, r"contradict each other"),
+    # item 3: divergence
+    ("lr 1e6 diverges", None, ["--lr", "1e6"], {}, 1, r"training diverged: .* became nan in epoch 1.*learning rate "
+     r".*peak --lr 1e\+06\).*no checkpoint was written.*no results are marked complete"),
+    ("resume a checkpoint with NaN weights",
+     lambda w, c: (shutil.copytree(c["partial"], w / "run"), _ckpt_edit(w / "run", _nan_weights)), ["--resume"], {}, 1,
+     r"checkpoint .*last.pt holds non-finite weights \(NaN or infinity\) in model\..*it is not resumed"),
+    # item 4: dry runs never touch real runs
+    ("dry-run resume into a real run", lambda w, c: shutil.copytree(c["partial"], w / "run"), ["--resume"],
+     {"SEQUENCER_DRY_RUN": "1"}, 2, r"holds a real run's .*files and this is a dry run: dry runs never write into"),
+    ("real resume into a dry run's folder", lambda w, c: shutil.copytree(c["dry"], w / "run"), ["--resume"], {}, 2,
+     r"holds a dry run's \(SEQUENCER_DRY_RUN\) files and this is a real run"),
+    ("dry run overwriting a real run", lambda w, c: shutil.copytree(c["partial"], w / "run"), ["--overwrite"],
+     {"SEQUENCER_DRY_RUN": "1"}, 2, r"holds a real run's .*this is a dry run"),
+    ("dry-run checkpoint without results.json, resumed for real",
+     lambda w, c: (shutil.copytree(c["dry"], w / "run"), (w / "run" / "results.json").unlink()), ["--resume"], {}, 2,
+     r"holds a dry run's"),
+    # item 5: one parser for every switch
+    ("SEQUENCER_DRY_RUN=maybe", None, [], {"SEQUENCER_DRY_RUN": "maybe"}, 2,
+     r"SEQUENCER_DRY_RUN='maybe' is not an on/off value; accepted: 1, true, yes, on \(on\) or 0, false, no, off"),
+    ("SEQUENCER_DRY_RUN=n", None, [], {"SEQUENCER_DRY_RUN": "n"}, 2, r"SEQUENCER_DRY_RUN='n' is not an on/off value"),
+    ("SEQUENCER_OFFLINE=perhaps", None, [], {"SEQUENCER_OFFLINE": "perhaps"}, 2,
+     r"SEQUENCER_OFFLINE='perhaps' is not an on/off"),
+    ("SEQUENCER_DEBUG=2", None, [], {"SEQUENCER_DEBUG": "2"}, 2, r"SEQUENCER_DEBUG='2' is not an on/off"),
+    ("SEQUENCER_QUIET=loud", None, [], {"SEQUENCER_QUIET": "loud"}, 2, r"SEQUENCER_QUIET='loud' is not an on/off"),
+    ("SEQUENCER_DOWNLOAD_TIMEOUT=inf", None, [], {"SEQUENCER_DOWNLOAD_TIMEOUT": "inf"}, 2,
+     r"\$SEQUENCER_DOWNLOAD_TIMEOUT='inf' is not a number of seconds: expected a finite number > 0"),
+    ("SEQUENCER_DOWNLOAD_TIMEOUT=-1", None, [], {"SEQUENCER_DOWNLOAD_TIMEOUT": "-1"}, 2,
+     r"SEQUENCER_DOWNLOAD_TIMEOUT='-1' is not a number of seconds"),
+    ("SEQUENCER_TEST_FAULT=bad", None, [], {"SEQUENCER_TEST_FAULT": "now"}, 2, r"SEQUENCER_TEST_FAULT='now': expected"),
+    ("threads 10000", None, ["--threads", "10000"], {}, 2,
+     r"--threads 10000: expected a number of threads >= 1 and <= \d+ \(the cores this process may use\)"),
+    # item 6: every file read is checked and named
+    *[(f"checkpoint without {field}",
+       lambda w, c, field=field: (shutil.copytree(c["partial"], w / "run"),
+                                  _ckpt_edit(w / "run", lambda ck: ck.pop(field))), ["--resume"], {}, 1,
+       rf"checkpoint .*last.pt \(sequencer_mini/checkpoint/v2\) is incomplete: missing field\(s\) {field} .*delete it")
+      for field in ("optimizer", "scheduler", "scaler", "rng", "history", "train_config")],
+    ("checkpoint of an unknown format", lambda w, c: (shutil.copytree(c["partial"], w / "run"),
+                                                     _ckpt_edit(w / "run", lambda ck: ck.update(format="v9"))),
+     ["--resume"], {}, 1, r"is format 'v9', not a sequencer_mini/checkpoint/v2 training checkpoint"),
+    ("history without images_seen and no data record",
+     lambda w, c: (shutil.copytree(c["partial"], w / "run"),
+                   _ckpt_edit(w / "run", lambda ck: (ck["history"].pop("images_seen"), ck.pop("data"),
+                                                     ck.update(format="sequencer_mini/checkpoint/v1")))),
+     ["--resume"], {}, 1, r"has no images_seen in its history and records no training-set size"),
+    ("labels out of range", None, ["--data-root", "{labels_out_of_range}"], {}, 1,
+     r"train-labels-idx1-ubyte.gz: labels must be in \[0, 10\) \(10 classes\), found 12"),
+    ("fractional labels", None, ["--data-root", "{labels_fractional}"], {}, 1,
+     r"train-labels-idx1-ubyte.gz: labels must be whole class numbers, found 0.5"),
+    ("train and test sizes differ", None, ["--data-root", "{sizes_differ}"], {}, 1,
+     r"sizes_differ: the test images of fashion_mnist are 1x32x32, expected 1x28x28.*differ in size"),
+    ("no training images", None, ["--data-root", "{no_train_images}"], {}, 1,
+     r"no_train_images: the training split of fashion_mnist holds 0 images"),
+    ("fewer labels than images", None, ["--data-root", "{labels_short}"], {}, 1,
+     r"train-labels-idx1-ubyte.gz: expected 64 labels \(one per image\)"),
+    ("val with --no-fast", None, ["--val", "16", "--no-fast"], {}, 2, r"--val 16: a validation split needs in-memory"),
+]
+
+
+@pytest.mark.parametrize("case", CLI23, ids=[c[0] for c in CLI23])
+def test_cli_refuses_issue23(case, trees, bad_trees, partial_run, finished, dry_finished, tmp_path, monkeypatch,
+                             capsys):
+    name, setup, extra, env, code, pattern = case
+    world, out = tmp_path / "world", tmp_path / "world" / "run"
+    world.mkdir()
+    ctx = {"partial": partial_run, "finished": finished, "dry": dry_finished}
+    if setup is not None:
+        setup(world, ctx)
+    names = {**{k: str(v) for k, v in {**trees, **bad_trees}.items()}, "out": str(out)}
+    extra = [a.format(**names) for a in extra]
+    args = [*RUN, "--epochs", "2"]
+    if "--out" not in extra:
+        args += ["--out", str(out)]
+    if "--data-root" not in extra:
+        args += ["--data-root", str(trees["fm"])]
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    before, threads = _world(world), torch.get_num_threads()
+    assert run(main, [*args, *extra]) == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and re.search(pattern, err, re.S), err
+    assert _world(world) == before  # no existing file changed, none added
+    torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------- item 1: what is allowed
+
+def test_stale_lock_is_cleared_and_resume_continues(partial_run, trees, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(partial_run, out)
+    pid = _dead_pid()
+    _lock(out, pid)
+    assert run(main, [*RUN, "--epochs", "2", "--data-root", str(trees["fm"]), "--out", str(out), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(rf"removed a stale lock: .*\.run\.lock named process {pid} .*no longer running", err), err
+    assert not (out / fsutil.LOCK_NAME).exists() and read_results(out / "results.json")["complete"]
+
+
+def test_overwrite_replaces_the_old_run_entirely(finished, trees, tmp_path):
+    """--overwrite: the old run's files go first, so no old epochs/NNN.pt is read as the new run's."""
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    main([*RUN, "--epochs", "1", "--data-root", str(trees["fm"]), "--out", str(out), "--overwrite"])
+    assert sorted(p.name for p in out.iterdir()) == ["final.pt", "last.pt", "results.json"]
+    assert read_results(out / "results.json")["epochs_completed"] == 1
+
+
+def test_load_trained_refuses_weights_of_another_run(finished, tmp_path):
+    """A results.json of a 1-epoch run beside epochs/002.pt of an older one: epoch:2 is refused, not returned as
+    'epoch 2 of 1'."""
+    from sequencer_mini.analysis.trained import load_trained
+    run_dir = tmp_path / "fmnist-race-small_cnn-s0"
+    shutil.copytree(finished, run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    results["epochs_completed"] = 1
+    (run_dir / "results.json").write_text(json.dumps(results))
+    before = _world(tmp_path)
+    with pytest.raises(ValueError, match=r"epochs/002.pt holds epoch 2, but the run's results.json records 1 epoch"):
+        load_trained("small_cnn", checkpoint="epoch:2", results_dir=tmp_path, fallback="error", log=None)
+    assert _world(tmp_path) == before
+
+
+# ----------------------------------------------------------------------------- item 3: divergence, library level
+
+class _PoisonedAt:
+    """A loader that turns its images into NaN from ``epoch`` on (0-based): the run diverges there."""
+
+    def __init__(self, loader, epoch: int):
+        self.loader, self.epoch, self.now = loader, epoch, 0
+        self.dataset = loader.dataset
+
+    def set_epoch(self, epoch: int) -> None:
+        self.now = epoch
+        self.loader.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for x, y in self.loader:
+            yield (x * float("nan") if self.now >= self.epoch else x), y
+
+
+def test_divergence_stops_with_step_and_lr_and_keeps_the_last_good_checkpoint(tmp_path):
+    from test_train import cfg_for, tiny_model, toy_loaders
+    train_loader, test_loader = toy_loaders(n=64)
+    out = tmp_path / "run"
+    poisoned = _PoisonedAt(train_loader, 1)
+    train.fit(tiny_model(), poisoned, test_loader, cfg_for(out, epochs=3, stop_after=1))
+    good = snapshot(out)
+    with pytest.raises(train.DivergedError) as info:
+        train.fit(tiny_model(), poisoned, test_loader, cfg_for(out, epochs=3, resume=True))
+    msg = str(info.value)
+    assert re.search(r"training diverged: the training loss became nan in epoch 2, step 1 of 2 \(optimizer step 3 "
+                     r"of the run\), at learning rate [\d.e-]+ .*last.pt still holds epoch 1, the last good one",
+                     msg), msg
+    assert snapshot(out) == good  # nothing of the diverged epoch was written
+
+
+def test_results_json_is_always_strict_json(tmp_path):
+    with pytest.raises(ValueError, match=r"non-finite numbers at history.train_loss\[1\] \(nan\).*not written"):
+        write_results(tmp_path / "r.json", {"history": {"train_loss": [0.5, float("nan")]}})
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- library readers (items 3, 4, 6, 8)
+
+def _race_dir(tmp: Path, finished: Path, edit=None) -> Path:
+    run_dir = tmp / "fmnist-race-small_cnn-s0"
+    shutil.copytree(finished, run_dir)
+    if edit is not None:
+        edit(run_dir)
+    return tmp
+
+
+def _trained(tmp, finished, edit, call="load"):
+    from sequencer_mini.analysis import race, trained
+    root = _race_dir(tmp, finished, edit)
+    if call == "epochs":
+        return trained.epoch_checkpoints("small_cnn", results_dir=root)
+    if call == "race":
+        return race.read_race(root)
+    return trained.load_trained("small_cnn", results_dir=root, fallback="error", log=None)
+
+
+def _truncate(path: Path, keep: int = 10) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def _make_dry(run_dir: Path) -> None:
+    results = json.loads((run_dir / "results.json").read_text())
+    results["provenance"]["dry_run"] = True
+    (run_dir / "results.json").write_text(json.dumps(results))
+
+
+def _nan_final(run_dir: Path) -> None:
+    weights = torch.load(run_dir / "final.pt", weights_only=True)
+    _nan_weights(weights)
+    torch.save(weights, run_dir / "final.pt")
+
+
+def _erf_call(images=None, **kw):
+    from sequencer_mini.analysis.erf import effective_receptive_field
+    from sequencer_mini.models.baselines import small_cnn
+    model = small_cnn(in_chans=1, num_classes=10, img_size=28)
+    return effective_receptive_field(model, torch.randn(2, 1, 28, 28) if images is None else images, "stages.0", **kw)
+
+
+def _nan_pixel() -> torch.Tensor:
+    x = torch.randn(4, 1, 28, 28)
+    x[1, 0, 3, 3] = float("nan")
+    return x
+
+
+# (id, call(tmp, ctx), exception, regex); ctx: finished, partial. Each also checks that no file under tmp changed.
+LIBRARY23 = [
+    ("read_results: truncated", lambda t, c: read_results(_write(t / "r.json", '{"complete": tr')),
+     ValueError, r"results file '.*r.json' is not valid JSON \(.* truncated or damaged\); regenerate"),
+    ("read_results: zero bytes", lambda t, c: read_results(_write(t / "r.json", "")), ValueError, r"r.json' is empty"),
+    ("read_results: not an object", lambda t, c: read_results(_write(t / "r.json", "[1, 2]")),
+     ValueError, r"r.json' holds a JSON list, expected an object"),
+    ("read_results: bare NaN", lambda t, c: read_results(_write(t / "r.json", '{"acc": NaN}')),
+     ValueError, r"r.json' is not valid JSON: it holds a bare NaN"),
+    ("load_trained: truncated results.json",
+     lambda t, c: _trained(t, c["finished"], lambda d: _truncate(d / "results.json")),
+     ValueError, r"results file '.*fmnist-race-small_cnn-s0/results.json' is not valid JSON.*remake the run with"),
+    ("load_trained: results.json not an object",
+     lambda t, c: _trained(t, c["finished"], lambda d: _write(d / "results.json", "42")),
+     ValueError, r"results.json' holds a JSON int, expected an object"),
+    ("epoch_checkpoints: truncated results.json",
+     lambda t, c: _trained(t, c["finished"], lambda d: _truncate(d / "results.json"), "epochs"),
+     ValueError, r"results.json' is not valid JSON"),
+    ("read_race: truncated results.json",
+     lambda t, c: _trained(t, c["finished"], lambda d: _truncate(d / "results.json"), "race"),
+     ValueError, r"race results file '.*results.json' is not valid JSON"),
+    ("load_trained: zero-byte final.pt", lambda t, c: _trained(t, c["finished"], lambda d: _write(d / "final.pt", "")),
+     ValueError, r"weights file .*final.pt is empty \(0 bytes"),
+    ("load_trained: truncated final.pt",
+     lambda t, c: _trained(t, c["finished"], lambda d: _truncate(d / "final.pt", 4000)),
+     ValueError, r"weights file .*final.pt is unreadable \(truncated or not a weights file"),
+    ("load_trained: NaN weights", lambda t, c: _trained(t, c["finished"], _nan_final),
+     ValueError, r"final.pt holds non-finite weights \(NaN or infinity\) in 1 tensor"),
+    ("load_trained: a dry run's results", lambda t, c: _trained(t, c["finished"], _make_dry),
+     DryRunResultsError, r"written by a dry run"),
+    ("pretrained: NaN weights file",
+     lambda t, c: _pretrained(checkpoint=_save(t / "nan.pth", {"w": torch.tensor([1.0, float("nan")])})),
+     RuntimeError, r"checkpoint file '.*nan.pth' holds non-finite weights"),
+    ("pretrained: timeout inf", lambda t, c: _pretrained(timeout=float("inf")),
+     ValueError, r"timeout must be a number of seconds > 0 and <= 1e\+06, got inf"),
+    ("load_checkpoint: a weights file, not a checkpoint",
+     lambda t, c: train.load_checkpoint(c["finished"] / "final.pt", _tiny()),
+     RuntimeError, r"final.pt is a weights file .*not a sequencer_mini/checkpoint/v2 training checkpoint"),
+    ("load_checkpoint: history shorter than its epochs",
+     lambda t, c: train.load_checkpoint(_ckpt_copy(t, c["partial"], lambda ck: ck.update(epoch=5)), _tiny()),
+     RuntimeError, r"says 5 epoch\(s\) done but its history lists 1 epochs"),
+    ("check_labels: negative", lambda t, c: data.check_labels(torch.tensor([1, -1]), 10, "f.idx"),
+     ValueError, r"f.idx: labels must be in \[0, 10\)"),
+    ("ERF: one NaN pixel", lambda t, c: _erf_call(_nan_pixel()), ValueError, r"images hold 1 non-finite value"),
+    ("ERF: batch_size 0", lambda t, c: _erf_call(batch_size=0),
+     ValueError, r"batch_size must be a whole number .*got 0"),
+    ("ERF: empty map", lambda t, c: _erf_measure("area", torch.zeros(0, 0)), ValueError, r"got an empty map"),
+    ("ERF: no maps", lambda t, c: _erf_measure("joint", []), ValueError, r"at least one ERF map, got none"),
+    ("ERF: NaN map", lambda t, c: _erf_measure("cross", torch.full((3, 3), float("nan"))),
+     ValueError, r"must be finite"),
+]
+
+
+def _ckpt_copy(tmp: Path, partial: Path, edit) -> Path:
+    ckpt = torch.load(partial / "last.pt", weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, tmp / "edited.pt")
+    return tmp / "edited.pt"
+
+
+def _erf_measure(which: str, arg):
+    from sequencer_mini.analysis import erf
+    if which == "area":
+        return erf.area_ratios(arg, (0, 0))
+    if which == "cross":
+        return erf.cross_share(arg, (1, 2), (1, 2))
+    return erf.joint_minmax(arg)
+
+
+@pytest.mark.parametrize("case", LIBRARY23, ids=[c[0] for c in LIBRARY23])
+def test_library_refuses_issue23(case, tmp_path, finished, partial_run):
+    name, call, exc, pattern = case
+    before = _world(finished), _world(partial_run)
+    with pytest.raises(exc) as info:
+        call(tmp_path, {"finished": finished, "partial": partial_run})
+    assert re.search(pattern, str(info.value), re.S), str(info.value)
+    assert (_world(finished), _world(partial_run)) == before
+
+
+def test_environment_switches_parse_one_way(monkeypatch):
+    from sequencer_mini.core import env
+    from sequencer_mini.core.budget import dry_run, quiet
+    for raw, want in (("1", True), ("true", True), ("YES", True), (" on ", True), ("0", False), ("false", False),
+                      ("no", False), ("off", False), ("", False)):
+        monkeypatch.setenv("SEQUENCER_DRY_RUN", raw)
+        monkeypatch.setenv("SEQUENCER_QUIET", raw)
+        monkeypatch.setenv("SEQUENCER_OFFLINE", raw)
+        assert dry_run() is want and env.download_allowed(None) is not want, raw
+        monkeypatch.delenv("CI", raising=False)
+        assert quiet() is want
+    monkeypatch.setenv("SEQUENCER_OFFLINE", "0")  # before issue 23: read as "on"
+    assert env.download_allowed(None)
+
+
+def test_an_older_checkpoint_is_upgraded_and_resumes(partial_run, trees, tmp_path):
+    """v1 (before dry_run) without images_seen but with its data record: upgraded, resumed, equal to v2's."""
+    out, ref = tmp_path / "old", tmp_path / "ref"
+    shutil.copytree(partial_run, out)
+    shutil.copytree(partial_run, ref)
+    _ckpt_edit(out, lambda ck: (ck["history"].pop("images_seen"), ck.pop("dry_run", None),
+                                ck.update(format="sequencer_mini/checkpoint/v1")))
+    args = [*RUN, "--epochs", "2", "--data-root", str(trees["fm"]), "--resume"]
+    old = main([*args, "--out", str(out)])
+    new = main([*args, "--out", str(ref)])
+    assert strip_times(old["history"]) == strip_times(new["history"]) and old["complete"]
+
+
+# ----------------------------------------------------------------------------- item 7: verified downloads
+
+class _Server:
+    """An HTTP server on 127.0.0.1 answering every GET with ``body`` (and ``length`` as Content-Length)."""
+
+    def __init__(self, body: bytes, content_type: str = "application/octet-stream", length: int | None = None):
+        import http.server
+
+        outer = self
+        self.body, self.hits = body, 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the standard library's name)
+                outer.hits += 1
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(length if length is not None else len(outer.body)))
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/sequencer2d_s.pth"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _weights_bytes(tmp: Path) -> bytes:
+    torch.save({"weight": torch.ones(1, 1), "bias": torch.zeros(1)}, tmp / "good.pth")
+    return (tmp / "good.pth").read_bytes()
+
+
+@pytest.mark.parametrize("served, content_type, length, words", [
+    (b"<!DOCTYPE html><html><body>Sign in</body></html>", "text/html; charset=utf-8", None,
+     r"the server sent an HTML page \(48 bytes, text/html; charset=utf-8\), not a weights file"),
+    (b"\x00garbage that is not a weights file", "application/octet-stream", None,
+     r"the server sent 35 bytes starting with b'\\x00garbage that is' \(application/octet-stream\), not a weights "
+     r"file"),
+    ("cut", "application/octet-stream", 10**6, r"was cut short: [\d,]+ of 1,000,000 bytes; nothing was cached"),
+], ids=["HTML with status 200", "garbage with status 200", "cut short"])
+def test_pretrained_refuses_a_bad_download_and_caches_nothing(served, content_type, length, words, tmp_path,
+                                                             monkeypatch):
+    import sequencer_mini.interop.weights as w
+    body = _weights_bytes(tmp_path)[:2000] if served == "cut" else served
+    server = _Server(body, content_type, length)
+    try:
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        monkeypatch.setitem(w.OFFICIAL_URLS, "sequencer2d_s", server.url)
+        monkeypatch.setitem(w.MODELS, "sequencer2d_s", lambda **kw: torch.nn.Linear(1, 1))
+        with pytest.raises(RuntimeError, match=r"(?s)could not load the official sequencer2d_s weights.*" + words):
+            w.pretrained("sequencer2d_s", timeout=30)
+        assert server.hits == 1
+        cached = tmp_path / "torch" / "hub" / "checkpoints"
+        assert not cached.exists() or list(cached.iterdir()) == []  # nothing cached, no partial file
+    finally:
+        server.close()
+
+
+def test_pretrained_verifies_the_cache_and_moves_a_bad_copy_aside(tmp_path, monkeypatch, capsys):
+    import sequencer_mini.interop.weights as w
+    good = _weights_bytes(tmp_path)
+    server = _Server(good)
+    try:
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        monkeypatch.setitem(w.OFFICIAL_URLS, "sequencer2d_s", server.url)
+        monkeypatch.setitem(w.MODELS, "sequencer2d_s", lambda **kw: torch.nn.Linear(1, 1))
+        cached = tmp_path / "torch" / "hub" / "checkpoints" / "sequencer2d_s.pth"
+        w.pretrained("sequencer2d_s", timeout=30)  # first download: the checksum is recorded beside it
+        assert cached.read_bytes() == good
+        assert capsys.readouterr().err.count("the library records no checksum for sequencer2d_s.pth") == 1
+        digest = hashlib.sha256(good).hexdigest()
+        assert (cached.parent / "sequencer2d_s.pth.sha256").read_text().split() == [digest, str(len(good))]
+        w.pretrained("sequencer2d_s", timeout=30)
+        assert server.hits == 1  # the verified cache is used
+        tampered = bytearray(good)
+        tampered[-30] ^= 1  # a valid-looking file with one bit changed
+        cached.write_bytes(bytes(tampered))
+        w.pretrained("sequencer2d_s", timeout=30)
+        err = capsys.readouterr().err
+        assert re.search(r"the cached weights file .*sequencer2d_s.pth failed its check \(its SHA-256 is \w+, expected "
+                         rf"{digest}.*moved aside to .*sequencer2d_s.pth.bad-\d+T\d+; downloading it again", err), err
+        assert server.hits == 2 and cached.read_bytes() == good
+        assert len(list(cached.parent.glob("sequencer2d_s.pth.bad-*"))) == 1
+        monkeypatch.setitem(w.WEIGHT_FILES, "sequencer2d_s.pth", (len(good) + 1, None))  # a recorded size
+        with pytest.raises(RuntimeError, match=r"does not match its record: its size is [\d,]+ bytes, expected"):
+            w.pretrained("sequencer2d_s", timeout=30)
+    finally:
+        server.close()

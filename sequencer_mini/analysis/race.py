@@ -11,7 +11,6 @@ chosen on the test set.
 """
 from __future__ import annotations
 
-import json
 import re
 import statistics
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
+from sequencer_mini.core.provenance import read_json_object
 from sequencer_mini.measure.cost import param_count
 from sequencer_mini.models.sequencer2d import Sequencer2D
 from sequencer_mini.train.recipes import LABELS  # the race models and their labels, with their recipes
@@ -35,7 +35,7 @@ def read_race(results_dir: str | Path) -> dict[str, dict[int, dict[str, Any]]]:
     runs: dict[str, dict[int, dict[str, Any]]] = {}
     for path in sorted(Path(results_dir).glob("fmnist-race-*-s*/results.json")):
         match = _RUN.match(path.parent.name)
-        results = json.loads(path.read_text(encoding="utf-8"))
+        results = read_json_object(path, "race results file", "remake the run: python bench/race.py run")
         if not match or not results.get("complete") or (results.get("provenance") or {}).get("dry_run"):
             continue
         runs.setdefault(match["model"], {})[int(match["seed"])] = results

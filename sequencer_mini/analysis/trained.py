@@ -52,7 +52,8 @@ from torch import Tensor, nn
 from sequencer_mini.core import paths
 from sequencer_mini.core.budget import budget, dry_run
 from sequencer_mini.core.env import cache_dir
-from sequencer_mini.core.provenance import read_results
+from sequencer_mini.core.fsutil import check_finite_weights
+from sequencer_mini.core.provenance import DryRunResultsError, is_dry_run, read_json_object, read_results
 from sequencer_mini.train.cli import main as train_main
 from sequencer_mini.train.recipes import LABELS, RACE_MODELS, RECIPES, build_model, model_args
 
@@ -149,14 +150,36 @@ def build(model: str, seed: int = 0) -> nn.Module:
     return build_model(model, 1, 10, 28, **model_args(RACE_MODELS[model]["model_arg"]))[0]
 
 
+def _read_weights(path: str | Path) -> dict[str, Any]:
+    """A weights file read with ``weights_only=True``: a dict, or a ``ValueError`` naming the file (empty,
+    truncated, not a weights file)."""
+    size = Path(path).stat().st_size if Path(path).is_file() else None
+    if size == 0:
+        raise ValueError(f"weights file {_shown(Path(path))} is empty (0 bytes: a write that never finished); "
+                         f"restore it (git checkout) or remake the run")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ValueError(f"weights file {_shown(Path(path))} is unreadable (truncated or not a weights file: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0][:200]}); restore it (git checkout) or remake "
+                         f"the run") from e
+    if not isinstance(state, dict):
+        raise ValueError(f"weights file {_shown(Path(path))} holds a {type(state).__name__}, expected a dict")
+    return state
+
+
 def load_weights(path: str | Path) -> dict[str, Tensor]:
     """A state dict from a weights file: ``final.pt``/``epochs/NNN.pt`` (key ``model``), a training checkpoint,
-    or a bare state dict (``module.`` and ``_orig_mod.`` prefixes of DDP / ``torch.compile`` removed)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    or a bare state dict (``module.`` and ``_orig_mod.`` prefixes of DDP / ``torch.compile`` removed). Refused,
+    naming the file: an empty, truncated or foreign file, and weights holding NaN or infinity."""
+    state: Any = _read_weights(path)
     for key in ("model", "state_dict", "model_state"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
+    check_finite_weights(state, _shown(Path(path)))
     return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
 
 
@@ -211,7 +234,9 @@ def load_trained(
         if fallback == "error":
             raise FileNotFoundError(f"{_shown(path)} is missing (the recorded {checkpoint} weights of {model}, seed "
                                     f"{seed}); remake the run with: {command}")
-        out = (Path(fallback_dir) if fallback_dir else checkpoint_dir("fallback")) / budget() / run_name(model, seed)
+        # a dry run's fallback never shares a folder with a real one (checkpoint_dir adds dry-run/ itself)
+        base = Path(fallback_dir) / ("dry-run" if dry_run() else "") if fallback_dir else checkpoint_dir("fallback")
+        out = base / budget() / run_name(model, seed)
         trained_in.append(out)
 
         def announce(line: str) -> None:
@@ -406,9 +431,18 @@ def _parse_checkpoint(checkpoint: str) -> int | None:
 
 
 def _read_json(path: Path, model: str, seed: int) -> dict[str, Any]:
+    """A run's ``results.json``, checked: valid JSON, an object, not a dry run's; errors name the file."""
+    fix = f"remake the run with: {remake_command(model, seed)}"
     if not path.is_file():
-        raise FileNotFoundError(f"{_shown(path)} is missing; remake the run with: {remake_command(model, seed)}")
-    return json.loads(path.read_text(encoding="utf-8"))
+        raise FileNotFoundError(f"{_shown(path)} is missing; {fix}")
+    results = read_json_object(path, "results file", fix)
+    if is_dry_run(results) and not dry_run():
+        raise DryRunResultsError(f"results file {_shown(path)} was written by a dry run (provenance.dry_run): its "
+                                 f"numbers and weights are not results; {fix}")
+    history = results.get("history", {})
+    if not isinstance(history, dict) or not all(isinstance(v, list) for v in history.values()):
+        raise ValueError(f"results file {_shown(path)}: 'history' must be an object of per-epoch lists; {fix}")
+    return results
 
 
 def _at(history: dict[str, list], key: str, k: int) -> Any:
@@ -419,8 +453,12 @@ def _at(history: dict[str, list], key: str, k: int) -> Any:
 def _load(model: str, path: Path, results: dict[str, Any], device: str | torch.device) -> tuple[nn.Module, dict]:
     """Build the architecture, check it against the recorded ``model_config``, load the weights (strict)."""
     net, config = build_model(model, 1, 10, 28, **model_args(RACE_MODELS[model]["model_arg"]))
-    info = torch.load(path, map_location="cpu", weights_only=True)
-    info = info if isinstance(info, dict) else {}
+    info = _read_weights(path)
+    done = results.get("epochs_completed")
+    if isinstance(done, int) and isinstance(info.get("epoch"), int) and info["epoch"] > done:
+        raise ValueError(f"{_shown(path)} holds epoch {info['epoch']}, but the run's results.json records "
+                         f"{done} epoch(s): the weights belong to another run (or one that did not finish writing); "
+                         f"remake the run")
     recorded = info.get("model_config") or results.get("model_config")
     if recorded and json.loads(json.dumps(config)) != json.loads(json.dumps(recorded)):
         raise ValueError(f"{_shown(path)} holds a {recorded.get('name')} with config {recorded}, but the recipe "

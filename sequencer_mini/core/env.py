@@ -17,7 +17,8 @@ import os
 from pathlib import Path
 
 __all__ = ["CACHE_ENV", "OFFLINE_ENV", "DEBUG_ENV", "QUIET_ENV", "DRY_RUN_ENV", "TIMEOUT_ENV", "FLAGS", "NUMBERS",
-           "TRUE", "FALSE", "FAULT_ENV", "test_fault", "cache_dir", "download_allowed", "flag", "number", "check_environment"]
+           "TRUE", "FALSE", "FAULT_ENV", "test_fault", "cache_dir", "download_allowed", "flag", "number",
+           "check_environment"]
 
 CACHE_ENV = "SEQUENCER_CACHE"  #: where downloads go
 OFFLINE_ENV = "SEQUENCER_OFFLINE"  #: on: never download

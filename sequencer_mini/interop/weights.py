@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import math
 import os
 import re
@@ -273,7 +274,8 @@ def _expected(path: Path) -> tuple[int | None, str | None, str]:
     side = path.with_name(path.name + ".sha256")
     with contextlib.suppress(OSError, ValueError):
         recorded_sha, recorded_size = side.read_text(encoding="ascii").split()[:2]
-        return size if size is not None else int(recorded_size), recorded_sha, f"recorded at its first download in {side}"
+        recorded = size if size is not None else int(recorded_size)
+        return recorded, recorded_sha, f"recorded at its first download in {side}"
     return size, None, "none recorded"
 
 
@@ -365,7 +367,12 @@ def _fetch(url: str, part: Path, deadline: float) -> None:
             while True:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"the download of {url} did not finish before the deadline")
-                block = response.read(1 << 20)
+                try:
+                    block = response.read(1 << 20)
+                except http.client.IncompleteRead as e:  # the connection closed before Content-Length bytes
+                    f.write(e.partial)
+                    got += len(e.partial)
+                    break
                 if not block:
                     break
                 f.write(block)

@@ -291,7 +291,8 @@ RUN_FILES = ("results.json", "last.pt", "final.pt", "best.pt", "epochs", "snapsh
 
 def run_files(out: Path) -> list[str]:
     """The files and folders of a run in ``out`` (:data:`RUN_FILES`; a folder only when it holds something)."""
-    return [name for name in RUN_FILES if (out / name).is_file() or ((out / name).is_dir() and any((out / name).iterdir()))]
+    return [name for name in RUN_FILES
+            if (out / name).is_file() or ((out / name).is_dir() and any((out / name).iterdir()))]
 
 
 def _committed(out: Path) -> bool:

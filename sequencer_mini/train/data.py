@@ -228,9 +228,24 @@ def load_fashion_mnist(split: str = "train", root: str | Path | None = None,
                          f"got {images.dtype} {tuple(images.shape)}")
     if labels.ndim != 1 or len(labels) != len(images):
         raise ValueError(f"{lbl_path}: expected {len(images)} labels (one per image), got shape {tuple(labels.shape)}")
-    if len(labels) and int(labels.max()) >= len(FMNIST_CLASSES):
-        raise ValueError(f"{lbl_path}: labels must be in [0, 10), found {int(labels.max())}")
-    return images.unsqueeze(1), labels.long()
+    return images.unsqueeze(1), check_labels(labels, len(FMNIST_CLASSES), lbl_path)
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, where: str | Path) -> torch.Tensor:
+    """``labels`` as int64 after checking that each is a whole number in ``[0, num_classes)``; otherwise a
+    ``ValueError`` naming ``where`` (the file) and the first bad label (a fractional label would be truncated,
+    one out of range would fail mid-training or train on a class the model does not have)."""
+    if labels.is_floating_point():
+        fractional = (labels != labels.round()) | ~torch.isfinite(labels)
+        if bool(fractional.any()):
+            i = int(fractional.nonzero()[0])
+            raise ValueError(f"{where}: labels must be whole class numbers, found {float(labels[i])} at position "
+                             f"{i}; fix or replace the file")
+    if len(labels) and (float(labels.min()) < 0 or float(labels.max()) >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        raise ValueError(f"{where}: labels must be in [0, {num_classes}) ({num_classes} classes), found "
+                         f"{float(bad[0]):g}; fix or replace the file")
+    return labels.long()
 
 
 def fashion_mnist_tensors(split: str = "test", n: int | None = None, *, normalise: bool = True,
@@ -321,7 +336,11 @@ def read_cifar(root: str | Path, name: str = "cifar10", train: bool = True
             raise ValueError(f"{folder / fname}: key {label_key!r} must hold {len(data)} labels, "
                              f"got {'none' if lbl is None else len(lbl)}")
         images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))  # rows are R plane, G, B
-        labels.append(torch.as_tensor(lbl, dtype=torch.long))
+        try:
+            as_tensor = torch.as_tensor(np.asarray(lbl))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{folder / fname}: key {label_key!r} must hold class numbers ({e})") from e
+        labels.append(check_labels(as_tensor, num_classes, folder / fname))
     classes = tuple(_load_pickle(folder / meta_file).get(meta_key, ()))
     if len(classes) != num_classes:
         raise ValueError(f"{folder / meta_file}: expected {num_classes} class names under {meta_key!r}, "
@@ -815,6 +834,15 @@ def tensor_datasets(name: str, root: str | Path | None = None, download: bool | 
         info = DatasetInfo(**{**asdict(info), "classes": classes})
     else:
         raise ValueError(f"{name!r} is not an in-memory dataset; use imagenette()/tiny_imagenet()")
+    expected = (info.in_chans, info.img_size, info.img_size)
+    for split, x in (("training", xtr), ("test", xte)):
+        if len(x) == 0:
+            raise ValueError(f"{folder}: the {split} split of {name} holds 0 images; fix or replace its files")
+        if tuple(x.shape[1:]) != expected:
+            raise ValueError(f"{folder}: the {split} images of {name} are {'x'.join(map(str, x.shape[1:]))}, expected "
+                             f"{'x'.join(map(str, expected))} (channels x height x width)"
+                             + ("; the train and test images differ in size" if xtr.shape[1:] != xte.shape[1:] else "")
+                             + "; fix or replace its files")
     return (TensorImageDataset(xtr, ytr, info, source=folder.resolve()),
             TensorImageDataset(xte, yte, info, source=folder.resolve()))
 

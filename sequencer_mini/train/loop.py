@@ -588,18 +588,19 @@ def _weights_of(judged: nn.Module, model: nn.Module, ema: nn.Module | None,
 
 
 def _write_epoch_files(out: Path, weights: dict, cfg: TrainConfig, history: dict, last: bool,
-                       missing_only: bool) -> None:
+                       missing_only: bool, kinds: Sequence[str] = ("epochs", "best", "final")) -> None:
     """``epochs/NNN.pt`` (``keep_epochs``), ``best.pt`` (when this epoch's validation accuracy is the best so far)
-    and ``final.pt`` (the last epoch) for the history's last epoch. ``missing_only``: on resume, write only those
-    that a crash between them and ``last.pt`` (or an older version, which wrote them after it) left out."""
+    and ``final.pt`` (the last epoch) for the history's last epoch, those of ``kinds``. ``missing_only``: on
+    resume, write only those that a crash after ``last.pt`` left out or stale (an older version wrote them all
+    after it)."""
     epoch = weights["epoch"]
     files = []
-    if cfg.keep_epochs:
+    if cfg.keep_epochs and "epochs" in kinds:
         files.append(out / "epochs" / f"{epoch:03d}.pt")
     vals = [v for v in history["val_acc"] if v is not None]
-    if weights["val_acc"] is not None and weights["val_acc"] >= max(vals):  # chosen on validation, never on test
-        files.append(out / "best.pt")
-    if last:  # the run's result: the weights that the reported (last-epoch) accuracy belongs to
+    if "best" in kinds and weights["val_acc"] is not None and weights["val_acc"] >= max(vals):  # on validation
+        files.append(out / "best.pt")                                                            # never on test
+    if last and "final" in kinds:  # the run's result: the weights that the reported (last-epoch) accuracy belongs to
         files.append(out / "final.pt")
     for path in files:
         if missing_only and _holds_epoch(path, epoch):
@@ -719,12 +720,15 @@ def fit(model: nn.Module, train_loader: Batches, test_loader: Iterable, cfg: Tra
                   file=sys.stderr)
         if ckpt_path is not None and distributed.is_main():  # after every epoch: a disconnect loses at most one
             ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-            # the epoch's weights files first, last.pt last: last.pt at epoch k means every file of epoch k is
-            # written; a crash before it redoes epoch k on --resume (bit for bit), rewriting them
-            _write_epoch_files(ckpt_path.parent, _weights_of(judged, model, ema, probes, cfg, history), cfg, history,
-                               last, missing_only=False)
+            # epochs/NNN.pt, then last.pt (the commit point of the epoch), then best.pt and final.pt: a crash
+            # before last.pt redoes the epoch on --resume (bit for bit); one after it leaves best/final for --resume
+            # to complete (below, on resume). A folder without last.pt never holds a best.pt or final.pt of its own.
+            weights = _weights_of(judged, model, ema, probes, cfg, history)
+            _write_epoch_files(ckpt_path.parent, weights, cfg, history, last, missing_only=False, kinds=("epochs",))
             save_checkpoint(ckpt_path, model, opt, sched, scaler, epoch + 1, history, cfg, steps, ema=ema,
                             data=identity, probes=probes)
+            _write_epoch_files(ckpt_path.parent, weights, cfg, history, last, missing_only=False,
+                               kinds=("best", "final"))
         for callback in callbacks:
             callback(epoch + 1, history)
     if ema is not None:  # hand back the averaged weights: they are the ones the history reports
