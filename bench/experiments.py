@@ -33,172 +33,38 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from sequencer_mini.core.provenance import write_results  # noqa: E402
+from sequencer_mini.train.protocol import (  # noqa: E402
+    ABLATION_SEEDS,
+    ABLATIONS,
+    GRID,
+    LEVERS,
+    PROBES,
+    RACE_SEEDS,
+    START,
+    TUNE_DIR,
+    Run,
+    ablation_run,
+    diverged,
+    ema_choice,
+    finished,
+    long_run,
+    race_run,
+    read_json,
+    tuning,
+)
 from sequencer_mini.train.recipes import RACE_MODELS  # noqa: E402
 
-#: The learning-rate grid: factor-2 steps; tuning starts in the middle (START) and grows outwards.
-GRID: tuple[float, ...] = (2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2)
-START: tuple[float, ...] = (2e-3, 4e-3, 8e-3)
-#: The EMA decays that watch every tuning and race run (about 100, 500 and 2,000 steps of memory).
-PROBES: tuple[float, ...] = (0.99, 0.998, 0.9995)
-TUNE_DIR = "book/results/fmnist-tune"
-RACE_PASSES, RACE_SEEDS = 4, (0, 1, 2)
 LOG_DIR = ROOT / "runs" / "experiments"
-
-
-@dataclass(frozen=True)
-class Run:
-    """One planned training run: its results folder (relative to the repository root) and its flags."""
-    out: str
-    flags: tuple[str, ...]
-
-    def command(self, threads: int) -> list[str]:
-        return ["python", "-m", "sequencer_mini.train", *self.flags, "--threads", str(threads), "--resume",
-                "--out", self.out]
-
-
-def _model_flags(model: str, ema: str | None = None) -> list[str]:
-    """The flags every run of ``model`` shares; ``ema``: None (the EMAs of PROBES watch), "off", or a decay."""
-    spec = RACE_MODELS[model]
-    flags = ["--dataset", "fashion_mnist", "--model", model, "--amp", spec["amp"], "--budget", "cpu",
-             "--batch-size", "128", "--limit-train", "60000", "--aug", "light", "--smoothing", "0.1"]
-    if ema is None:
-        flags += ["--ema-probe", ",".join(f"{d:g}" for d in PROBES)]
-    elif ema != "off":
-        flags += ["--ema", ema]
-    for arg in spec["model_arg"]:
-        flags += ["--model-arg", arg]
-    return flags
-
-
-def tune_run(model: str, lr: float) -> Run:
-    """2 passes over 50,000 images; 10,000 validation images; crop/flip in the second pass; warmup 1/8 of the run."""
-    return Run(f"{TUNE_DIR}/{model}-lr{lr:g}",
-               (*_model_flags(model), "--epochs", "2", "--warmup-epochs", "0.25", "--aug-from-epoch", "1",
-                "--val", "10000", "--limit-test", "1000", "--lr", f"{lr:g}", "--seed", "0"))
-
-
-def race_run(model: str, lr: float, seed: int) -> Run:
-    """4 passes over all 60,000 images; crop/flip in the second half; warmup 1/8 of the run; weights every 1/4 pass."""
-    return Run(f"book/results/fmnist-race{RACE_PASSES * 60}k-{model}-s{seed}",
-               (*_model_flags(model), "--epochs", str(RACE_PASSES), "--warmup-epochs", f"{RACE_PASSES / 8:g}",
-                "--aug-from-epoch", str(RACE_PASSES // 2), "--snapshots", "4", "--lr", f"{lr:g}",
-                "--seed", str(seed)))
-
-
-#: Lever -> what switching it alone changes in the race recipe (the rate levers are computed from the tuned rate).
-ABLATIONS: dict[str, list[str]] = {
-    "no-smoothing": ["--smoothing", "0"],
-    "no-crop-flip": ["--aug", "none", "--smoothing", "0.1"],
-    "crop-flip-throughout": ["--aug-from-epoch", "0"],
-    "lr-up": [],
-    "lr-down": [],
-}
-
-
-def ablation_run(lever: str, lr: float, ema: str, seed: int) -> Run:
-    model = "sequencer2d_fast28"
-    i = GRID.index(lr)
-    rate = {"lr-up": GRID[i + 1], "lr-down": GRID[i - 1]}.get(lever, lr)
-    return Run(f"book/results/fmnist-ablate{RACE_PASSES * 60}k-{model}-{lever}-s{seed}",
-               (*_model_flags(model, ema), "--epochs", str(RACE_PASSES), "--warmup-epochs", f"{RACE_PASSES / 8:g}",
-                "--aug-from-epoch", str(RACE_PASSES // 2), "--lr", f"{rate:g}", "--seed", str(seed),
-                *ABLATIONS[lever]))
-
-
-LONG_PASSES = 16
-#: Recipe -> the flags it adds to the race recipe stretched to LONG_PASSES passes (the Sequencer's screening).
-LEVERS: dict[str, list[str]] = {
-    "race": [],
-    "random-erasing": ["--random-erasing", "0.25"],
-    "trivialaugment": ["--auto-augment", "trivialaugment"],
-    "drop-path": ["--drop-path", "0.1"],
-    "mixup-cutmix": ["--mixup", "0.8", "--cutmix", "1.0"],
-    "long-warmup": ["--warmup-epochs", f"{LONG_PASSES / 4:g}"],
-    "randaugment": ["--auto-augment", "randaugment"],
-}
-
-
-def long_run(model: str, recipe: str, lr: float, ema: str, seed: int) -> Run:
-    return Run(f"book/results/fmnist-{LONG_PASSES}pass-{model}-{recipe}-s{seed}",
-               (*_model_flags(model, ema), "--epochs", str(LONG_PASSES), "--warmup-epochs", f"{LONG_PASSES / 8:g}",
-                "--aug-from-epoch", str(LONG_PASSES // 2), "--lr", f"{lr:g}", "--seed", str(seed), *LEVERS[recipe]))
-
-
-# ----------------------------------------------------------------------------- reading what is done
-
-def read_json(path: Path) -> dict | None:
-    """A results file, or None if absent; a damaged one is an error that names it."""
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"{path}: unreadable results file ({e}); delete it to redo that run") from e
-    if not isinstance(data, dict):
-        raise SystemExit(f"{path}: expected a JSON object; delete it to redo that run")
-    return data
-
-
-def finished(run: Run) -> dict | None:
-    """The run's results if it completed."""
-    data = read_json(ROOT / run.out / "results.json")
-    return data if data is not None and data.get("complete") else None
-
-
-def diverged(run: Run) -> bool:
-    return (ROOT / run.out / "diverged.json").exists()
-
-
-def tuning(model: str) -> tuple[list[Run], float | None, dict[float, float]]:
-    """(runs still needed, chosen rate or None, {rate: validation accuracy}) for one model's bracketing search."""
-    tried: dict[float, float] = {}
-    needed = []
-    lrs = list(START)
-    while True:
-        for lr in lrs:
-            if lr in tried:
-                continue
-            run = tune_run(model, lr)
-            res = finished(run)
-            if res is not None:
-                tried[lr] = float(res["final_val_acc"])
-            elif diverged(run):
-                tried[lr] = -math.inf
-            else:
-                needed.append(run)
-        if needed:
-            return needed, None, tried
-        best = max(tried, key=lambda k: tried[k])
-        i = GRID.index(best)
-        lower, higher = GRID[i - 1] if i > 0 else None, GRID[i + 1] if i + 1 < len(GRID) else None
-        extra = [lr for lr in (lower, higher) if lr is not None and lr not in tried]
-        if not extra:
-            return [], best, tried
-        lrs = extra
-
-
-def ema_choice(chosen: dict[str, float]) -> dict:
-    """Mean validation accuracy over the models at their chosen rates, per EMA setting; the best one wins."""
-    per_setting: dict[str, list[float]] = {"off": []}
-    for model, lr in chosen.items():
-        hist = finished(tune_run(model, lr))["history"]  # type: ignore[index]
-        per_setting["off"].append(hist["val_acc"][-1])
-        for decay, acc in hist["probe_val_acc"][-1].items():
-            per_setting.setdefault(decay, []).append(acc)
-    means = {k: sum(v) / len(v) for k, v in per_setting.items()}
-    return {"ema": max(means, key=lambda k: means[k]), "mean_val_acc": means, "val_acc": per_setting}
 
 
 def plan() -> tuple[list[Run], list[str]]:
@@ -207,7 +73,7 @@ def plan() -> tuple[list[Run], list[str]]:
     notes: list[str] = []
     chosen: dict[str, float] = {}
     for model in ("small_vit", "sequencer2d_fast28", "small_cnn"):  # the slowest model first: the critical path
-        needed, lr, tried = tuning(model)
+        needed, lr, tried = tuning(model, ROOT)
         trail = ", ".join(f"{k:g}: {v:.4f}" for k, v in sorted(tried.items()))
         if lr is None:
             runnable += needed
@@ -216,7 +82,7 @@ def plan() -> tuple[list[Run], list[str]]:
             chosen[model] = lr
             notes.append(f"tune {model}: chose {lr:g} {{{trail}}}")
     if len(chosen) == len(RACE_MODELS):
-        choice = {"chosen_lr": chosen, **ema_choice(chosen), "grid": GRID, "start": START, "probes": PROBES}
+        choice = {"chosen_lr": chosen, **ema_choice(chosen, ROOT), "grid": GRID, "start": START, "probes": PROBES}
         path = ROOT / TUNE_DIR / "choice.json"
         old = read_json(path)
         if old is None or {k: v for k, v in old.items() if k != "provenance"} != json.loads(json.dumps(choice)):
@@ -228,19 +94,20 @@ def plan() -> tuple[list[Run], list[str]]:
                 notes.append(f"race {model} s{seed}: waits for its tuning")
                 continue
             run = race_run(model, chosen[model], seed)
-            if finished(run) is None:
+            if finished(run, ROOT) is None:
                 runnable.append(run)
             else:
                 notes.append(f"race {model} s{seed}: done")
     if len(chosen) < len(RACE_MODELS):
         notes.append("ablations and 16-pass runs: wait for the EMA decision (all tuning done)")
         return runnable, notes
-    ema = ema_choice(chosen)["ema"]
-    later = [ablation_run(lever, chosen["sequencer2d_fast28"], ema, seed) for seed in (0, 1) for lever in ABLATIONS]
+    ema = ema_choice(chosen, ROOT)["ema"]
+    later = [ablation_run(lever, chosen["sequencer2d_fast28"], ema, seed)
+             for seed in ABLATION_SEEDS for lever in ABLATIONS]
     later += [long_run("sequencer2d_fast28", recipe, chosen["sequencer2d_fast28"], ema, 0) for recipe in LEVERS]
     later.append(long_run("small_cnn", "race", chosen["small_cnn"], ema, 0))
     for run in later:
-        if finished(run) is None and not diverged(run):
+        if finished(run, ROOT) is None and not diverged(run, ROOT):
             runnable.append(run)
         else:
             notes.append(f"{run.out}: done")

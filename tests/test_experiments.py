@@ -2,7 +2,6 @@
 commands that run from the repository root."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shlex
 import subprocess
@@ -101,14 +100,21 @@ def test_cli_refuses_bad_probe_list(tmp_path):
 # ----------------------------------------------------------------------------- the bracketing search
 
 def _experiments(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("experiments", REPO / "bench" / "experiments.py")
-    mod = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "experiments", mod)  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    monkeypatch.setattr(mod, "ROOT", tmp_path)
-    monkeypatch.setattr(mod, "write_results", lambda path, payload, overrides=None: Path(path).write_text(
-        json.dumps(payload)))
-    return mod
+    """The protocol, reading and writing results under ``tmp_path`` instead of the repository."""
+    from sequencer_mini.train import protocol
+
+    class Bound:
+        START, GRID, PROBES, RACE_MODELS = protocol.START, protocol.GRID, protocol.PROBES, protocol.RACE_MODELS
+        tune_run = staticmethod(protocol.tune_run)
+
+        @staticmethod
+        def tuning(model):
+            return protocol.tuning(model, tmp_path)
+
+        @staticmethod
+        def ema_choice(chosen):
+            return protocol.ema_choice(chosen, tmp_path)
+    return Bound
 
 
 def _finish(mod, tmp_path, model, lr, val, probes=None):

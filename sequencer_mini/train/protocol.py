@@ -1,0 +1,182 @@
+"""Chapter 6's experimental protocol: every controlled run, its results folder and its flags, in one place.
+
+``bench/experiments.py`` runs what this module defines (and decides what runs next from the results on disk); the
+analysis (``sequencer_mini.analysis.race``) reads the same runs by the same names. The steps, their budgets in
+images seen and why are in ``bench/experiments.py``'s docstring and in chapter 6.
+
+Folders are relative to the repository root, so every remake command runs from there.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from sequencer_mini.core.paths import REPO_ROOT
+from sequencer_mini.train.recipes import RACE_MODELS
+
+__all__ = ["GRID", "START", "PROBES", "TUNE_DIR", "RACE_PASSES", "RACE_SEEDS", "LONG_PASSES", "ABLATIONS", "LEVERS",
+           "ABLATION_SEEDS", "Run", "tune_run", "race_run", "ablation_run", "long_run", "read_json", "finished",
+           "diverged", "tuning", "ema_choice"]
+
+#: The learning-rate grid: factor-2 steps; tuning starts in the middle (START) and grows outwards.
+GRID: tuple[float, ...] = (2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2)
+START: tuple[float, ...] = (2e-3, 4e-3, 8e-3)
+#: The EMA decays that watch every tuning and race run (about 100, 500 and 2,000 steps of memory).
+PROBES: tuple[float, ...] = (0.99, 0.998, 0.9995)
+TUNE_DIR = "book/results/fmnist-tune"
+RACE_PASSES, RACE_SEEDS = 4, (0, 1, 2)
+ABLATION_SEEDS = (0, 1)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One planned training run: its results folder (relative to the repository root) and its flags."""
+    out: str
+    flags: tuple[str, ...]
+
+    def command(self, threads: int) -> list[str]:
+        return ["python", "-m", "sequencer_mini.train", *self.flags, "--threads", str(threads), "--resume",
+                "--out", self.out]
+
+
+def _model_flags(model: str, ema: str | None = None) -> list[str]:
+    """The flags every run of ``model`` shares; ``ema``: None (the EMAs of PROBES watch), "off", or a decay."""
+    spec = RACE_MODELS[model]
+    flags = ["--dataset", "fashion_mnist", "--model", model, "--amp", spec["amp"], "--budget", "cpu",
+             "--batch-size", "128", "--limit-train", "60000", "--aug", "light", "--smoothing", "0.1"]
+    if ema is None:
+        flags += ["--ema-probe", ",".join(f"{d:g}" for d in PROBES)]
+    elif ema != "off":
+        flags += ["--ema", ema]
+    for arg in spec["model_arg"]:
+        flags += ["--model-arg", arg]
+    return flags
+
+
+def tune_run(model: str, lr: float) -> Run:
+    """2 passes over 50,000 images; 10,000 validation images; crop/flip in the second pass; warmup 1/8 of the run."""
+    return Run(f"{TUNE_DIR}/{model}-lr{lr:g}",
+               (*_model_flags(model), "--epochs", "2", "--warmup-epochs", "0.25", "--aug-from-epoch", "1",
+                "--val", "10000", "--limit-test", "1000", "--lr", f"{lr:g}", "--seed", "0"))
+
+
+def race_run(model: str, lr: float, seed: int) -> Run:
+    """4 passes over all 60,000 images; crop/flip in the second half; warmup 1/8 of the run; weights every 1/4 pass."""
+    return Run(f"book/results/fmnist-race{RACE_PASSES * 60}k-{model}-s{seed}",
+               (*_model_flags(model), "--epochs", str(RACE_PASSES), "--warmup-epochs", f"{RACE_PASSES / 8:g}",
+                "--aug-from-epoch", str(RACE_PASSES // 2), "--snapshots", "4", "--lr", f"{lr:g}",
+                "--seed", str(seed)))
+
+
+#: Lever -> what switching it alone changes in the race recipe (the rate levers are computed from the tuned rate).
+ABLATIONS: dict[str, list[str]] = {
+    "no-smoothing": ["--smoothing", "0"],
+    "no-crop-flip": ["--aug", "none", "--smoothing", "0.1"],
+    "crop-flip-throughout": ["--aug-from-epoch", "0"],
+    "lr-up": [],
+    "lr-down": [],
+}
+
+
+def ablation_run(lever: str, lr: float, ema: str, seed: int) -> Run:
+    model = "sequencer2d_fast28"
+    i = GRID.index(lr)
+    rate = {"lr-up": GRID[i + 1], "lr-down": GRID[i - 1]}.get(lever, lr)
+    return Run(f"book/results/fmnist-ablate{RACE_PASSES * 60}k-{model}-{lever}-s{seed}",
+               (*_model_flags(model, ema), "--epochs", str(RACE_PASSES), "--warmup-epochs", f"{RACE_PASSES / 8:g}",
+                "--aug-from-epoch", str(RACE_PASSES // 2), "--lr", f"{rate:g}", "--seed", str(seed),
+                *ABLATIONS[lever]))
+
+
+LONG_PASSES = 16
+#: Recipe -> the flags it adds to the race recipe stretched to LONG_PASSES passes (the Sequencer's screening).
+LEVERS: dict[str, list[str]] = {
+    "race": [],
+    "random-erasing": ["--random-erasing", "0.25"],
+    "trivialaugment": ["--auto-augment", "trivialaugment"],
+    "drop-path": ["--drop-path", "0.1"],
+    "mixup-cutmix": ["--mixup", "0.8", "--cutmix", "1.0"],
+    "long-warmup": ["--warmup-epochs", f"{LONG_PASSES / 4:g}"],
+    "randaugment": ["--auto-augment", "randaugment"],
+}
+
+
+def long_run(model: str, recipe: str, lr: float, ema: str, seed: int) -> Run:
+    return Run(f"book/results/fmnist-{LONG_PASSES}pass-{model}-{recipe}-s{seed}",
+               (*_model_flags(model, ema), "--epochs", str(LONG_PASSES), "--warmup-epochs", f"{LONG_PASSES / 8:g}",
+                "--aug-from-epoch", str(LONG_PASSES // 2), "--lr", f"{lr:g}", "--seed", str(seed), *LEVERS[recipe]))
+
+
+# ----------------------------------------------------------------------------- reading what is done
+
+def read_json(path: Path) -> dict | None:
+    """A results file, or None if absent; a damaged one is a ``ValueError`` that names it and what to do."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable results file ({e}); delete it to redo that run "
+                         f"(python bench/experiments.py run)") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object; delete it to redo that run "
+                         f"(python bench/experiments.py run)")
+    return data
+
+
+def finished(run: Run, root: Path = REPO_ROOT) -> dict | None:
+    """The run's results if it completed (a dry run never counts)."""
+    data = read_json(root / run.out / "results.json")
+    if data is None or not data.get("complete") or (data.get("provenance") or {}).get("dry_run"):
+        return None
+    return data
+
+
+def diverged(run: Run, root: Path = REPO_ROOT) -> bool:
+    """Whether the run stopped on a non-finite loss (``bench/experiments.py`` records it as ``diverged.json``)."""
+    return (root / run.out / "diverged.json").exists()
+
+
+def tuning(model: str, root: Path = REPO_ROOT) -> tuple[list[Run], float | None, dict[float, float]]:
+    """(runs still needed, chosen rate or None, {rate: validation accuracy}) for one model's bracketing search."""
+    tried: dict[float, float] = {}
+    needed = []
+    lrs = list(START)
+    while True:
+        for lr in lrs:
+            if lr in tried:
+                continue
+            run = tune_run(model, lr)
+            res = finished(run, root)
+            if res is not None:
+                tried[lr] = float(res["final_val_acc"])
+            elif diverged(run, root):
+                tried[lr] = -math.inf
+            else:
+                needed.append(run)
+        if needed:
+            return needed, None, tried
+        best = max(tried, key=lambda k: tried[k])
+        i = GRID.index(best)
+        lower, higher = GRID[i - 1] if i > 0 else None, GRID[i + 1] if i + 1 < len(GRID) else None
+        extra = [lr for lr in (lower, higher) if lr is not None and lr not in tried]
+        if not extra:
+            return [], best, tried
+        lrs = extra
+
+
+def ema_choice(chosen: dict[str, float], root: Path = REPO_ROOT) -> dict:
+    """Mean validation accuracy over the models at their chosen rates, per EMA setting; the best one wins."""
+    per_setting: dict[str, list[float]] = {"off": []}
+    for model, lr in chosen.items():
+        res = finished(tune_run(model, lr), root)
+        if res is None:
+            raise ValueError(f"{tune_run(model, lr).out}: no finished tuning run for {model} at {lr:g}")
+        hist = res["history"]
+        per_setting["off"].append(hist["val_acc"][-1])
+        for decay, acc in hist["probe_val_acc"][-1].items():
+            per_setting.setdefault(decay, []).append(acc)
+    means = {k: sum(v) / len(v) for k, v in per_setting.items()}
+    return {"ema": max(means, key=lambda k: means[k]), "mean_val_acc": means, "val_acc": per_setting}
