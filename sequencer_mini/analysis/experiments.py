@@ -1,0 +1,165 @@
+"""Chapter 6's controlled experiments, read back: the tuning, the race at equal images, the single-factor
+ablations and the 16-pass runs (the runs of :mod:`sequencer_mini.train.protocol`, made by
+``python bench/experiments.py run``).
+
+Every accuracy here is a run's **final** one, at the budget fixed in advance (nothing is picked on the test set).
+The EMA setting that :func:`~sequencer_mini.train.protocol.ema_choice` chose on validation images decides which
+column of a run is reported: ``"off"`` is the trained weights themselves, a decay is the watching EMA of that
+decay, scored on the same test images after every pass.
+"""
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sequencer_mini.core.paths import REPO_ROOT
+from sequencer_mini.train.protocol import (
+    ABLATION_SEEDS,
+    ABLATIONS,
+    RACE_SEEDS,
+    ablation_run,
+    finished,
+    race_run,
+    tune_run,
+    tuning,
+)
+from sequencer_mini.train.recipes import LABELS, RACE_MODELS
+
+__all__ = ["TuningCurve", "read_tuning", "final_acc", "RaceRow", "race_table", "AblationRow", "ablation_table",
+           "noise_band", "TRAIN_MACS_FACTOR"]
+
+#: A training step costs about three forward passes (the backward pass computes gradients for the inputs and for
+#: the weights, each about one forward's MACs); the table's achieved GMAC/s uses this factor and says so.
+TRAIN_MACS_FACTOR = 3
+
+
+@dataclass(frozen=True)
+class TuningCurve:
+    """One model's learning-rate search: validation accuracy per tried rate, per EMA setting."""
+
+    model: str
+    label: str
+    chosen: float | None          # None while the search is still running
+    val_acc: dict[float, float]   # rate -> validation accuracy of the trained weights (EMA off); -inf: diverged
+    probes: dict[str, dict[float, float]]  # EMA decay -> rate -> validation accuracy of that EMA
+
+    @property
+    def interior(self) -> bool:
+        """The chosen rate has a tried rate on each side (the optimum is bracketed)."""
+        return self.chosen is not None and min(self.val_acc) < self.chosen < max(self.val_acc)
+
+
+def read_tuning(root: Path = REPO_ROOT) -> list[TuningCurve]:
+    """Every race model's search as it stands on disk."""
+    curves = []
+    for model in RACE_MODELS:
+        _, chosen, tried = tuning(model, root)
+        probes: dict[str, dict[float, float]] = {}
+        for lr in tried:
+            res = finished(tune_run(model, lr), root)
+            if res is None:
+                continue
+            for decay, acc in (res["history"].get("probe_val_acc") or [None])[-1].items():
+                probes.setdefault(decay, {})[lr] = acc
+        curves.append(TuningCurve(model, LABELS[model], chosen, dict(sorted(tried.items())), probes))
+    return curves
+
+
+def final_acc(results: dict[str, Any], ema: str = "off") -> float:
+    """A run's final test accuracy with the given EMA setting (``"off"`` or a decay it watched)."""
+    if ema == "off":
+        return float(results["final_test_acc"])
+    probes = (results["history"].get("probe_test_acc") or [None])[-1]
+    if not probes or ema not in probes:
+        raise ValueError(f"this run has no watching EMA of decay {ema} (it watched {sorted(probes or {})}); "
+                         f"its command needs --ema-probe {ema}")
+    return float(probes[ema])
+
+
+@dataclass(frozen=True)
+class RaceRow:
+    """One model in the race: final test accuracy per seed at equal images, and what a run cost."""
+
+    model: str
+    label: str
+    lr: float
+    params: int
+    macs: int                     # forward multiply-accumulates per image
+    images_seen: int
+    accs: dict[int, float]        # seed -> final test accuracy
+    wall_s: dict[int, float]      # seed -> measured wall time of the whole run (evaluations included)
+    images_per_s: dict[int, float]  # seed -> training images per second, measured in the run
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accs.values())
+
+    @property
+    def sd(self) -> float:
+        """Sample standard deviation over seeds (0 with one seed)."""
+        return statistics.stdev(self.accs.values()) if len(self.accs) > 1 else 0.0
+
+    @property
+    def gmacs_per_s(self) -> float:
+        """Achieved training arithmetic: ``TRAIN_MACS_FACTOR x forward MACs x images/s`` (median over seeds)."""
+        return TRAIN_MACS_FACTOR * self.macs * statistics.median(self.images_per_s.values()) / 1e9
+
+
+def race_table(chosen: dict[str, float], ema: str = "off", root: Path = REPO_ROOT,
+               seeds: Sequence[int] = RACE_SEEDS) -> list[RaceRow]:
+    """One row per race model with every finished seed (models without one are left out), best mean first."""
+    rows = []
+    for model, lr in chosen.items():
+        done = {s: r for s in seeds if (r := finished(race_run(model, lr, s), root)) is not None}
+        if not done:
+            continue
+        first = next(iter(done.values()))
+        rows.append(RaceRow(model, LABELS[model], lr, int(first["params"]), int(first["macs"]),
+                            int(first["images_seen"]), {s: final_acc(r, ema) for s, r in done.items()},
+                            {s: float(r["wall_time_s"]) for s, r in done.items()},
+                            {s: float(r["images_per_s"]) for s, r in done.items()}))
+    return sorted(rows, key=lambda r: -r.mean)
+
+
+@dataclass(frozen=True)
+class AblationRow:
+    """One lever of the Sequencer's race recipe switched alone: its seeds' accuracies and their paired
+    differences from the race run of the same seed."""
+
+    lever: str
+    accs: dict[int, float]
+    deltas: dict[int, float]      # seed -> accuracy minus the race recipe's with that seed
+
+    @property
+    def mean_delta(self) -> float:
+        return statistics.fmean(self.deltas.values())
+
+
+def ablation_table(chosen_lr: float, ema: str = "off", root: Path = REPO_ROOT) -> list[AblationRow]:
+    """The finished single-factor ablations (levers of :data:`~sequencer_mini.train.protocol.ABLATIONS`, and the
+    EMA itself, read from the race runs' watching EMAs), each against the race recipe seed by seed."""
+    model = "sequencer2d_fast28"
+    race = {s: r for s in RACE_SEEDS if (r := finished(race_run(model, chosen_lr, s), root)) is not None}
+    rows = []
+    for lever in ABLATIONS:
+        done = {s: final_acc(r, ema) for s in ABLATION_SEEDS
+                if (r := finished(ablation_run(lever, chosen_lr, ema, s), root)) is not None and s in race}
+        if done:
+            rows.append(AblationRow(lever, done, {s: a - final_acc(race[s], ema) for s, a in done.items()}))
+    if race:  # the EMA switched: the other side of the decision, from the same runs
+        others = [d for d in (race[next(iter(race))]["history"].get("probe_test_acc") or [{}])[-1]]
+        flip = ["0.998"] if ema == "off" and "0.998" in others else (["off"] if ema != "off" else [])
+        for other in flip:
+            accs = {s: final_acc(r, other) for s, r in race.items()}
+            rows.append(AblationRow(f"ema {other}" if other != "off" else "no ema", accs,
+                                    {s: accs[s] - final_acc(race[s], ema) for s in race}))
+    return rows
+
+
+def noise_band(race_row: RaceRow, k: float = 2.0) -> float:
+    """Half-width of the band inside which a single-factor change is not distinguishable from reseeding:
+    ``k`` times the seed standard deviation of a difference of two runs (``sqrt(2) x sd`` of one run)."""
+    return k * (2 ** 0.5) * race_row.sd

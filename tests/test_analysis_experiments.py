@@ -1,0 +1,69 @@
+"""analysis.experiments: the tuning, race and ablation tables read from results folders (synthetic ones here)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from sequencer_mini.analysis.experiments import (
+    ablation_table,
+    final_acc,
+    noise_band,
+    race_table,
+    read_tuning,
+)
+from sequencer_mini.train.protocol import START, ablation_run, race_run, tune_run
+
+
+def _write(root: Path, out: str, **fields) -> None:
+    folder = root / out
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps({"complete": True, **fields}))
+
+
+def _run(acc: float, probes: dict[str, float] | None = None, **extra) -> dict:
+    return {"final_test_acc": acc, "final_val_acc": acc, "params": 800_000, "macs": 40_000_000,
+            "images_seen": 240_000, "wall_time_s": 1200.0, "images_per_s": 250.0,
+            "history": {"val_acc": [acc], "probe_val_acc": [probes], "probe_test_acc": [probes]}, **extra}
+
+
+def test_tuning_curves_say_whether_the_choice_is_interior(tmp_path):
+    for lr, acc in zip(START, (0.88, 0.90, 0.89), strict=True):
+        _write(tmp_path, tune_run("sequencer2d_fast28", lr).out, **_run(acc, {"0.998": acc + 0.001}))
+    curves = {c.model: c for c in read_tuning(tmp_path)}
+    seq = curves["sequencer2d_fast28"]
+    assert seq.chosen == 4e-3 and seq.interior and seq.probes["0.998"][4e-3] == pytest.approx(0.901)
+    assert curves["small_cnn"].chosen is None and not curves["small_cnn"].interior
+
+
+def test_race_table_mean_sd_and_arithmetic(tmp_path):
+    chosen = {"sequencer2d_fast28": 4e-3, "small_cnn": 2e-3}
+    for seed, acc in enumerate((0.90, 0.91, 0.92)):
+        _write(tmp_path, race_run("sequencer2d_fast28", 4e-3, seed).out, **_run(acc, {"0.998": acc - 0.002}))
+    _write(tmp_path, race_run("small_cnn", 2e-3, 0).out, **_run(0.93, {"0.998": 0.931}))
+    rows = race_table(chosen, root=tmp_path)
+    assert [r.model for r in rows] == ["small_cnn", "sequencer2d_fast28"]
+    seq = rows[1]
+    assert seq.mean == pytest.approx(0.91) and seq.sd == pytest.approx(0.01) and rows[0].sd == 0.0
+    assert seq.gmacs_per_s == pytest.approx(3 * 40e6 * 250 / 1e9)
+    ema_rows = race_table(chosen, ema="0.998", root=tmp_path)
+    assert ema_rows[1].accs == {0: pytest.approx(0.898), 1: pytest.approx(0.908), 2: pytest.approx(0.918)}
+    assert noise_band(seq) == pytest.approx(2 * math.sqrt(2) * 0.01)
+
+
+def test_ablations_are_paired_by_seed_and_the_ema_comes_from_the_race_runs(tmp_path):
+    for seed, acc in enumerate((0.90, 0.91, 0.92)):
+        _write(tmp_path, race_run("sequencer2d_fast28", 4e-3, seed).out, **_run(acc, {"0.998": acc + 0.003}))
+    for seed, acc in ((0, 0.89), (1, 0.905)):
+        _write(tmp_path, ablation_run("no-smoothing", 4e-3, "off", seed).out, **_run(acc))
+    rows = {r.lever: r for r in ablation_table(4e-3, root=tmp_path)}
+    assert rows["no-smoothing"].deltas == {0: pytest.approx(-0.01), 1: pytest.approx(-0.005)}
+    assert rows["ema 0.998"].mean_delta == pytest.approx(0.003)
+    assert "lr-up" not in rows  # not run yet: no row
+
+
+def test_final_acc_names_a_missing_ema():
+    with pytest.raises(ValueError, match="--ema-probe 0.99"):
+        final_acc(_run(0.9, {"0.998": 0.9}), "0.99")
