@@ -360,6 +360,14 @@ def preflight_out(out: str | os.PathLike[str], resume: bool, overwrite: bool = F
         raise UsageError(str(e.strerror or e)) from e
 
 
+def remove_temporaries(out: Path) -> None:
+    """Delete the half-written ``*.tmp`` files a killed run left in ``out`` (and its ``epochs/``, ``snapshots/``):
+    every file is written under such a name and renamed only when complete, so they hold nothing of value."""
+    for folder in (out, out / "epochs", out / "snapshots"):
+        for tmp in folder.glob("*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
 def remove_run_files(out: Path) -> None:
     """Delete the previous run's files in ``out`` (``--overwrite``), so no old epoch or best weights are read as
     this run's."""
@@ -494,8 +502,8 @@ def build_parser() -> Parser:
     p.add_argument("--snapshots", type=whole(0, "a number of snapshots per epoch", " (0: none)"), default=0,
                    help="also save the weights this many times an epoch under OUT/snapshots/, named by images seen")
     p.add_argument("--ema-probe", type=decays, default=(), metavar="DECAYS",
-                   help="EMAs that only watch (comma-separated decays): each is scored every epoch, the reported "
-                        "model is unchanged")
+                   help="EMAs that only watch (comma-separated decays): each is scored after the last epoch, the "
+                        "reported model is unchanged")
     p.add_argument("--debug", action="store_true", help="show the Python traceback of an error "
                                                         "(or set SEQUENCER_DEBUG=1)")
     return p
@@ -689,6 +697,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     try:
         if lock is not None:
             lock.acquire()
+            remove_temporaries(Path(s.args.out))  # left by a killed writer: no live one, we hold the lock
         if s.args.threads:
             torch.set_num_threads(s.args.threads)
         device = distributed.init(s.args.device)  # under torchrun: join the process group, one device per process

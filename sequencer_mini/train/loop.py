@@ -70,8 +70,8 @@ class TrainConfig:
                                    # checkpoint at a given validation accuracy later
     snapshots_per_epoch: int = 0   # also save the weights K times an epoch (out_dir/snapshots/IMAGES.pt, named by
                                    # images seen): chapter 10 matches checkpoints within a quarter pass
-    ema_probes: tuple[float, ...] = ()  # EMAs that only watch: each decay's average is scored every epoch, the
-                                   # reported model is unchanged (one run measures "EMA off" and several decays)
+    ema_probes: tuple[float, ...] = ()  # EMAs that only watch: each decay's average is scored after the last epoch,
+                                   # the reported model is unchanged (one run measures "EMA off" and several decays)
 
     def __post_init__(self) -> None:
         """Check every field at once: one ``ValueError`` names each problem (the command line checks each flag's
@@ -701,11 +701,14 @@ def fit(model: nn.Module, train_loader: Batches, test_loader: Iterable, cfg: Tra
         last = epoch + 1 == n_epochs  # the raw weights are scored once, at the end, to measure what EMA adds
         raw = (evaluate(model, test_loader, device, cfg.amp, channels_last).accuracy
                if ema is not None and last else None)
+        # the watching EMAs are scored at the end only (each evaluation costs as much as the reported model's);
+        # their weights at every snapshot are saved for later scoring
+        watched = list(zip(cfg.ema_probes, probes, strict=True)) if last else []
         probe_test = {str(d): evaluate(pr.module, test_loader, device, cfg.amp, channels_last).accuracy
-                      for d, pr in zip(cfg.ema_probes, probes, strict=True)} or None
+                      for d, pr in watched} or None
         probe_val = None if val_loader is None else (
             {str(d): evaluate(pr.module, val_loader, device, cfg.amp, channels_last).accuracy
-             for d, pr in zip(cfg.ema_probes, probes, strict=True)} or None)
+             for d, pr in watched} or None)
         stats.update(epoch=epoch + 1, test_loss=test.loss, test_acc=test.accuracy, lr=sched.get_last_lr()[0],
                      images_seen=seen_before + stats.pop("images"), img_size=size,
                      val_acc=val.accuracy if val is not None else None, test_acc_raw=raw,
