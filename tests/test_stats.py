@@ -58,3 +58,19 @@ def test_bad_outcomes_are_refused_by_name():
         bootstrap({"a": torch.ones(2, 10), "b": torch.ones(10)}, mean_difference("a", "b"))
     with pytest.raises(ValueError, match="NaN"):
         bootstrap({"a": torch.full((1, 3), float("nan"))}, lambda d: 0.0)
+
+
+def test_matched_snapshots_within_half_a_point():
+    from sequencer_mini.analysis.stats import match_snapshots
+
+    curves = {("seq", 0): {15000: 0.80, 30000: 0.85, 45000: 0.872, 60000: 0.88},
+              ("cnn", 0): {15000: 0.84, 30000: 0.874, 45000: 0.90, 60000: 0.92},
+              ("seq", 1): {15000: 0.79, 30000: 0.86, 45000: 0.875}}
+    m = match_snapshots(curves)
+    assert m.target == 0.875  # the smallest best: seq seed 1 reaches no higher
+    assert m.chosen[("seq", 0)] == (45000, 0.872) and m.chosen[("cnn", 0)] == (30000, 0.874)
+    assert m.within and max(abs(r) for r in m.residuals.values()) == pytest.approx(0.003)
+    coarse = match_snapshots({("a", 0): {1: 0.80, 2: 0.90}, ("b", 0): {1: 0.85}})
+    assert not coarse.within and coarse.residuals[("a", 0)] == pytest.approx(-0.05)  # 0.80 is the closer one
+    with pytest.raises(ValueError, match="snapshot"):
+        match_snapshots({("a", 0): {}})

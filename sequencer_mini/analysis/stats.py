@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["Interval", "bootstrap", "mean_difference", "verdict", "Verdict"]
+__all__ = ["Interval", "bootstrap", "mean_difference", "verdict", "Verdict", "Match", "match_snapshots"]
 
 Verdict = Literal["holds", "reversed", "inconclusive"]
 
@@ -112,3 +112,39 @@ def mean_difference(a: str, b: str) -> Callable[[Mapping[str, Tensor]], float]:
         return float(drawn[a].mean() - drawn[b].mean())
     stat.__name__ = f"mean({a}) - mean({b})"
     return stat
+
+
+@dataclass(frozen=True)
+class Match:
+    """Chapter 10's matched checkpoints: per (model, seed), the snapshot whose selection-half accuracy is closest
+    to a common target, and how far it is from it."""
+
+    target: float
+    tolerance: float
+    chosen: dict[tuple[str, int], tuple[int, float]]  # (model, seed) -> (images seen, selection accuracy)
+
+    @property
+    def residuals(self) -> dict[tuple[str, int], float]:
+        """Selection accuracy minus the target, per (model, seed)."""
+        return {k: acc - self.target for k, (_, acc) in self.chosen.items()}
+
+    @property
+    def within(self) -> bool:
+        """Every chosen snapshot lies within the tolerance of the target."""
+        return all(abs(r) <= self.tolerance + 1e-12 for r in self.residuals.values())
+
+
+def match_snapshots(curves: Mapping[tuple[str, int], Mapping[int, float]], tolerance: float = 0.005) -> Match:
+    """Pick, for each run, the snapshot (images seen -> selection-half accuracy) closest to the target: the
+    highest accuracy that every run reaches (the smallest of the runs' best). Ties go to the earlier snapshot.
+    The result says whether every pick lies within ``tolerance`` (0.5 points by default); the chapter prints the
+    residuals either way."""
+    if not curves or any(not c for c in curves.values()):
+        empty = [k for k, c in curves.items() if not c]
+        raise ValueError(f"every run needs at least one snapshot accuracy; none for {empty or 'any run'}")
+    target = min(max(c.values()) for c in curves.values())
+    chosen = {}
+    for key, curve in curves.items():
+        images = min(curve, key=lambda n: (abs(curve[n] - target), n))
+        chosen[key] = (images, curve[images])
+    return Match(target, tolerance, chosen)
