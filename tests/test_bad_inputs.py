@@ -542,20 +542,23 @@ def test_results_json_disk_full(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- kill -9 and Ctrl-C
 
-def _cli(args: list[str], trees) -> subprocess.Popen:
+def _cli(args: list[str], trees, fault: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "SEQUENCER_QUIET": "1", "SEQUENCER_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(REPO)}
     env.pop("SEQUENCER_DATA", None)
+    if fault is not None:
+        env["SEQUENCER_TEST_FAULT"] = fault
     return subprocess.Popen([sys.executable, "-m", "sequencer_mini.train", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_epoch(out: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
-    t0 = time.monotonic()
-    while not (out / "last.pt").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() - t0 < timeout
-        time.sleep(0.01)
+def _wait_paused(proc: subprocess.Popen) -> str:
+    """Read the run's stderr until it says it paused (SEQUENCER_TEST_FAULT=pause@K); the line."""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("SEQUENCER_TEST_FAULT: paused"):
+            return line
+    raise AssertionError(f"the run ended without pausing: {proc.communicate()}")
 
 
 INTERRUPTED = ["--dataset", "fashion_mnist", "--model", "small_cnn", "--budget", "ci", "--device", "cpu",
@@ -573,19 +576,22 @@ def uninterrupted(trees, tmp_path_factory) -> dict:
     return payload
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill -9", "Ctrl-C"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM],
+                         ids=["kill -9", "Ctrl-C", "SIGTERM"])
 def test_interrupted_run_resumes_to_the_same_result(sig, trees, tmp_path, uninterrupted):
+    """The run is held at a known point (paused right after epoch 1's last.pt is in place, by the test-only
+    SEQUENCER_TEST_FAULT=pause@2), then signalled: no race with the clock, on a machine of any speed."""
     args = [*INTERRUPTED, "--data-root", str(trees["fm"]), "--out", str(tmp_path / "run")]
-    proc = _cli(args, trees)
-    _wait_for_epoch(tmp_path / "run", proc)
+    proc = _cli(args, trees, fault="pause@2")
+    assert "(after replace last.pt)" in _wait_paused(proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=600)
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "Traceback" not in err and "continue with --resume" in err, err
     else:
-        assert proc.returncode == -signal.SIGKILL
+        assert proc.returncode == -sig
     done = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"]
-    assert 1 <= done < 6, "the run ended before it was interrupted"
+    assert done == 1
     resumed = main([*args, "--resume"])
     assert strip_times(resumed["history"]) == strip_times(uninterrupted["history"])
 
@@ -1192,3 +1198,68 @@ def test_pretrained_verifies_the_cache_and_moves_a_bad_copy_aside(tmp_path, monk
             w.pretrained("sequencer2d_s", timeout=30)
     finally:
         server.close()
+
+
+# ----------------------------------------------------------------------------- item 2: killed at every write
+
+KILLED = [*RUN, "--epochs", "2", "--keep-epochs", "--val", "16"]
+
+
+def _forked_run(argv: list[str], fault: str) -> int:
+    """``run(main, argv)`` in a forked child with ``SEQUENCER_TEST_FAULT=fault``; its wait status. A fork, not a
+    new interpreter: the child starts with everything imported, so each killed run costs its training only."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 3
+        try:
+            os.environ["SEQUENCER_TEST_FAULT"] = fault
+            fsutil._points.clear()
+            code = run(main, argv)
+        finally:
+            os._exit(code)
+    return os.waitpid(pid, 0)[1]
+
+
+def _tensors(obj, prefix: str = "") -> dict:
+    if isinstance(obj, torch.Tensor):
+        return {prefix: obj}
+    if isinstance(obj, dict):
+        return {k: v for key, val in obj.items() for k, v in _tensors(val, f"{prefix}.{key}").items()}
+    if isinstance(obj, (list, tuple)):
+        return {k: v for i, val in enumerate(obj) for k, v in _tensors(val, f"{prefix}[{i}]").items()}
+    return {}
+
+
+def _assert_same_run(out: Path, ref: Path) -> None:
+    """Same files; every weights file's tensors bitwise equal (last.pt: model, optimizer, EMA, RNG); the same
+    history; results complete."""
+    files = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())  # noqa: E731
+    assert files(out) == files(ref)
+    for rel in files(ref):
+        if rel.endswith(".pt"):
+            a, b = (torch.load(d / rel, weights_only=True) for d in (out, ref))
+            ta, tb = _tensors({k: v for k, v in a.items() if k != "history"}), _tensors(
+                {k: v for k, v in b.items() if k != "history"})
+            assert ta.keys() == tb.keys(), rel
+            assert all(torch.equal(ta[k], tb[k]) for k in ta), rel
+            if "history" in a:
+                assert strip_times(a["history"]) == strip_times(b["history"]), rel
+    got, want = (read_results(d / "results.json") for d in (out, ref))
+    assert got["complete"] and strip_times(got["history"]) == strip_times(want["history"])
+
+
+def test_killed_at_every_write_resumes_to_the_uninterrupted_run(trees, tmp_path):
+    """kill -9 at each write of a run (each file's temporary written, then renamed: both sides of every rename),
+    then --resume: every folder ends complete and equal to an uninterrupted run's."""
+    argv = [*KILLED, "--data-root", str(trees["fm"])]
+    fsutil._points.clear()
+    main([*argv, "--out", str(tmp_path / "ref")])
+    points = fsutil.fault_points()
+    assert points[-2:] == ["before replace results.json", "after replace results.json"], points
+    assert {"after replace final.pt", "after replace best.pt", "after replace 002.pt"} <= set(points), points
+    for k, label in enumerate(points, 1):
+        out = tmp_path / f"killed-{k}"
+        status = _forked_run([*argv, "--out", str(out)], f"kill@{k}")
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (k, label, status)
+        main([*argv, "--out", str(out), "--resume"])
+        _assert_same_run(out, tmp_path / "ref")
