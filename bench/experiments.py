@@ -3,6 +3,7 @@
     python bench/experiments.py status                     # what is done, what runs next, what waits for what
     python bench/experiments.py run --jobs 2 --threads 1   # run (or resume) everything that can run now
     python bench/experiments.py commands                   # the exact training command of every planned run
+    python bench/experiments.py predict                    # per-image test predictions of every finished run
 
 Every run is a ``python -m sequencer_mini.train ... --resume --out book/results/NAME`` command (relative to the
 repository root), so a stopped session loses at most one epoch of each run: ``run`` again resumes them bitwise. What
@@ -39,6 +40,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -162,9 +165,49 @@ def run_all(jobs: int, threads: int, poll_s: float = 10.0) -> int:
                     return 1
 
 
+def predict_all(log=print) -> int:
+    """``OUT/predictions.json`` for every finished race, ablation and 16-pass run that lacks one: the predicted
+    class of each of the 10,000 test images by the final weights (every EMA setting the file holds) and, for the
+    race runs, by each quarter-pass snapshot with the chosen EMA setting. Returns the number of files written."""
+    from sequencer_mini.analysis.experiments import predict, weight_sets
+    from sequencer_mini.analysis.trained import build, load_weights
+    from sequencer_mini.train.data import fashion_mnist_tensors
+
+    choice = read_json(ROOT / TUNE_DIR / "choice.json")
+    if choice is None:
+        log("predict: the tuning has not finished (no fmnist-tune/choice.json): nothing to predict yet")
+        return 0
+    chosen, ema = choice["chosen_lr"], choice["ema"]
+    images, labels = fashion_mnist_tensors("test")
+    runs = [(m, race_run(m, lr, s), True) for s in RACE_SEEDS for m, lr in chosen.items()]
+    runs += [("sequencer2d_fast28", ablation_run(lever, chosen["sequencer2d_fast28"], ema, s), False)
+             for s in ABLATION_SEEDS for lever in ABLATIONS]
+    runs += [("sequencer2d_fast28", long_run("sequencer2d_fast28", r, chosen["sequencer2d_fast28"], ema, 0), False)
+             for r in LEVERS] + [("small_cnn", long_run("small_cnn", "race", chosen["small_cnn"], ema, 0), False)]
+    written = 0
+    for model, run, snapshots in runs:
+        folder = ROOT / run.out
+        if finished(run, ROOT) is None or (folder / "predictions.json").exists():
+            continue
+        net = build(model)
+        weights = torch.load(folder / "final.pt", map_location="cpu", weights_only=True)
+        out: dict = {"test": {}, "snapshots": {}, "ema": ema}
+        for setting, state in weight_sets(weights).items():
+            net.load_state_dict(state)
+            out["test"][setting] = predict(net, images)
+        for snap in sorted((folder / "snapshots").glob("*.pt")) if snapshots else []:
+            sets = weight_sets(torch.load(snap, map_location="cpu", weights_only=True))
+            net.load_state_dict(sets[ema] if ema in sets else load_weights(snap))
+            out["snapshots"][str(int(snap.stem))] = predict(net, images)
+        write_results(folder / "predictions.json", out, {"command": "python bench/experiments.py predict"})
+        log(f"predictions: {run.out} ({len(out['snapshots'])} snapshots)")
+        written += 1
+    return written
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("step", choices=["status", "run", "commands"])
+    p.add_argument("step", choices=["status", "run", "commands", "predict"])
     p.add_argument("--jobs", type=int, default=2, help="trainings side by side (default 2: one per core)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per training (default 1)")
     args = p.parse_args()
@@ -172,6 +215,8 @@ def main() -> None:
         runnable, notes = plan()
         print("\n".join(notes))
         print("runs now:" if runnable else "nothing to run now", *(f"  {r.out}" for r in runnable), sep="\n")
+    elif args.step == "predict":
+        predict_all()
     elif args.step == "commands":
         print("\n".join(shlex.join(r.command(args.threads)) for r in plan()[0]))
     else:

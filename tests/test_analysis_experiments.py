@@ -67,3 +67,23 @@ def test_ablations_are_paired_by_seed_and_the_ema_comes_from_the_race_runs(tmp_p
 def test_final_acc_names_a_missing_ema():
     with pytest.raises(ValueError, match="--ema-probe 0.99"):
         final_acc(_run(0.9, {"0.998": 0.9}), "0.99")
+
+
+def test_predictions_as_digits_and_back_to_correctness():
+    import torch
+    from torch import nn
+
+    from sequencer_mini.analysis.experiments import correctness, predict, weight_sets
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 10))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].bias.copy_(torch.arange(10.0))  # always class 9
+    text = predict(model, torch.zeros(7, 1, 2, 2), batch_size=3)
+    assert text == "9" * 7
+    right = correctness({0: text, 1: "0" * 7}, torch.tensor([9, 9, 0, 0, 0, 0, 9]))
+    assert right.tolist() == [[1, 1, 0, 0, 0, 0, 1], [0, 0, 1, 1, 1, 1, 0]]
+    with pytest.raises(ValueError, match="6 predictions for 7"):
+        correctness({0: "9" * 6}, torch.zeros(7))
+    sets = weight_sets({"model": {"w": 1}, "raw": {"w": 0}, "ema_probes": {"0.998": {"w": 2}}})
+    assert sets == {"off": {"w": 0}, "0.998": {"w": 2}}  # the trained weights are "off", wherever they are kept

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import Tensor, nn
+
 from sequencer_mini.core.paths import REPO_ROOT
 from sequencer_mini.train.protocol import (
     ABLATION_SEEDS,
@@ -29,7 +32,7 @@ from sequencer_mini.train.protocol import (
 from sequencer_mini.train.recipes import LABELS, RACE_MODELS
 
 __all__ = ["TuningCurve", "read_tuning", "final_acc", "RaceRow", "race_table", "AblationRow", "ablation_table",
-           "noise_band", "TRAIN_MACS_FACTOR"]
+           "noise_band", "TRAIN_MACS_FACTOR", "predict", "weight_sets", "correctness"]
 
 #: A training step costs about three forward passes (the backward pass computes gradients for the inputs and for
 #: the weights, each about one forward's MACs); the table's achieved GMAC/s uses this factor and says so.
@@ -163,3 +166,43 @@ def noise_band(race_row: RaceRow, k: float = 2.0) -> float:
     """Half-width of the band inside which a single-factor change is not distinguishable from reseeding:
     ``k`` times the seed standard deviation of a difference of two runs (``sqrt(2) x sd`` of one run)."""
     return k * (2 ** 0.5) * race_row.sd
+
+
+# ----------------------------------------------------------------------------- per-image predictions
+
+@torch.no_grad()
+def predict(model: nn.Module, images: Tensor, batch_size: int = 500) -> str:
+    """Predicted classes of ``images (N, 1, 28, 28)`` (normalised) as a string of digits, one per image: a
+    compact record of a 10-class model's every answer, from which any accuracy over any subset of the test images
+    (and its bootstrap) follows."""
+    was_training = model.training
+    model.eval()
+    try:
+        preds = torch.cat([model(images[i:i + batch_size]).argmax(-1) for i in range(0, len(images), batch_size)])
+    finally:
+        model.train(was_training)
+    if int(preds.max()) > 9:
+        raise ValueError("predict() records one digit per image: it needs a model with at most 10 classes")
+    return "".join(map(str, preds.tolist()))
+
+
+def weight_sets(weights: dict[str, Any]) -> dict[str, dict[str, Tensor]]:
+    """The state dicts a ``final.pt`` or snapshot file holds, by EMA setting: ``"off"`` (the trained weights,
+    kept as ``raw`` when the reported model was an EMA) and each watching EMA's decay."""
+    sets = {"off": weights["raw"] if weights.get("raw") is not None else weights["model"]}
+    for decay, state in (weights.get("ema_probes") or {}).items():
+        sets[decay] = state
+    return sets
+
+
+def correctness(predictions: dict[int, str], labels: Tensor) -> Tensor:
+    """``(seeds, images)`` 1.0/0.0 from per-seed prediction strings (for
+    :func:`~sequencer_mini.analysis.stats.bootstrap`)."""
+    truth = labels.tolist()
+    rows = []
+    for seed in sorted(predictions):
+        text = predictions[seed]
+        if len(text) != len(truth):
+            raise ValueError(f"seed {seed}: {len(text)} predictions for {len(truth)} test images")
+        rows.append([float(int(c) == t) for c, t in zip(text, truth, strict=True)])
+    return torch.tensor(rows)
