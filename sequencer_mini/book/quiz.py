@@ -19,7 +19,7 @@ import json
 import re
 from typing import Any
 
-__all__ = ["QUIZ_COLORS", "check_bank", "quiz", "quiz_html"]
+__all__ = ["QUIZ_COLORS", "check_bank", "choice", "number", "quiz", "quiz_html"]
 
 #: jupyterquiz's colour variables (its default palette, darker answer text for contrast); readable on the
 #: book's light and dark pages alike, since the quiz paints its own background.
@@ -39,6 +39,32 @@ QUIZ_COLORS: dict[str, str] = {
     "--jq-text-color": "#fafafa",
     "--jq-link-color": "#9abafa",
 }
+
+
+def choice(question: str, right: tuple[str, str], *wrong: tuple[str, str]) -> dict[str, Any]:
+    """A multiple-choice question: ``right`` and each of ``wrong`` are ``(answer, feedback)``.
+
+    The right answer's place among the choices follows from the question's text (the same on every run, not
+    always first).
+    """
+    answers = [{"answer": a, "correct": False, "feedback": f} for a, f in wrong]
+    answers.insert(sum(map(ord, question)) % (len(wrong) + 1), {"answer": right[0], "correct": True,
+                                                                 "feedback": right[1]})
+    return {"question": question, "type": "multiple_choice", "answers": answers}
+
+
+def number(question: str, value: float, feedback: str, *wrong: tuple[tuple[float, float], str], otherwise: str,
+           precision: int | None = None) -> dict[str, Any]:
+    """A numeric question: ``value`` is right (compared to ``precision`` significant digits when given);
+    each of ``wrong`` is ``((low, high), feedback)`` for a typical wrong answer in ``[low, high)``; ``otherwise``
+    answers anything else."""
+    answers: list[dict[str, Any]] = [{"type": "value", "value": value, "correct": True, "feedback": feedback}]
+    answers += [{"type": "range", "range": [lo, hi], "correct": False, "feedback": f} for (lo, hi), f in wrong]
+    answers.append({"type": "default", "feedback": otherwise})
+    q: dict[str, Any] = {"question": question, "type": "numeric", "answers": answers}
+    if precision is not None:
+        q["precision"] = precision
+    return q
 
 
 def check_bank(questions: list[dict[str, Any]]) -> list[str]:

@@ -121,14 +121,19 @@ class Exercise:
     atol: float = 1e-5
     _hint_index: int = field(default=0, repr=False)
 
+    @property
+    def _ref(self) -> str:
+        """How a notebook names this exercise: ``ch05.block``."""
+        return f"ch{self.chapter:02d}.{self.name}"
+
     # -- running one answer ----------------------------------------------------------------------------------
     def _run(self, answer: Any, inputs: dict[str, Any]) -> tuple[Any, str | None]:
         """``(output, None)``, or ``(None, sentence)`` when the answer could not be run."""
         try:
             out = self.call(answer, inputs) if self.call is not None else answer(**inputs)
         except NotImplementedError:
-            return None, ("your code raised NotImplementedError: the stub is not filled in yet. Write your code "
-                          "in the cell above, run it, then run this check again.")
+            return None, _STUB + ("the stub is not filled in yet. Write your code in the cell above, run it, "
+                                  "then run this check again.")
         except Exception as err:  # the learner's code: any error becomes a sentence, never a traceback
             return None, f"your code raised {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         if isinstance(out, _Refused):
@@ -179,7 +184,7 @@ class Exercise:
                         return " " + mistake.message
             except Exception:  # a mistake that cannot even be compared is not this one
                 continue
-        return " Run `.hint()` for a hint, or compare with `.solution()`."
+        return f" `{self._ref}.hint()` gives a hint, `{self._ref}.solution()` the reference."
 
     # -- the learner's API -----------------------------------------------------------------------------------
     def check(self, answer: Any) -> Result:
@@ -191,8 +196,9 @@ class Exercise:
             inputs = case.make()
             out, refused = self._run(answer, inputs)
             if refused is not None:
-                return Result(False, f"✗ {refused[0].upper()}{refused[1:]} ({case.label})."
-                              + self._diagnose(case, None, refused))
+                if refused.startswith(_STUB):
+                    return Result(False, f"✗ Not yet: {refused} `{self._ref}.hint()` gives a hint.")
+                return Result(False, f"✗ On {case.label}: {refused}." + self._diagnose(case, None, refused))
             ref_inputs = case.make()
             ref, _ = self._run(self.reference, ref_inputs)
             problem = _compare(out, ref, "your output", case.label, self.atol)
@@ -234,6 +240,9 @@ class Exercise:
     def solution(self) -> str:
         """The reference solution's source code."""
         return _Text(textwrap.dedent(inspect.getsource(self.reference)))
+
+
+_STUB = "your code raised NotImplementedError: "
 
 
 class _Text(str):

@@ -14,7 +14,12 @@
 // the dark theme, every output figure and widget panel is measured in its own screenshot: the
 // ring of pixels along its edge must be dark (no light panel or white figure background on a dark
 // page). Pages listed under "diagrams" in checks.json must show that many loaded images in cells
-// tagged "diagram".
+// tagged "diagram". Data images (cells tagged "data-image": heatmaps, maps, confusion matrices, pictures of
+// clothes) keep their colours in the dark theme (book/_theme/book.css), so the light-edge rule skips them;
+// instead each "data_images" entry of checks.json samples one pixel of one such image whose value the caption
+// names (e.g. an exact zero) and checks its colour in both themes. The "quizzes" pages: in each theme the
+// jupyterquiz quiz renders from the vendored script, one multiple-choice question is answered wrongly and
+// another rightly, and the feedback shown must be that choice's own text, marked incorrect / correct.
 // Exit code 0 = all good; 1 = failures (listed on stdout and in <out>/report.json).
 
 import { chromium } from 'playwright-core';
@@ -82,7 +87,9 @@ const isLocal = (url) => {
   }
 };
 
-const DARK_EDGE_MAX = 0.35; // the dark page is ~0.07; a white figure or the theme's grey panel is > 0.7
+const DARK_EDGE_MAX = 0.35;
+const DATA_IMAGE = '.tag_data-image div.cell_output img';
+const COLOUR_TOLERANCE = 40; // per channel, 0-255: antialiasing and PNG resampling at the sampled point // the dark page is ~0.07; a white figure or the theme's grey panel is > 0.7
 
 async function openInTheme(context, args, doc, theme) {
   const page = await context.newPage();
@@ -133,6 +140,84 @@ async function checkLayout(page, doc, checks, problems) {
   return layout;
 }
 
+// One pixel of a data image, in both themes: the colour its caption names (checks.json "data_images").
+async function checkDataImages(context, args, toc, checks, failures, notes) {
+  for (const spec of checks.data_images || []) {
+    if (!toc.includes(spec.page)) continue;
+    for (const theme of ['light', 'dark']) {
+      const page = await openInTheme(context, args, spec.page, theme);
+      const name = `${spec.page} [${theme}] data image #${spec.index} (${spec.what})`;
+      try {
+        const img = page.locator(DATA_IMAGE).nth(spec.index);
+        await img.scrollIntoViewIfNeeded();
+        const filter = await img.evaluate((e) => getComputedStyle(e).filter);
+        if (filter && filter !== 'none') failures.push(`${name}: shown with the filter ${filter}`);
+        const shot = decodePNG(await img.screenshot({ animations: 'disabled' }));
+        const x = Math.round(spec.at[0] * (shot.width - 1));
+        const y = Math.round(spec.at[1] * (shot.height - 1));
+        const k = (y * shot.width + x) * shot.ch;
+        const got = [shot.data[k], shot.data[k + 1], shot.data[k + 2]];
+        const off = Math.max(...got.map((v, c) => Math.abs(v - spec.rgb[c])));
+        if (off > COLOUR_TOLERANCE) {
+          failures.push(`${name}: pixel at ${JSON.stringify(spec.at)} is rgb(${got}), the caption says ${spec.what} `
+            + `rgb(${spec.rgb})`);
+        }
+        notes.data_images.push({ page: spec.page, theme, index: spec.index, rgb: got });
+      } catch (err) {
+        failures.push(`${name}: ${err.message.split('\n')[0]}`);
+      }
+      await page.close();
+    }
+  }
+}
+
+// The chapter quizzes (jupyterquiz): one wrong and one right answer, per theme, with their feedback.
+async function checkQuizzes(context, args, toc, checks, failures, notes) {
+  for (const spec of checks.quizzes || []) {
+    if (!toc.includes(spec.page)) continue;
+    for (const theme of ['light', 'dark']) {
+      const page = await openInTheme(context, args, spec.page, theme);
+      const errors = [];
+      page.on('pageerror', (err) => errors.push(err.message));
+      const name = `${spec.page} [${theme}] quiz`;
+      const entry = { page: spec.page, theme, answers: [] };
+      try {
+        await page.waitForSelector('.sequencer-quiz[data-rendered="true"]', { timeout: 20000 });
+        const questions = page.locator('.sequencer-quiz .MultipleChoiceQn');
+        if ((await questions.count()) < 2) throw new Error('fewer than two multiple-choice questions rendered');
+        for (const [q, want] of [[0, 'false'], [1, 'true']]) {
+          const question = questions.nth(q);
+          const choice = question.locator(`label.MCButton[data-correct="${want}"]`).first();
+          await choice.scrollIntoViewIfNeeded();
+          const expected = (await choice.getAttribute('data-feedback')) || '';
+          await choice.click();
+          const fb = page.locator(`.sequencer-quiz .Feedback`).nth(q);
+          await page.waitForTimeout(200);
+          const cls = (await fb.getAttribute('class')) || '';
+          const text = ((await fb.textContent()) || '').trim();
+          const mark = want === 'true' ? 'correct' : 'incorrect';
+          if (!cls.split(/\s+/).includes(mark)) failures.push(`${name}: question ${q + 1} answered ${mark}ly, feedback class "${cls}"`);
+          if (!(await fb.isVisible())) failures.push(`${name}: question ${q + 1}: the feedback is not visible`);
+          const norm = (t) => t.replace(/\s+/g, ' ').trim();
+          if (!expected || norm(text) !== norm(expected.replace(/<[^>]+>/g, ''))) {
+            failures.push(`${name}: question ${q + 1}: feedback "${text}" is not the choice's own ("${expected}")`);
+          }
+          const colour = await fb.evaluate((e) => getComputedStyle(e).color);
+          entry.answers.push({ question: q + 1, answered: mark, feedback: text, colour });
+        }
+        const file = path.join(args.root, '_build', 'screenshots', `${spec.page.replace(/^book\//, '')}-quiz-${theme}.png`);
+        await page.locator('.sequencer-quiz').first().screenshot({ path: file });
+        notes.screenshots.push(path.relative(args.root, file));
+      } catch (err) {
+        failures.push(`${name}: ${err.message.split('\n')[0]}`);
+      }
+      for (const e of errors) failures.push(`${name}: page error ${e}`);
+      notes.quizzes.push(entry);
+      await page.close();
+    }
+  }
+}
+
 async function checkThemes(context, args, toc, checks, failures, notes) {
   const dir = path.join(args.root, '_build', 'screenshots');
   fs.mkdirSync(dir, { recursive: true });
@@ -157,6 +242,7 @@ async function checkThemes(context, args, toc, checks, failures, notes) {
           const box = await panel.boundingBox();
           if (!box || box.width < 24 || box.height < 24) continue;
           if (!(await panel.isVisible())) continue;
+          if (await panel.evaluate((e, sel) => e.matches(sel), DATA_IMAGE)) continue; // kept in true colours
           entry.panels++;
           const shot = decodePNG(await panel.screenshot({ animations: 'disabled' }));
           // figures: their own pixels (inside padding and border); panels: the panel's background
@@ -361,7 +447,8 @@ async function main() {
   const checks = readJson(path.join(here, 'checks.json'), {});
   const widgetChecks = readJson(path.join(here, 'widget_checks.json'), []);
   const failures = [];
-  const notes = { base: args.base, toc, pages: [], search: [], widgets: [], screenshots: [], themes: [], offsite: [] };
+  const notes = { base: args.base, toc, pages: [], search: [], widgets: [], screenshots: [], themes: [], offsite: [],
+    quizzes: [], data_images: [] };
 
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'book-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
@@ -393,6 +480,8 @@ async function main() {
     }
     await screenshots(context, args, toc, checks.screenshots || [], notes);
     await checkThemes(context, args, toc, checks, failures, notes);
+    await checkQuizzes(context, args, toc, checks, failures, notes);
+    await checkDataImages(context, args, toc, checks, failures, notes);
   } finally {
     await context.close();
     fs.rmSync(profile, { recursive: true, force: true });
@@ -403,7 +492,8 @@ async function main() {
   const widgetPages = notes.pages.filter((p) => p.widget_views > 0).length;
   console.log(`checked ${notes.pages.length} pages (${widgetPages} with widgets), `
     + `${notes.search.length} searches, ${notes.widgets.length} widget interactions, `
-    + `${notes.themes.length} page themes (${notes.themes.reduce((n, t) => n + t.panels, 0)} dark-theme panels measured); `
+    + `${notes.themes.length} page themes (${notes.themes.reduce((n, t) => n + t.panels, 0)} dark-theme panels measured), `
+    + `${notes.quizzes.length} quiz runs, ${notes.data_images.length} data-image pixels; `
     + `screenshots: ${notes.screenshots.join(', ') || 'none'}`);
   if (failures.length) {
     console.log(`${failures.length} failure(s):`);
