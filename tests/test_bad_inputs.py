@@ -5,6 +5,12 @@ message. Command-line rows also prove that a refused run leaves ``--out`` exactl
 file added or changed). The rest: what a run records (data folder, 0644 results, rounded last line), the
 resume / kill -9 / Ctrl-C / disk-full guarantees, and ``pretrained()``'s deadline against a local server on
 127.0.0.1 that accepts connections and never answers (no test sends traffic anywhere else).
+
+Issue 23 (the second half of the file): every example of the issue in two tables (``CLI23``: exit code, message,
+no existing file changed; ``LIBRARY23``: exception, message, no file changed), run-folder ownership and locks,
+divergence, dry runs, the environment switches, verified downloads from servers on 127.0.0.1, and a run killed at
+every write (``SEQUENCER_TEST_FAULT=kill@K``) that resumes to the uninterrupted run bit for bit. Interruption tests
+hold the run at a known write (``pause@K``) instead of racing the clock.
 """
 from __future__ import annotations
 

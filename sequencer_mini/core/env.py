@@ -83,11 +83,15 @@ def check_environment() -> list[str]:
             flag(name)
         except ValueError as e:
             problems.append(str(e))
-    for check in (*(lambda n=n: number(n) for n in NUMBERS), test_fault):
+    for name in NUMBERS:
         try:
-            check()
+            number(name)
         except ValueError as e:
             problems.append(str(e))
+    try:
+        test_fault()
+    except ValueError as e:
+        problems.append(str(e))
     return problems
 
 

@@ -401,10 +401,13 @@ def help_epilog(default_models: dict[str, str]) -> str:
             f"  {DATA_ENV}    folder(s) holding the datasets ({os.pathsep}-separated); used exactly, like\n"
             f"                    --data-root: a named folder without the data is an error, never a fallback\n"
             f"  {CACHE_ENV}   download cache (default ~/.cache/sequencer_mini)\n"
-            f"  {OFFLINE_ENV} set: never download\n"
+            f"  {OFFLINE_ENV} on: never download\n"
             f"  SEQUENCER_BUDGET  ci | cpu | gpu: default sizes when --budget is not given\n"
-            f"  SEQUENCER_QUIET   set: no progress bars or per-epoch lines\n"
-            f"  {DEBUG_ENV}   set (or --debug): show the Python traceback of an error")
+            f"  SEQUENCER_QUIET   on: no progress bars or per-epoch lines\n"
+            f"  {DEBUG_ENV}   on (or --debug): show the Python traceback of an error\n"
+            f"  SEQUENCER_DRY_RUN on: 2 batches per epoch, 2 epochs (never into a real run's --out)\n"
+            f"  SEQUENCER_DOWNLOAD_TIMEOUT  seconds for pretrained() downloads, > 0 (default 300)\n"
+            f"  on/off values: 1, true, yes, on / 0, false, no, off or empty; anything else is refused")
 
 
 def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None,

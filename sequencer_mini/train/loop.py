@@ -8,6 +8,12 @@ Checkpoints: after every epoch ``out_dir/last.pt`` is replaced atomically (write
 ``os.replace``), so a crash or a Colab disconnect loses at most one epoch and never leaves a half-written
 ``last.pt``. It holds model, optimizer, scheduler, scaler, every RNG state and the history; the data order
 is a pure function of ``(seed, epoch)``. A resumed CPU run therefore ends bitwise equal to an uninterrupted one.
+Per epoch the files are written in one order: ``epochs/NNN.pt``, ``last.pt`` (the commit point), then ``best.pt`` and
+``final.pt``; a resume completes whatever a crash after ``last.pt`` left unwritten, so a run killed at any write
+resumes to the same folder (``tests/test_bad_inputs.py`` kills it at each). A non-finite loss or weight stops the run
+with :class:`DivergedError` (the step and the learning rate) before anything of that epoch is saved; checkpoints
+are checked field by field when read (:func:`upgrade_checkpoint`: older formats upgraded, non-finite weights and
+a dry run's checkpoint in a real run refused).
 
 The command line is :mod:`sequencer_mini.train.cli` (``python -m sequencer_mini.train``).
 """
@@ -498,7 +504,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, opt: torch.optim.Optimiz
         with autocast(device, dtype):
             logits = model(x)
             loss = loss_fn(logits.float(), y)
-        lrs.append(sched.get_last_lr()[0])
+        lrs.append(float(sched.get_last_lr()[0]))
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), steps_done, first_bad)
         if check_now and first_bad.item() >= 0:
             break
@@ -691,12 +697,12 @@ def fit(model: nn.Module, train_loader: Batches, test_loader: Iterable, cfg: Tra
         stats: dict[str, Any] = distributed.reduce_epoch_stats(local, train_loader)  # every rank's images
         bad = nonfinite_tensors({"model": model.state_dict(), "ema": judged.state_dict()})
         if bad:
-            raise _diverged(DivergedError(None, sched.get_last_lr()[0], math.nan, f"the weights ({bad[0]})"),
+            raise _diverged(DivergedError(None, float(sched.get_last_lr()[0]), math.nan, f"the weights ({bad[0]})"),
                             epoch, steps, cfg, ckpt_path)
         test = evaluate(judged, test_loader, device, cfg.amp, channels_last)
         if not math.isfinite(test.loss):
-            raise _diverged(DivergedError(None, sched.get_last_lr()[0], test.loss, "the test loss"), epoch, steps,
-                            cfg, ckpt_path)
+            raise _diverged(DivergedError(None, float(sched.get_last_lr()[0]), test.loss, "the test loss"), epoch,
+                            steps, cfg, ckpt_path)
         val = evaluate(judged, val_loader, device, cfg.amp, channels_last) if val_loader is not None else None
         last = epoch + 1 == n_epochs  # the raw weights are scored once, at the end, to measure what EMA adds
         raw = (evaluate(model, test_loader, device, cfg.amp, channels_last).accuracy
