@@ -251,7 +251,7 @@ def test_widget_and_math_javascript_served_locally():
     config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
     sphinx = config["sphinx"]["config"]
     static = [ROOT / p for p in sphinx["html_static_path"]]
-    scripts = list(sphinx["nb_ipywidgets_js"]) + [sphinx["mathjax_path"]]
+    scripts = list(sphinx["nb_ipywidgets_js"]) + [sphinx["mathjax_path"]] + list(sphinx.get("html_js_files", []))
     for script in scripts:
         assert not re.match(r"^(https?:)?//", script), f"{script} is loaded from the network"
         assert any((d / script).is_file() for d in static), f"{script} not found in {static}"

@@ -21,8 +21,9 @@ from typing import Any
 
 __all__ = ["QUIZ_COLORS", "check_bank", "choice", "number", "quiz", "quiz_html"]
 
-#: jupyterquiz's colour variables (its default palette, darker answer text for contrast); readable on the
-#: book's light and dark pages alike, since the quiz paints its own background.
+#: jupyterquiz's colour variables (its default palette). The questions paint their own purple panel; the
+#: feedback and the numeric field's label sit on the page, so ``book/_theme/book.css`` gives those three a
+#: lighter shade in the book's dark theme.
 QUIZ_COLORS: dict[str, str] = {
     "--jq-multiple-choice-bg": "#392061",
     "--jq-mc-button-bg": "#fafafa",
@@ -34,8 +35,8 @@ QUIZ_COLORS: dict[str, str] = {
     "--jq-numeric-input-label": "#101010",
     "--jq-numeric-input-shadow": "#999999",
     "--jq-string-bg": "#4c1a57",
-    "--jq-incorrect-color": "#ff8a80",
-    "--jq-correct-color": "#69f0ae",
+    "--jq-incorrect-color": "#c80202",
+    "--jq-correct-color": "#007a10",
     "--jq-text-color": "#fafafa",
     "--jq-link-color": "#9abafa",
 }

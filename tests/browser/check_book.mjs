@@ -183,7 +183,7 @@ async function checkQuizzes(context, args, toc, checks, failures, notes) {
       const entry = { page: spec.page, theme, answers: [] };
       try {
         await page.waitForSelector('.sequencer-quiz[data-rendered="true"]', { timeout: 20000 });
-        const questions = page.locator('.sequencer-quiz .MultipleChoiceQn');
+        const questions = page.locator('.sequencer-quiz .Quiz:has(label.MCButton)');
         if ((await questions.count()) < 2) throw new Error('fewer than two multiple-choice questions rendered');
         for (const [q, want] of [[0, 'false'], [1, 'true']]) {
           const question = questions.nth(q);
@@ -191,7 +191,7 @@ async function checkQuizzes(context, args, toc, checks, failures, notes) {
           await choice.scrollIntoViewIfNeeded();
           const expected = (await choice.getAttribute('data-feedback')) || '';
           await choice.click();
-          const fb = page.locator(`.sequencer-quiz .Feedback`).nth(q);
+          const fb = question.locator('.Feedback');
           await page.waitForTimeout(200);
           const cls = (await fb.getAttribute('class')) || '';
           const text = ((await fb.textContent()) || '').trim();
