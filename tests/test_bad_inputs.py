@@ -1269,3 +1269,48 @@ def test_killed_at_every_write_resumes_to_the_uninterrupted_run(trees, tmp_path)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (k, label, status)
         main([*argv, "--out", str(out), "--resume"])
         _assert_same_run(out, tmp_path / "ref")
+
+
+def test_a_second_live_run_into_the_same_out_is_refused(trees, tmp_path, capsys):
+    """Two runs started into one --out: the first holds the folder (paused before its first last.pt is in place),
+    the second is refused naming the first's process, and nothing the first wrote is touched."""
+    out = tmp_path / "run"
+    args = [*INTERRUPTED, "--data-root", str(trees["fm"]), "--out", str(out)]
+    first = _cli(args, trees, fault="pause@1")
+    try:
+        assert "(before replace last.pt)" in _wait_paused(first)
+        before = snapshot(out)
+        assert run(main, args) == 1
+        err = capsys.readouterr().err
+        assert re.search(rf"run is being written by another run \(process {first.pid} on this machine", err), err
+        assert snapshot(out) == before
+    finally:
+        first.kill()
+        first.communicate()
+
+
+def test_debug_off_means_off(trees, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEQUENCER_DEBUG", "0")  # before issue 23: any non-empty value read as "on"
+    assert run(main, [*RUN, "--data-root", str(trees["empty"]), "--out", str(tmp_path / "run")]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_pretrained_moves_aside_a_partial_file_left_under_the_final_name(tmp_path, monkeypatch, capsys):
+    """What torch.hub's own download left after a cut connection: a partial file under the final name, no record."""
+    import sequencer_mini.interop.weights as w
+    good = _weights_bytes(tmp_path)
+    server = _Server(good)
+    try:
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        monkeypatch.setitem(w.OFFICIAL_URLS, "sequencer2d_s", server.url)
+        monkeypatch.setitem(w.MODELS, "sequencer2d_s", lambda **kw: torch.nn.Linear(1, 1))
+        cached = tmp_path / "torch" / "hub" / "checkpoints" / "sequencer2d_s.pth"
+        cached.parent.mkdir(parents=True)
+        cached.write_bytes(good[: len(good) // 2])
+        w.pretrained("sequencer2d_s", timeout=30)
+        err = capsys.readouterr().err
+        assert re.search(r"the cached weights file .*sequencer2d_s.pth failed its check \(it is not a readable weights "
+                         r"file.*moved aside to .*sequencer2d_s.pth.bad-", err), err
+        assert cached.read_bytes() == good and server.hits == 1
+    finally:
+        server.close()
