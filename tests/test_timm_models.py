@@ -4,8 +4,11 @@ Every registered preset: built by ``timm.create_model``, forward / backward, bat
 channels-last input, ``num_classes=0``, ``reset_classifier``, ``forward_head(pre_logits=True)``,
 ``pretrained_cfg``, ``feature_info`` (against timm's ``features_only`` wrapper) and gradient checkpointing.
 ``torch.jit.script``, ``torch.fx.symbolic_trace`` and ``torch.export`` on S and the three CPU presets (M and L
-are S with more blocks: the same code), each with the input checks still raising in the traced module.
-ImageNet-sized presets run at 56 px (a multiple of their 14-pixel grid) to keep the module fast.
+are S with more blocks: the same code), each with the input checks still raising in the traced module; FX then
+TorchScript (equal to eager) on the CPU presets; ``forward_intermediates``, ``prune_intermediate_layers`` and
+``features_only`` against the eager stages; FX feature extractors and ``features_only`` wrappers keeping the input
+checks; the meta device; ``in_chans`` overrides. timm's own ``tests/test_models.py`` runs in
+``tests/test_timm_upstream.py``. ImageNet-sized presets run at 56 px (a multiple of their 14-pixel grid) to keep the module fast.
 """
 from __future__ import annotations
 
@@ -143,17 +146,64 @@ def test_reset_classifier_and_pre_logits(built):
 
 
 def test_feature_info_matches_timms_features_only(timm_name, built):
+    """timm's default ``out_indices`` (stages 0-2; all stages of the 1- and 2-stage presets), each map equal to the
+    model's own stage output."""
     model = built
     info = model.feature_info
     assert [f["module"] for f in info] == [f"stages.{i}" for i in range(len(model.stages))]
     features = build(timm_name, features_only=True).eval()
+    # ``build`` seeds every build alike: the wrapped model has ``model``'s weights
     x = images(model)
     with torch.no_grad():
         maps = features(x)
-    assert len(maps) == len(info)
-    for fmap, f in zip(maps, info, strict=True):  # NHWC, as the model's blocks
+        _, eager = model.forward_intermediates(x, output_fmt="NHWC")
+    default = min(3, len(info))  # timm's Sequencer2d: out_indices=(0, 1, 2)
+    assert len(maps) == default
+    for fmap, f, want in zip(maps, info[:default], eager[:default], strict=True):  # NHWC, as the model's blocks
         assert fmap.shape == (2, x.shape[-2] // f["reduction"], x.shape[-1] // f["reduction"], f["num_chs"])
-    assert features.feature_info.channels() == [f["num_chs"] for f in info]
+        torch.testing.assert_close(fmap, want, rtol=0, atol=0)
+    assert features.feature_info.channels() == [f["num_chs"] for f in info[:default]]
+    everything = build(timm_name, features_only=True, out_indices=tuple(range(len(info))))
+    assert len(everything.feature_info.channels()) == len(info)
+    with pytest.raises(ValueError, match=rf"has {len(info)} stage\(s\), feature levels 0..{len(info) - 1}"):
+        build(timm_name, features_only=True, out_indices=(len(info),))
+
+
+def test_forward_intermediates_equals_eager_and_prune_keeps_it(timm_name, built):
+    model = built
+    x = images(model, height=side_of(model) + 3)  # off the patch grid: timm's entries floor it
+    n = len(model.stages)
+    with torch.no_grad():
+        maps, feats = [], model.stem(x)
+        for stage in model.stages:
+            feats = stage(feats)
+            maps.append(feats)
+        final, inter = model.forward_intermediates(x)
+        assert torch.equal(final, model.forward_features(x)) and torch.equal(final, model.norm(maps[-1]))
+        assert [tuple(t.shape) for t in inter] == [tuple(m.permute(0, 3, 1, 2).shape) for m in maps]  # NCHW
+        assert all(torch.equal(a, b.permute(0, 3, 1, 2)) for a, b in zip(inter, maps, strict=True))
+        only = model.forward_intermediates(x, indices=[-1], norm=True, output_fmt="NHWC", intermediates_only=True)
+        assert len(only) == 1 and torch.equal(only[0], final)
+        if n > 1:
+            early, first = model.forward_intermediates(x, indices=1, stop_early=True, output_fmt="NHWC")
+            assert torch.equal(first[0], maps[-1])
+            early, first = model.forward_intermediates(x, indices=[0], stop_early=True, output_fmt="NHWC")
+            assert torch.equal(early, maps[0]) and torch.equal(first[0], maps[0])  # stopped: no final norm
+    with pytest.raises(ValueError, match="out of range"):
+        model.forward_intermediates(x, indices=[n])
+    with pytest.raises(ValueError, match="output_fmt"):
+        model.forward_intermediates(x, output_fmt="NLC")
+    pruned = copy.deepcopy(model)
+    assert pruned.prune_intermediate_layers([0]) == [0]
+    assert len(pruned.stages) == 1 and pruned.num_classes == 0
+    assert pruned.num_features == pruned.head_hidden_size == model.feature_info[0]["num_chs"]
+    with torch.no_grad():
+        assert torch.equal(pruned.forward_intermediates(x, indices=[0], intermediates_only=True)[0],
+                           inter[0])
+        # no pooling, no classifier: the stage's map; no norm either where stages were cut (timm's rule)
+        assert torch.equal(pruned(x), maps[0] if n > 1 else final)
+        pruned.reset_classifier(3, "avg")
+        assert pruned(x).shape == (2, 3)
 
 
 def test_grad_checkpointing_gives_the_same_loss_and_gradients(timm_name):
@@ -189,15 +239,22 @@ def traced(kind: str, model: Sequencer2D, x: torch.Tensor):
             return torch.jit.script(model)
     if kind == "fx":
         return torch.fx.symbolic_trace(model)
+    if kind == "fx_script":  # FX, then TorchScript (timm's test_model_forward_fx_torchscript does this)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", message="The TorchScript type system doesn't support instance-level")
+            return torch.jit.script(torch.fx.symbolic_trace(model))
     with warnings.catch_warnings():
         # nn.LSTM re-assigns its _flat_weights list while traced; harmless here (the output is compared below)
         warnings.filterwarnings("ignore", message="The tensor attributes .*_flat_weights", category=UserWarning)
         return torch.export.export(model, (x,)).module()
 
 
-@pytest.mark.parametrize("kind", ["script", "fx", "export"])
-@pytest.mark.parametrize("name", TRACED)
+@pytest.mark.parametrize(("name", "kind"), [(n, k) for n in TRACED for k in ("script", "fx", "fx_script", "export")
+                                             if (n, k) != ("sm_sequencer2d_s", "fx_script")])  # S: timm's own test
 def test_traced_model_matches_and_keeps_its_checks(name, kind):
+    """timm's entries floor sides off the patch grid (``strict_img_size=False``), traced too; sizes under one token,
+    empty batches, integer images and wrong channel counts are refused by the traced module as by the model."""
     model = build(name).eval()
     x = images(model)
     torch.nn.init.normal_(model.head.fc.weight, std=0.02)  # non-zero logits, so equality means something
@@ -210,16 +267,86 @@ def test_traced_model_matches_and_keeps_its_checks(name, kind):
         with pytest.raises(Exception, match="Guard failed|[Ee]xpected input"):
             graph(x[..., 1:])
         return
+    with torch.no_grad():
+        torch.testing.assert_close(graph(x[..., 1:]), model(x[..., 1:]), rtol=1e-5, atol=1e-6)  # floored alike
     # script raises torch.jit.Error (a RuntimeError) carrying the ValueError's message; fx raises the ValueError.
     error = ValueError if kind == "fx" else torch.jit.Error
-    with pytest.raises(error, match="multiples of"):
-        graph(x[..., 1:])
+    with pytest.raises(error, match=rf"at least {model.reduction} \(one token at the last stage\)"):
+        graph(x[..., : model.reduction - 1])
     with pytest.raises(error, match="non-empty batch"):
         graph(x[:0])
     with pytest.raises(error, match="floating-point images"):
         graph(x.to(torch.uint8))
     with pytest.raises(error, match=f"expected {model.in_chans} input channels"):
         graph(torch.cat([x, x], dim=1))
+
+
+@pytest.mark.parametrize("kind", ["script", "fx", "fx_script"])
+def test_strict_model_keeps_the_refusal_when_traced(kind):
+    model = build("sequencer2d_mini28", strict_img_size=True).eval()
+    x = images(model)
+    graph = traced(kind, model, x)
+    with pytest.raises(ValueError if kind == "fx" else torch.jit.Error, match="multiples of 4, got 28×27"):
+        graph(x[..., 1:])
+
+
+def _fx_extract(model: torch.nn.Module):
+    """The final node cut out with torchvision's feature extractor and timm's tracer settings, as timm's FX tests
+    and ``features_only`` with ``feature_cls='fx'`` do; the graph is cleaned of nodes that feed no output."""
+    from timm.models import get_notrace_functions, get_notrace_modules
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+    tracer_kwargs = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions(),
+                         param_shapes_constant=True)
+    _, nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
+    return create_feature_extractor(model, return_nodes=[nodes[-1]], tracer_kwargs=tracer_kwargs)
+
+
+@pytest.mark.parametrize("name", ["sequencer2d_mini28", "sequencer2d_fast28"])
+def test_fx_feature_extractors_and_features_only_keep_the_input_checks(name):
+    """Extracted graphs and timm's ``features_only`` wrappers (which run the stem and the stages themselves) check
+    their input at the stem: the check's result feeds the convolution, so the extractor's dead-code pass keeps it."""
+    model = build(name).eval()
+    x = images(model)
+    extracted = _fx_extract(model)
+    assert any("check_images" in str(node.target) for node in extracted.graph.nodes)
+    strict = _fx_extract(build(name, strict_img_size=True).eval())
+    fx_wrapped = build(name, features_only=True, feature_cls="fx").eval()
+    hooked = build(name, features_only=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(next(iter(extracted(x).values())), model(x))
+    for net in (extracted, fx_wrapped, hooked):
+        with pytest.raises(ValueError, match="floating-point images"):
+            net(x.to(torch.uint8))
+        with pytest.raises(ValueError, match="non-empty batch"):
+            net(x[:0])
+        with pytest.raises(ValueError, match=f"expected {model.in_chans} input channels"):
+            net(torch.cat([x, x], dim=1))
+        with pytest.raises(ValueError, match="at least"):
+            net(x[..., :3])
+    with pytest.raises(ValueError, match="multiples of 4"):
+        strict(x[..., 1:])
+
+
+def test_meta_device_and_dtype_factory_arguments():
+    """timm's factory arguments: built on the meta device (no memory, no numbers), or in another dtype."""
+    model = build("sm_sequencer2d_l", device="meta")
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    half = build("sequencer2d_mini28", dtype=torch.bfloat16)
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    with torch.device("meta"):
+        assert build("sequencer2d_mini28").stem.proj.weight.is_meta
+
+
+def test_in_chans_override_keeps_the_cfg_consistent():
+    """timm's train.py passes ``in_chans=3`` unless told otherwise: the cfg then describes 3-channel input, so that
+    timm's data pipeline loads RGB images for the 3-channel stem."""
+    model = build("sequencer2d_mini28", in_chans=3)
+    cfg = model.pretrained_cfg
+    assert model.in_chans == 3 and cfg["input_size"] == (3, 28, 28) and len(cfg["mean"]) == len(cfg["std"]) == 3
+    assert timm.data.resolve_data_config(model=model)["input_size"] == (3, 28, 28)
+    grey = build("sm_sequencer2d_s", in_chans=1, features_only=True)
+    assert grey.pretrained_cfg["input_size"] == (1, 224, 224) and len(grey.pretrained_cfg["mean"]) == 1
+    assert build("sequencer2d_mini28").pretrained_cfg["input_size"] == (1, 28, 28)
 
 
 # ----------------------------------------------------------------------------- input and argument checks

@@ -23,7 +23,17 @@ this module, which registers ours and then runs the script with the remaining ar
         --model sm_sequencer2d_s ...
 
 Every entry goes through timm's ``build_model_with_cfg``, so ``features_only=True``, ``pretrained_cfg`` and
-``checkpoint_path`` behave as for timm's own models.
+``checkpoint_path`` behave as for timm's own models. As timm's ``Sequencer2d``:
+
+* **input sizes** are floored by the strided patch convolutions (``strict_img_size=False``): any side of at least
+  ``prod(patch_sizes)`` runs, so timm's tests and scripts may feed 128 px to S/M/L. ``strict_img_size=True``
+  gives the refusal of sides off the patch grid that :mod:`sequencer_mini.models.sequencer2d`'s own constructors,
+  and the book, use by default.
+* ``features_only=True`` returns stages 0-2 by default (timm's ``out_indices``), all stages of the one- and
+  two-stage presets; an ``out_indices`` past the last stage is a ValueError naming the stages there are.
+* ``in_chans`` other than the preset's (timm's ``train.py`` passes ``in_chans=3`` unless told ``--in-chans``)
+  builds that stem, and the model's ``pretrained_cfg`` says so: ``input_size`` starts with the new channel
+  count and mean/std have one entry per channel, so timm's data pipeline loads matching images.
 """
 
 from __future__ import annotations
@@ -61,11 +71,31 @@ def _cfg_key(timm_name: str) -> str:
 default_cfgs = generate_default_cfgs({_cfg_key(n): _timm_cfg(n) for n in TIMM_NAMES})
 
 
+#: timm's Sequencer2d returns stages 0-2 from ``features_only`` unless told otherwise.
+DEFAULT_OUT_INDICES = (0, 1, 2)
+
+
+def _out_indices(timm_name: str, n_stages: int, out_indices: Any) -> Any:
+    """timm's default ``out_indices`` cut to the stages there are; a request past them is a ValueError."""
+    if out_indices is None:
+        return tuple(i for i in DEFAULT_OUT_INDICES if i < n_stages)
+    wanted = [out_indices] if isinstance(out_indices, int) else list(out_indices)
+    bad = (not wanted or (isinstance(out_indices, int) and not 0 < out_indices <= n_stages)
+           or (not isinstance(out_indices, int) and any(not -n_stages <= i < n_stages for i in wanted)))
+    if bad:
+        raise ValueError(
+            f"{timm_name} has {n_stages} stage(s), feature levels 0..{n_stages - 1}; out_indices={out_indices!r} "
+            f"asks for others (an int n takes the last n stages, 1 to {n_stages})"
+        )
+    return out_indices
+
+
 def _create(timm_name: str, pretrained: bool = False, **kwargs: Any) -> Sequencer2D:
     name = TIMM_NAMES[timm_name]
     n_stages = len(preset_config(name).layers)
-    out_indices = kwargs.pop("out_indices", tuple(range(n_stages)))
-    return build_model_with_cfg(
+    out_indices = _out_indices(timm_name, n_stages, kwargs.pop("out_indices", None))
+    kwargs.setdefault("strict_img_size", False)  # timm's and the official code's behaviour: floor the sides
+    model = build_model_with_cfg(
         MODELS[name],
         timm_name,
         pretrained,
@@ -73,6 +103,14 @@ def _create(timm_name: str, pretrained: bool = False, **kwargs: Any) -> Sequence
         feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
         **kwargs,
     )
+    in_chans = kwargs.get("in_chans")
+    if in_chans is not None and in_chans != model.pretrained_cfg["input_size"][0]:
+        # The registry's cfg describes the preset's channels; this model was built for others. (After the weights
+        # loaded: timm adapts a pretrained stem from the registry's channel count.)
+        ours = pretrained_cfg_for(name, preset_config(name, in_chans=in_chans))
+        cfg = dict(model.pretrained_cfg, input_size=ours["input_size"], mean=ours["mean"], std=ours["std"])
+        model.pretrained_cfg = model.default_cfg = cfg
+    return model
 
 
 def _entry(timm_name: str) -> Callable[..., Sequencer2D]:

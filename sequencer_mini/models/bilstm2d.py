@@ -110,7 +110,7 @@ class BiLSTM2D(nn.Module):
         return f"union={self.union!r}, with_fc={self.with_fc}, backend={self.backend!r}"
 
     def forward(self, x: Tensor) -> Tensor:
-        checks.check_bilstm2d_input(x, self.input_size)  # an FX leaf: it runs in a traced module too
+        x = checks.check_bilstm2d_input(x, self.input_size)  # an FX leaf: it runs in a traced module too
         batch, height, width, channels = x.shape
         # permute + reshape rather than einops, so that torch.jit.script and torch.fx trace this; each line
         # gives its einops pattern.

@@ -14,10 +14,10 @@ Traceable: every forward here runs under ``torch.jit.script``, ``torch.fx.symbol
 comment: einops functions are neither scriptable nor FX-traceable) and why the input checks are free functions
 registered with ``torch.fx.wrap`` (in :mod:`sequencer_mini.models.checks`, called as ``checks.check_…`` so that
 FX's patching of that module's names applies): FX records them as calls that still run, on real tensors, in the
-traced module, instead of failing on ``if`` over a symbolic shape.
+traced module, instead of failing on ``if`` over a symbolic shape. (No ``from __future__ import annotations``
+here: FX copies the annotations of a traced ``forward`` into its graph, and TorchScript cannot read them as
+strings.)
 """
-
-from __future__ import annotations
 
 from functools import partial
 
@@ -75,17 +75,20 @@ def patchify(images: Tensor, patch: int) -> Tensor:
 class PatchEmbed(nn.Module):
     """The stem: a ``p×p`` convolution with stride ``p``, one token per patch.
 
-    Shapes: ``(B, in_chans, H, W) → (B, H/p, W/p, embed_dim)``. ``H`` and ``W`` must be multiples of ``p``:
-    a strided convolution would silently drop the remainder, so we raise instead.
+    Shapes: ``(B, in_chans, H, W) → (B, H/p, W/p, embed_dim)``. With ``strict_img_size=True`` (the default)
+    ``H`` and ``W`` must be multiples of ``p``: a strided convolution would silently drop the remainder, so we
+    raise instead. With ``strict_img_size=False`` (timm's and the official code's behaviour) any side of at least
+    ``p`` runs and the convolution floors it: ``(B, C, H, W) → (B, ⌊H/p⌋, ⌊W/p⌋, embed_dim)``.
     """
 
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, strict_img_size: bool = True) -> None:
         super().__init__()
         self.patch_size, self.in_chans = patch_size, in_chans
+        self.strict_img_size = strict_img_size
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        checks.check_patch_embed_input(x, self.in_chans, self.patch_size)
+        x = checks.check_patch_embed_input(x, self.in_chans, self.patch_size, self.strict_img_size)
         return self.proj(x).permute(0, 2, 3, 1)  # "b c h w -> b h w c"
 
 
@@ -93,15 +96,18 @@ class Downsample2D(nn.Module):
     """Merge ``p×p`` tokens into one between stages: ``(B, H, W, C_in) → (B, H/p, W/p, C_out)``.
 
     With ``p = 1`` (Sequencer2D's last two stages) it is a pointwise linear map that only changes ``C``.
+    ``strict_img_size`` as in :class:`PatchEmbed`: refuse sides that are not multiples of ``p`` (default), or
+    floor them.
     """
 
-    def __init__(self, input_dim: int, output_dim: int, patch_size: int) -> None:
+    def __init__(self, input_dim: int, output_dim: int, patch_size: int, strict_img_size: bool = True) -> None:
         super().__init__()
         self.patch_size = patch_size
+        self.strict_img_size = strict_img_size
         self.down = nn.Conv2d(input_dim, output_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        checks.check_channels_last(x, self.patch_size)
+        x = checks.check_channels_last(x, self.patch_size, self.strict_img_size)
         x = x.permute(0, 3, 1, 2)  # "b h w c -> b c h w"
         return self.down(x).permute(0, 2, 3, 1)  # "b c h w -> b h w c"
 

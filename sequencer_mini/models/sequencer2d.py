@@ -2,8 +2,16 @@
 
 The model is a patch embedding, four stages of :class:`~sequencer_mini.models.blocks.Sequencer2DBlock` separated by
 :class:`~sequencer_mini.models.blocks.Downsample2D`, a LayerNorm, global average pooling and a linear head. There
-is no position embedding and no class token, so any input whose sides are multiples of the product of the
-patch sizes runs unchanged, at any resolution.
+is no position embedding and no class token, so the same model runs at any resolution.
+
+**Input sizes, two modes.** ``strict_img_size=True``, the default of this module's constructors and of
+:class:`Sequencer2D` (the mode the book uses): the sides must be multiples of the product of the patch sizes
+(14 for S/M/L, 4 for the mini presets), and anything else is refused with a ValueError that names the nearest
+valid size: nothing is cropped silently. ``strict_img_size=False``, the default of the timm registry entries
+(``timm.create_model('sm_sequencer2d_s')``, :mod:`sequencer_mini.interop.timm_models`) and the behaviour of the
+official code and of timm's ``Sequencer2d``: any side of at least that product runs, and the strided patch
+convolutions floor it (``230×230`` on S gives a ``32×32``, then ``16×16`` grid, the logits of timm's model bit for
+bit). Either way a wrong channel count, rank, dtype or an input smaller than one token is a ValueError.
 
 Names follow timm's ``Sequencer2d`` (``stem.proj``, ``stages.{i}.downsample.down``,
 ``stages.{i}.blocks.{j}.…``, ``norm``, ``head.fc``) so ``model.load_state_dict(timm_model.state_dict())``
@@ -21,19 +29,22 @@ Two details are the official code's and differ from current timm:
 
 The model speaks timm's model interface (``num_classes=0`` for pooled features, ``reset_classifier``,
 ``forward_features`` / ``forward_head(pre_logits=...)``, ``pretrained_cfg``, ``feature_info``,
-``set_grad_checkpointing``), and :mod:`sequencer_mini.interop.timm_models` registers the presets with
-``timm.create_model``. It runs under ``torch.jit.script``, ``torch.fx.symbolic_trace`` and ``torch.export``
-with its input checks in place (see :mod:`sequencer_mini.models.checks`).
+``set_grad_checkpointing``, ``feature_dim``, ``forward_intermediates``, ``prune_intermediate_layers``, timm's
+default ``features_only`` stages), and :mod:`sequencer_mini.interop.timm_models` registers the presets with
+``timm.create_model``. It runs under ``torch.jit.script``, ``torch.fx.symbolic_trace`` (then TorchScript) and
+``torch.export`` with its input checks in place, also in models cut out by FX feature extractors and in timm's
+``features_only`` wrappers: the stem checks the whole input (see :mod:`sequencer_mini.models.checks`). No
+``from __future__ import annotations`` in this file: FX copies ``forward``'s annotations into the code it
+generates, and TorchScript cannot compile them as strings.
 """
-
-from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +58,7 @@ from sequencer_mini.models.lstm import LSTM as ScratchLSTM
 __all__ = [
     "Sequencer2DConfig",
     "Sequencer2DStage",
+    "Sequencer2DStem",
     "Sequencer2D",
     "drop_path_rates",
     "init_weights",
@@ -135,7 +147,8 @@ def drop_path_rates(layers: tuple[int, ...], rate: float, schedule: str = "linea
     """
     total = sum(layers)
     if schedule == "linear":
-        flat = torch.linspace(0.0, rate, total).tolist() if total > 1 else [0.0]
+        # On the CPU whatever the default device (a model built under ``torch.device('meta')`` needs numbers here).
+        flat = torch.linspace(0.0, rate, total, device="cpu").tolist() if total > 1 else [0.0]
     elif schedule == "uniform":
         flat = [rate] * total
     else:
@@ -152,12 +165,13 @@ class Sequencer2DStage(nn.Module):
 
     def __init__(
         self, dim_in: int, dim: int, patch_size: int, depth: int, make_block: Callable[[int], nn.Module],
-        downsample: bool
+        downsample: bool, strict_img_size: bool = True
     ) -> None:
         super().__init__()
         if not downsample and dim_in != dim:
             raise ValueError(f"a stage without downsampling keeps the width, got {dim_in} → {dim}")
-        self.downsample: nn.Module = Downsample2D(dim_in, dim, patch_size) if downsample else nn.Identity()
+        self.downsample: nn.Module = (Downsample2D(dim_in, dim, patch_size, strict_img_size) if downsample
+                                      else nn.Identity())
         # Blocks are built after the downsampling layer, as in timm, so seeded builds draw the same numbers.
         self.blocks = nn.Sequential(*[make_block(j) for j in range(depth)])
         self.grad_checkpointing = False
@@ -212,14 +226,62 @@ def _check_pool(pool_type: str) -> str:
     return pool_type
 
 
+class Sequencer2DStem(PatchEmbed):
+    """Sequencer2D's stem, ``stem.proj``: :class:`~sequencer_mini.models.blocks.PatchEmbed` that checks the whole
+    model's input (:func:`~sequencer_mini.models.checks.check_images`: rank, channels, dtype, a non-empty batch, and
+    the sides against the product of all patch sizes), so that every way into the model checks it: ``forward``,
+    ``forward_intermediates``, timm's ``features_only`` wrappers (which run the stem and the stages themselves)
+    and graphs cut out by FX feature extractors (the check's result feeds the convolution, so it is never dropped
+    as unused)."""
+
+    def __init__(self, patch_sizes: list[int], in_chans: int, embed_dim: int, strict_img_size: bool = True) -> None:
+        super().__init__(patch_sizes[0], in_chans, embed_dim, strict_img_size)
+        self.patch_sizes: list[int] = list(patch_sizes)
+        self.reduction = math.prod(patch_sizes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = checks.check_images(x, self.in_chans, self.patch_sizes, self.reduction, self.strict_img_size)
+        return self.proj(x).permute(0, 2, 3, 1)  # "b c h w -> b h w c"
+
+
+def take_indices(num_features: int, indices: int | list[int] | tuple[int, ...] | None) -> tuple[list[int], int]:
+    """timm's ``feature_take_indices``: ``None`` all stages, an int ``n`` the last ``n``, a sequence those indices
+    (negative ones from the end). Returns the absolute indices and the largest."""
+    if indices is None:
+        indices = num_features
+    if isinstance(indices, int):
+        if not 0 < indices <= num_features:
+            raise ValueError(f"last-n ({indices}) is out of range (1 to {num_features})")
+        taken = [num_features - indices + i for i in range(indices)]
+    else:
+        taken = []
+        for i in indices:
+            idx = num_features + i if i < 0 else i
+            if not 0 <= idx < num_features:
+                raise ValueError(f"feature index {idx} is out of range (0 to {num_features - 1})")
+            taken.append(idx)
+    if not taken:
+        raise ValueError("indices selects no stage")
+    return taken, max(taken)
+
+
 class Sequencer2D(nn.Module):
     """Sequencer2D. Keyword arguments are the fields of :class:`Sequencer2DConfig` (the paper's knobs).
 
-    Shapes: images ``(B, in_chans, H, W)`` with ``H`` and ``W`` multiples of ``prod(patch_sizes)`` →
-    logits ``(B, num_classes)``. :meth:`forward_features` returns the normed ``(B, H', W', C)`` map.
+    Shapes: images ``(B, in_chans, H, W)`` → logits ``(B, num_classes)``. :meth:`forward_features` returns the
+    normed ``(B, H', W', C)`` map (channels last, ``feature_dim = -1``), with ``H' = H / prod(patch_sizes)``.
+
+    ``strict_img_size=True`` (default): ``H`` and ``W`` must be multiples of ``prod(patch_sizes)``, anything else
+    is a ValueError naming the nearest valid size. ``strict_img_size=False`` (the timm registry entries' default,
+    and what the official code and timm do): any ``H, W ≥ prod(patch_sizes)``, floored by the strided
+    convolutions, ``H' = ⌊H / prod(patch_sizes)⌋``. ``device`` and ``dtype`` (timm's factory arguments) build the
+    parameters there; nothing else depends on them.
     """
 
-    def __init__(self, config: Sequencer2DConfig | None = None, global_pool: str = "avg", **kwargs: Any) -> None:
+    def __init__(
+        self, config: Sequencer2DConfig | None = None, global_pool: str = "avg", strict_img_size: bool = True,
+        device: torch.device | str | None = None, dtype: torch.dtype | None = None, **kwargs: Any
+    ) -> None:
         super().__init__()
         if config is not None and kwargs:
             raise ValueError("pass either a Sequencer2DConfig or keyword arguments, not both")
@@ -228,32 +290,42 @@ class Sequencer2D(nn.Module):
         self.num_classes = cfg.num_classes
         self.in_chans = cfg.in_chans
         self.global_pool = _check_pool(global_pool)
+        self.strict_img_size = bool(strict_img_size)
         self.num_features = cfg.embed_dims[-1]
         self.head_hidden_size = self.num_features  # timm: width of the pre-logits features
         # Plain attributes for the input check (TorchScript reads ints and lists, not a dataclass).
         self.patch_sizes: list[int] = list(cfg.patch_sizes)
         self.reduction = cfg.reduction
         self.output_fmt = "NHWC"
+        self.feature_dim = -1  # timm: the channel axis of forward_features' (B, H', W', C) output
         reductions = [math.prod(cfg.patch_sizes[: i + 1]) for i in range(len(cfg.layers))]
         #: timm's per-stage feature description: channels, input pixels per token side, module name.
-        self.feature_info = [
+        self.feature_info: list[dict[str, Any]] = [
             dict(num_chs=dim, reduction=red, module=f"stages.{i}")
             for i, (dim, red) in enumerate(zip(cfg.embed_dims, reductions, strict=True))
         ]
         #: timm's data config (input size, mean/std, interpolation, crop); presets set their own.
         self.pretrained_cfg: dict[str, Any] = pretrained_cfg_for(None, cfg)
         self.default_cfg = self.pretrained_cfg  # timm's older name for it
-        self.stem = PatchEmbed(cfg.patch_sizes[0], cfg.in_chans, cfg.embed_dims[0])
+        with torch.device(device) if device is not None else nullcontext():
+            self._build_layers(cfg, global_pool)
+        if dtype is not None:
+            self.to(dtype)
+
+    def _build_layers(self, cfg: Sequencer2DConfig, global_pool: str) -> None:
+        # The order of construction is timm's, so that a seeded build draws the same numbers.
+        self.stem = Sequencer2DStem(self.patch_sizes, cfg.in_chans, cfg.embed_dims[0], self.strict_img_size)
         dprs = drop_path_rates(cfg.layers, cfg.drop_path_rate, cfg.drop_path_schedule)
         stages = []
         dim_in = cfg.embed_dims[0]
         for i, depth in enumerate(cfg.layers):
             dim, hidden = cfg.embed_dims[i], cfg.hidden_sizes[i]
             make_block = partial(self._make_block, dim, hidden, cfg.mlp_ratios[i], dprs[i])
-            stages.append(Sequencer2DStage(dim_in, dim, cfg.patch_sizes[i], depth, make_block, downsample=i > 0))
+            stages.append(Sequencer2DStage(dim_in, dim, cfg.patch_sizes[i], depth, make_block, downsample=i > 0,
+                                           strict_img_size=self.strict_img_size))
             dim_in = dim
         self.stages = nn.Sequential(*stages)
-        self.norm = LayerNorm(self.num_features)
+        self.norm: nn.Module = LayerNorm(self.num_features)
         self.head = ClassifierHead(self.num_features, cfg.num_classes, cfg.drop_rate, global_pool)
         init_weights(self)
 
@@ -278,8 +350,9 @@ class Sequencer2D(nn.Module):
 
     def check_input(self, x: Tensor) -> None:
         """Raise a ValueError naming what was expected unless ``x`` is a non-empty floating-point
-        ``(B, in_chans, H, W)`` batch on the patch grid."""
-        checks.check_images(x, self.in_chans, self.patch_sizes, self.reduction)  # an FX leaf
+        ``(B, in_chans, H, W)`` batch whose sides fit the patch grid (multiples of ``prod(patch_sizes)`` when
+        ``strict_img_size``, else at least that). The stem runs this same check on every forward pass."""
+        checks.check_images(x, self.in_chans, self.patch_sizes, self.reduction, self.strict_img_size)  # an FX leaf
 
     # ---- timm's model interface
 
@@ -288,14 +361,18 @@ class Sequencer2D(nn.Module):
         return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """A new (freshly initialised) classifier for ``num_classes``; 0 removes it (the model returns features)."""
+        """A new (freshly initialised) classifier for ``num_classes``; 0 removes it (the model returns features).
+        The new layer takes the model's device, dtype and train/eval mode."""
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        self.head.num_features = self.num_features  # after prune_intermediate_layers, the last kept stage's width
         self.head.reset(num_classes, global_pool)
         self.num_classes = self.config.num_classes = num_classes
         if global_pool is not None:
             self.global_pool = global_pool
-        self.head.to(self.norm.weight.device, self.norm.weight.dtype)  # follow the model's device and dtype
+        weight = self.stem.proj.weight
+        self.head.to(weight.device, weight.dtype)
+        self.head.train(self.head.training)  # the new layer starts in training mode; follow the head's
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -313,9 +390,71 @@ class Sequencer2D(nn.Module):
                 (r"^stages\.(\d+)\.blocks\.(\d+)", None), (r"^stages\.(\d+)\.downsample", (0,)), (r"^norm", (99999,))],
         )
 
+    @torch.jit.ignore
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[list[Tensor], tuple[Tensor, list[Tensor]]]:  # noqa: UP007 (TorchScript reads this annotation)
+        """The stage outputs on the way to the features (timm's ``forward_intermediates``, as in its Sequencer2d).
+
+        Args:
+            x: images ``(B, in_chans, H, W)``.
+            indices: which stages' outputs: ``None`` all, an int ``n`` the last ``n``, a sequence of indices
+                (negative from the end).
+            norm: apply the final LayerNorm to the last stage's output when it is taken.
+            stop_early: run no stage past the last one taken (then the features returned are that stage's).
+            output_fmt: ``'NCHW'`` (timm's default) or ``'NHWC'`` (the model's own layout).
+            intermediates_only: return only the list of stage outputs.
+
+        Returns:
+            ``(features, intermediates)``, ``features`` being :meth:`forward_features`' output when every stage
+            ran; or only ``intermediates``.
+        """
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        taken, max_index = take_indices(len(self.stages), indices)
+        last = len(self.stages) - 1
+        x = self.stem(x)
+        stages = self.stages[: max_index + 1] if stop_early else self.stages
+        intermediates: list[Tensor] = []
+        i = 0
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in taken:
+                inter = self.norm(x) if norm and i == last else x
+                intermediates.append(inter.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else inter)
+        if intermediates_only:
+            return intermediates
+        if i == last:
+            x = self.norm(x)
+        return x, intermediates
+
+    @torch.jit.ignore
+    def prune_intermediate_layers(
+        self, indices: int | list[int] | tuple[int, ...] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop what the stage outputs ``indices`` do not need (timm's ``prune_intermediate_layers``): the stages
+        after the last one taken, then the final norm (``prune_norm``, or when stages were dropped) and the
+        classifier (``prune_head``, or when stages were dropped: it was sized for the last stage). Returns the
+        absolute indices kept."""
+        taken, max_index = take_indices(len(self.stages), indices)
+        prune_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[: max_index + 1]
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()
+        if prune_end:
+            self.num_features = self.head_hidden_size = int(self.feature_info[max_index]["num_chs"])
+        if prune_head or prune_end:
+            self.reset_classifier(0, "")
+        return taken
+
     def forward_features(self, x: Tensor) -> Tensor:
-        """``(B, C_in, H, W) → (B, H', W', C)`` after the final LayerNorm."""
-        self.check_input(x)
+        """``(B, C_in, H, W) → (B, H', W', C)`` after the final LayerNorm (the stem checks ``x``)."""
         return self.norm(self.stages(self.stem(x)))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
@@ -453,10 +592,13 @@ def _build(name: str, kwargs: dict[str, Any]) -> Sequencer2D:
 
 
 def pretrained_cfg_for(name: str | None, cfg: Sequencer2DConfig) -> dict[str, Any]:
-    """timm's ``pretrained_cfg`` for a preset ``name`` (or a custom config when ``None``): input size, mean/std,
-    interpolation, crop, classifier and first-layer names, and for S/M/L the hub id of the authors' weights
-    (timm's tags; the state-dict keys are the same, so ``timm.create_model('sm_sequencer2d_s', pretrained=True)``
-    loads them). ``timm.data.resolve_data_config`` reads it."""
+    """timm's ``pretrained_cfg`` for a preset ``name`` (or a custom config when ``None``): input size (with
+    ``cfg.in_chans`` channels, mean/std repeated to match when a preset is rebuilt for another channel count),
+    ``pool_size`` (the token grid of ``forward_features`` at that size), interpolation, crop, classifier and
+    first-layer names, and for S/M/L the hub id of the authors' weights (timm's tags; the state-dict keys are the
+    same, so ``timm.create_model('sm_sequencer2d_s', pretrained=True)`` loads them).
+    ``timm.data.resolve_data_config`` reads it. ``fixed_input_size`` is False: the model runs at any size on
+    its patch grid (any size of at least one token with ``strict_img_size=False``)."""
     dataset = PRESETS[name].dataset if name in PRESETS else "imagenet"
     side = INPUT_SIDE[dataset]
     if side % cfg.reduction:  # a custom config: the nearest multiple of its patch grid
@@ -467,7 +609,8 @@ def pretrained_cfg_for(name: str | None, cfg: Sequencer2DConfig) -> dict[str, An
                      else ((0.5,) * cfg.in_chans, (0.5,) * cfg.in_chans))
     imagenet = dataset == "imagenet"
     out: dict[str, Any] = dict(
-        architecture=name, num_classes=cfg.num_classes, input_size=(cfg.in_chans, side, side), pool_size=None,
+        architecture=name, num_classes=cfg.num_classes, input_size=(cfg.in_chans, side, side),
+        pool_size=(side // cfg.reduction, side // cfg.reduction),
         crop_pct=0.875 if imagenet else 1.0, crop_mode="center", interpolation="bicubic" if imagenet else "bilinear",
         fixed_input_size=False, mean=tuple(mean), std=tuple(std), first_conv="stem.proj", classifier="head.fc",
         license="apache-2.0",
