@@ -1,8 +1,9 @@
 """Chapter 5: Sequencer2D-S/M/L match the paper's parameter counts and timm's weights and logits.
 
 Every union mode and both ``with_fc`` settings are compared with timm on a small S-shaped model (all four stages)
-at 56 px; each full-size preset is built once for the module and compared once at 224 px. Logits are compared
-bit for bit: the same weights and the same operators give the same floats (one thread, so one reduction order).
+at 56 px; each full-size preset is built once for the module and compared at 224 px and at 230 px (not a multiple
+of 14: built with ``strict_img_size=False``, ours floors the sides as timm and the official code do). Logits are
+compared bit for bit: the same weights and the same operators give the same floats (one thread, so one reduction order).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def full_size(request):
     torch.set_num_threads(1)
     try:
         torch.manual_seed(0)
-        ours = sm.create_model(name).eval()
+        ours = sm.create_model(name, strict_img_size=False).eval()  # floors 230 px, as timm does
         torch.manual_seed(0)
         ref = timm.create_model(name).eval()
         sd_ours, sd_ref = ours.state_dict(), ref.state_dict()
@@ -108,14 +109,38 @@ def test_seeded_init_equals_timm_bitwise(full_size) -> None:
     assert seeded["head_zero"]
 
 
-def test_logits_equal_timm_bitwise_at_224(full_size) -> None:
+@pytest.mark.parametrize("side", [224, 230])
+def test_logits_equal_timm_bitwise(full_size, side: int) -> None:
     name, ours, ref, _ = full_size
-    x = _images(1, 3, 224, 224)
+    x = _images(1, 3, side, side)
     with torch.no_grad():
         want, got = ref(x), ours(x)
     assert want.shape == (1, 1000)
     assert want.abs().max() > 1e-2  # the comparison is not empty
-    assert torch.equal(got, want), f"{name}: max |Δ| {(got - want).abs().max()}"
+    assert torch.equal(got, want), f"{name} at {side} px: max |Δ| {(got - want).abs().max()}"
+
+
+def test_input_size_modes() -> None:
+    """Strict (the library's default, the book's): sides off the patch grid are refused. Not strict (timm's
+    entries): floored by the strided convolutions, so 230 px gives the logits of its first 224 rows and columns; the
+    same weights either way. Under one token at the last stage: refused."""
+    torch.manual_seed(0)
+    strict = sm.Sequencer2D(**SMALL_S).eval()
+    _randomize(strict)
+    loose = sm.Sequencer2D(**SMALL_S, strict_img_size=False).eval()
+    loose.load_state_dict(strict.state_dict(), strict=True)
+    assert strict.strict_img_size and not loose.strict_img_size
+    x = _images(1, 3, 62, 59)
+    with torch.no_grad():
+        assert torch.equal(loose(x), strict(x[..., :56, :56]))
+        assert loose.forward_features(x).shape == (1, 4, 4, 32)
+    with pytest.raises(ValueError, match=re.escape("multiples of 14, got 62×59; nothing is cropped silently")):
+        strict(x)
+    with pytest.raises(ValueError, match=re.escape("at least 14 (one token at the last stage), got 13×59")):
+        loose(x[:, :, :13])
+    with pytest.raises(ValueError, match="PatchEmbed: height and width must be at least 7"):
+        sm.PatchEmbed(7, 3, 8, strict_img_size=False)(torch.randn(1, 3, 6, 21))
+    assert sm.PatchEmbed(7, 3, 8, strict_img_size=False)(torch.randn(1, 3, 20, 21)).shape == (1, 2, 3, 8)
 
 
 # ----------------------------------------------------------------------------- parts and other presets
