@@ -786,7 +786,8 @@ CLI23 = [
     ("second live run into the same out", lambda w, c: _lock(w / "run", os.getpid()), [], {}, 1,
      r"run is being written by another run \(process \d+ on this machine.*choose another --out"),
     ("lock held on another host", lambda w, c: _lock(w / "run", 1, "elsewhere"), [], {}, 1,
-     r"process 1 on host 'elsewhere'.*If that run is no longer running, delete .*\.run\.lock"),
+     r"process 1 on host 'elsewhere' \(since .*its lock was touched \d+ s ago\).*If that run is no longer running, "
+     r"wait 300 s after its last touch, or delete .*\.run\.lock"),
     ("out empty (an unset variable)", None, ["--out", ""], {}, 2, r"--out '' is empty: expected a folder"),
     ("out whitespace", None, ["--out", "  "], {}, 2, r"--out '  ' is empty"),
     ("resume and overwrite together", None, ["--resume", "--overwrite"], {}, 2, r"contradict each other"),
@@ -886,6 +887,18 @@ def test_stale_lock_is_cleared_and_resume_continues(partial_run, trees, tmp_path
     err = capsys.readouterr().err
     assert re.search(rf"removed a stale lock: .*\.run\.lock named process {pid} .*no longer running", err), err
     assert not (out / fsutil.LOCK_NAME).exists() and read_results(out / "results.json")["complete"]
+
+
+def test_a_stale_lock_from_another_host_is_cleared(partial_run, trees, tmp_path, capsys):
+    """A Colab VM that disconnected (or a killed container) left its lock: another host, untouched for an hour."""
+    out = tmp_path / "run"
+    shutil.copytree(partial_run, out)
+    _lock(out, 12345, "colab-vm-that-disconnected")
+    os.utime(out / fsutil.LOCK_NAME, (time.time() - 3600, time.time() - 3600))
+    assert run(main, [*RUN, "--epochs", "2", "--data-root", str(trees["fm"]), "--out", str(out), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"removed a stale lock: .* process 12345 on host 'colab-vm-that-disconnected' .*untouched for "
+                     r"36\d\d s", err), err
 
 
 def test_overwrite_replaces_the_old_run_entirely(finished, trees, tmp_path):

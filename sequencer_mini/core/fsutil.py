@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -203,15 +204,22 @@ class RunLockedError(RuntimeError):
     """Another live run writes into the same folder."""
 
 
+HEARTBEAT_S = 30.0  #: how often a live run touches its lock file
+STALE_AFTER_S = 300.0  #: a lock from another host untouched this long is stale (its run is gone)
+
+
 class RunLock:
     """``folder/.run.lock`` for as long as a run writes ``folder``: a second run into the same folder is refused
-    while the owner lives; a lock whose owner is gone (a killed run: same host, that pid no longer running) is
-    removed with a message. A lock from another host cannot be checked: it is refused with what to do."""
+    while the owner lives. A lock whose owner is gone is removed with a message: on this host, when that pid no
+    longer runs (or is another process now); from another host (a Colab VM after a disconnect, a new container),
+    when its heartbeat (the owner touches the file every :data:`HEARTBEAT_S` s) is older than
+    :data:`STALE_AFTER_S` s. A fresh lock from another host is refused with what to do."""
 
     def __init__(self, folder: str | os.PathLike[str], log: Any = None):
         self.path = Path(folder) / LOCK_NAME
         self.log = log if log is not None else (lambda line: print(line, file=sys.stderr))
         self.held = False
+        self._stop = threading.Event()
 
     def acquire(self) -> RunLock:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "start_ticks": _start_ticks(os.getpid()),
@@ -225,6 +233,8 @@ class RunLock:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(me, f)
             self.held = True
+            self._stop.clear()
+            threading.Thread(target=self._heartbeat, name="sequencer_mini-lock", daemon=True).start()
             return self
         raise RunLockedError(f"could not take the lock {self.path}: another run keeps taking it")
 
@@ -241,9 +251,21 @@ class RunLock:
             return
         since = owner.get("started", "an unknown time")
         if host != socket.gethostname():
-            raise RunLockedError(f"{self.path.parent} is being written by process {pid} on host {host!r} (since "
-                                 f"{since}), per {self.path}. Two runs into one folder would overwrite each other's "
-                                 f"files. If that run is no longer running, delete {self.path} and try again")
+            try:
+                quiet_s = time.time() - self.path.stat().st_mtime
+            except FileNotFoundError:
+                return
+            if quiet_s <= STALE_AFTER_S:
+                raise RunLockedError(f"{self.path.parent} is being written by process {pid} on host {host!r} (since "
+                                     f"{since}; its lock was touched {quiet_s:.0f} s ago), per {self.path}. Two runs "
+                                     f"into one folder would overwrite each other's files. If that run is no longer "
+                                     f"running, wait {STALE_AFTER_S:.0f} s after its last touch, or delete "
+                                     f"{self.path}, and try again")
+            self.log(f"removed a stale lock: {self.path} named process {pid} on host {host!r} (started {since}), "
+                     f"untouched for {quiet_s:.0f} s, so that run is gone (a disconnected or killed session)")
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            return
         if _alive(pid, owner.get("start_ticks")):
             raise RunLockedError(f"{self.path.parent} is being written by another run (process {pid} on this "
                                  f"machine, since {since}): two runs into one folder would overwrite each other's "
@@ -253,7 +275,13 @@ class RunLock:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
     def release(self) -> None:
+        self._stop.set()
         if self.held:
             self.held = False
             with contextlib.suppress(FileNotFoundError):
