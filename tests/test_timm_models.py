@@ -8,7 +8,8 @@ are S with more blocks: the same code), each with the input checks still raising
 TorchScript (equal to eager) on the CPU presets; ``forward_intermediates``, ``prune_intermediate_layers`` and
 ``features_only`` against the eager stages; FX feature extractors and ``features_only`` wrappers keeping the input
 checks; the meta device; ``in_chans`` overrides. timm's own ``tests/test_models.py`` runs in
-``tests/test_timm_upstream.py``. ImageNet-sized presets run at 56 px (a multiple of their 14-pixel grid) to keep the module fast.
+``tests/test_timm_upstream.py``. ImageNet-sized presets run at 56 px (a multiple of their 14-pixel grid) to keep
+the module fast.
 """
 from __future__ import annotations
 
