@@ -95,7 +95,7 @@ class Exercise:
     """One checked coding exercise.
 
     Attributes:
-        name: the exercise's name (its key in :data:`sequencer_mini.exercises.EXERCISES`).
+        name: the exercise's name (its key in ``sequencer_mini.exercises.EXERCISES``).
         chapter: the chapter it belongs to.
         task: what to write, one paragraph (the notebook states it too).
         reference: an answer that passes.
