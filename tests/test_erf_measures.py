@@ -61,3 +61,16 @@ def test_measures_refuse_bad_maps():
         mass_radius(torch.ones(3, 3), (1, 1), share=0.0)
     with pytest.raises(ValueError, match="empty"):
         effective_area(torch.zeros(0, 3))
+
+
+def test_erf_objects_carry_the_spread_measures():
+    from sequencer_mini import Sequencer2D
+    from sequencer_mini.analysis.erf import effective_receptive_field
+
+    torch.manual_seed(0)
+    model = Sequencer2D(layers=(1,), patch_sizes=(1,), embed_dims=(8,), hidden_sizes=(2,), mlp_ratios=(2.0,),
+                        in_chans=1, num_classes=3)
+    erf = effective_receptive_field(model, torch.randn(2, 1, 9, 9), "stages.0.blocks.0", centre="exact")
+    assert erf.cross_share == pytest.approx(1.0)  # one BiLSTM2D layer: an exact cross
+    assert erf.uniform_cross_share == pytest.approx(17 / 81)  # one row + one column of a 9 x 9 image
+    assert 0 <= erf.radius50 < 9 and 0 < erf.effective_area <= 17 / 81 + 1e-9  # all mass on the 17 cross pixels

@@ -111,6 +111,22 @@ class ERF:
     rows: tuple[int, int] = field(repr=False, default=(0, 0))
     cols: tuple[int, int] = field(repr=False, default=(0, 0))
 
+    @property
+    def radius50(self) -> float:
+        """:func:`mass_radius` of the map that ``areas`` and ``cross_share`` measure (``log10(raw + 1)``): the
+        radius in pixels around ``centre_pixel`` holding half the mass, a continuous companion of ``A_50``."""
+        return mass_radius(torch.log10(self.raw.double() + 1), self.centre_pixel, 0.5)
+
+    @property
+    def effective_area(self) -> float:
+        """:func:`effective_area` of the same map: ``exp(entropy)`` over the pixel count."""
+        return effective_area(torch.log10(self.raw.double() + 1))
+
+    @property
+    def uniform_cross_share(self) -> float:
+        """The cross share a uniform map would have on this footprint: the baseline for ``cross_share``."""
+        return uniform_cross_share((self.raw.shape[0], self.raw.shape[1]), self.rows, self.cols)
+
     def summary(self) -> str:
         """One line: layer, grid, areas and cross share."""
         areas = ", ".join(f"{int(round(t * 100))}%: {a:.3f}" for t, a in self.areas.items())
