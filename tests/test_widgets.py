@@ -62,7 +62,8 @@ def test_static_explorer_structure() -> None:
     assert [len(erfs["CNN"][w]) for w in ("trained", "random init")] == [3, 3]
     box = static_explorer(panels, title="test")
     assert "erf-explorer" in box._dom_classes
-    header, model, weights, depth, outer = box.children
+    header, model, weights, depth, outer, bar = box.children
+    assert "data-map" in bar.children[0]._dom_classes and "no gradient" in bar.children[1].value  # colour bar
     assert list(model.options) == ["Sequencer2D", "CNN"] and list(weights.options) == ["trained", "random init"]
     assert list(depth.options) == ["1", "2", "3"]  # the deepest model sets the range
     assert isinstance(outer, widgets.Stack) and len(outer.children) == 2

@@ -30,7 +30,7 @@ from sequencer_mini.analysis.erf import ERF, effective_receptive_field
 if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets
 
-__all__ = ["Panel", "erf_png", "caption", "static_explorer", "LiveExplorer"]
+__all__ = ["Panel", "erf_png", "colour_bar_png", "colour_bar", "caption", "static_explorer", "LiveExplorer"]
 
 
 @dataclass
@@ -63,6 +63,36 @@ def erf_png(erf_map: Tensor | np.ndarray, size: int = 140, cmap: str = "pink") -
     return buffer.getvalue()
 
 
+def colour_bar_png(width: int = 140, height: int = 12, cmap: str = "pink") -> bytes:
+    """The colour bar of :func:`erf_png`'s maps: ``cmap`` from 0 (left) to 1 (right), as PNG bytes."""
+    # import cost: matplotlib loads only when a figure is drawn
+    from matplotlib import colormaps
+
+    # import cost: matplotlib loads only when a figure is drawn
+    from matplotlib.image import imsave
+
+    ramp = np.repeat(np.linspace(0.0, 1.0, width)[None, :], height, axis=0)
+    buffer = io.BytesIO()
+    imsave(buffer, (colormaps[cmap](ramp)[..., :3] * 255).round().astype(np.uint8), format="png")
+    return buffer.getvalue()
+
+
+COLOUR_BAR_TEXT = ("<small>0 &nbsp;&larr; no gradient &nbsp;·&nbsp; largest gradient &rarr;&nbsp; 1 "
+                   "(log scale, each map scaled to 0-1)</small>")
+
+
+def colour_bar(size: int = 140, cmap: str = "pink") -> ipywidgets.HBox:
+    """A colour bar for the explorers' maps: the ramp (a ``data-map`` image, shown as it is in the dark theme)
+    and what its ends mean."""
+    # optional dependency: only the book's interactive cells need ipywidgets
+    import ipywidgets as widgets
+
+    bar = widgets.Image(value=colour_bar_png(size, 12, cmap), format="png", width=size, height=12)
+    bar.add_class("data-map")
+    bar.add_class("erf-colour-bar")
+    return widgets.HBox([bar, widgets.HTML(COLOUR_BAR_TEXT, layout=widgets.Layout(margin="0 0 0 12px"))])
+
+
 def caption(erf: ERF, title: str = "") -> str:
     """An HTML caption with the layer, the 50 % / 99 % areas and the cross share."""
     parts = [f"<b>{html.escape(title)}</b><br>" if title else ""]
@@ -79,6 +109,7 @@ def static_explorer(
     title: str = "ERF explorer",
     depth_label: str = "block",
     size: int = 140,
+    cmap: str = "pink",
 ) -> ipywidgets.VBox:
     """A kernel-free explorer over precomputed panels ``{model: {weights: [panel per depth]}}``.
 
@@ -88,6 +119,7 @@ def static_explorer(
     level, so the browser alone does the switching. A model with fewer blocks than the deepest one repeats its
     last block (its caption says so).
 
+    Under the pictures, a :func:`colour_bar` for ``cmap`` (the colour map the panels were drawn with).
     The returned VBox has the CSS class ``erf-explorer``; the controls ``erf-model``, ``erf-weights`` and
     ``erf-depth`` (used by the browser test).
     """
@@ -143,7 +175,7 @@ def static_explorer(
         f"<b>{html.escape(title)}</b> "
         "<small>(precomputed maps: the controls work in the page, without a kernel)</small>"
     )
-    box = widgets.VBox([header, model_control, weights_control, depth_control, outer])
+    box = widgets.VBox([header, model_control, weights_control, depth_control, outer, colour_bar(size, cmap)])
     box.add_class("erf-explorer")
     box._erf_links = links  # keep the Link widgets alive as long as the explorer
     return box
@@ -194,7 +226,8 @@ class LiveExplorer:
             control.observe(self._changed, names="value")
         self.text.layout.margin = "0 0 0 12px"
         self.widget = widgets.VBox(
-            [self.model, self.weights, self.depth, self.images, widgets.HBox([self.image, self.text])]
+            [self.model, self.weights, self.depth, self.images, widgets.HBox([self.image, self.text]),
+             colour_bar(size, cmap)]
         )
         self.update()
 

@@ -242,7 +242,7 @@ async function checkThemes(context, args, toc, checks, failures, notes) {
           const box = await panel.boundingBox();
           if (!box || box.width < 24 || box.height < 24) continue;
           if (!(await panel.isVisible())) continue;
-          if (await panel.evaluate((e, sel) => e.matches(sel), DATA_IMAGE)) continue; // kept in true colours
+          if (await panel.evaluate((e, sel) => e.matches(sel) || e.classList.contains('data-map'), DATA_IMAGE)) continue; // true colours
           entry.panels++;
           const shot = decodePNG(await panel.screenshot({ animations: 'disabled' }));
           // figures: their own pixels (inside padding and border); panels: the panel's background
