@@ -15,8 +15,6 @@ Module and parameter names (``rnn_v``, ``rnn_h``, ``fc``) are timm's ``LSTM2d``,
 with ``strict=True``. The ``union`` and ``with_fc`` options reproduce the paper's ablations.
 """
 
-from __future__ import annotations
-
 from typing import Literal
 
 import torch

@@ -26,8 +26,6 @@ Two paths compute the same thing:
   arithmetic in a different order: equal to float64 round-off, within float32 tolerance.
 """
 
-from __future__ import annotations
-
 import math
 
 import torch

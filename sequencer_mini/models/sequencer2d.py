@@ -44,7 +44,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from types import MappingProxyType
-from typing import Any, Union, cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -399,7 +399,7 @@ class Sequencer2D(nn.Module):
         stop_early: bool = False,
         output_fmt: str = "NCHW",
         intermediates_only: bool = False,
-    ) -> Union[list[Tensor], tuple[Tensor, list[Tensor]]]:  # noqa: UP007 (TorchScript reads this annotation)
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
         """The stage outputs on the way to the features (timm's ``forward_intermediates``, as in its Sequencer2d).
 
         Args:
