@@ -87,3 +87,17 @@ def test_predictions_as_digits_and_back_to_correctness():
         correctness({0: "9" * 6}, torch.zeros(7))
     sets = weight_sets({"model": {"w": 1}, "raw": {"w": 0}, "ema_probes": {"0.998": {"w": 2}}})
     assert sets == {"off": {"w": 0}, "0.998": {"w": 2}}  # the trained weights are "off", wherever they are kept
+
+
+def test_figures_draw(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sequencer_mini.analysis.experiments import AblationRow, TuningCurve, plot_ablations, plot_tuning
+
+    curve = TuningCurve("small_cnn", "CNN", 2e-3, {1e-3: 0.90, 2e-3: 0.91, 4e-3: float("-inf")}, {})
+    assert curve.interior
+    fig = plot_tuning([curve])
+    assert fig.axes[0].get_xscale() == "log"
+    fig = plot_ablations([AblationRow("no-smoothing", {0: 0.9, 1: 0.91}, {0: -0.01, 1: 0.002})], band=0.004)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["no-smoothing"]

@@ -32,7 +32,8 @@ from sequencer_mini.train.protocol import (
 from sequencer_mini.train.recipes import LABELS, RACE_MODELS
 
 __all__ = ["TuningCurve", "read_tuning", "final_acc", "RaceRow", "race_table", "AblationRow", "ablation_table",
-           "noise_band", "TRAIN_MACS_FACTOR", "predict", "weight_sets", "correctness"]
+           "noise_band", "TRAIN_MACS_FACTOR", "predict", "weight_sets", "correctness", "plot_tuning",
+           "plot_ablations"]
 
 #: A training step costs about three forward passes (the backward pass computes gradients for the inputs and for
 #: the weights, each about one forward's MACs); the table's achieved GMAC/s uses this factor and says so.
@@ -206,3 +207,46 @@ def correctness(predictions: dict[int, str], labels: Tensor) -> Tensor:
             raise ValueError(f"seed {seed}: {len(text)} predictions for {len(truth)} test images")
         rows.append([float(int(c) == t) for c, t in zip(text, truth, strict=True)])
     return torch.tensor(rows)
+
+
+# ----------------------------------------------------------------------------- figures
+
+def plot_tuning(curves: Sequence[TuningCurve]):
+    """Validation accuracy against peak learning rate (log axis), one line per model, the chosen rate ringed;
+    a diverged rate is marked at the bottom."""
+    import matplotlib.pyplot as plt  # plotting stays out of the import path of the tables above
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    finite = [a for c in curves for a in c.val_acc.values() if a > float("-inf")]
+    floor = 100 * min(finite) - 2 if finite else 0.0
+    for c in curves:
+        rates = sorted(c.val_acc)
+        accs = [100 * c.val_acc[r] if c.val_acc[r] > float("-inf") else floor for r in rates]
+        line, = ax.plot(rates, accs, "o-", label=c.label)
+        if c.chosen is not None:
+            ax.plot([c.chosen], [100 * c.val_acc[c.chosen]], "o", ms=12, mfc="none", color=line.get_color())
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="peak learning rate", ylabel="validation accuracy (%)",
+           title="tuning: 2 passes over 50,000 images, 10,000 validation images")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_ablations(rows: Sequence[AblationRow], band: float):
+    """Chapter 6's dot plot: each lever's paired difference from the race recipe, one dot per seed and the mean,
+    with the noise band (± ``band``, from the seed spread) shaded around zero."""
+    import matplotlib.pyplot as plt  # plotting stays out of the import path of the tables above
+
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(rows) + 1.2))
+    ax.axvspan(-100 * band, 100 * band, color="grey", alpha=0.2, lw=0, label="noise band (seeds)")
+    ax.axvline(0, color="grey", lw=0.8)
+    for y, row in enumerate(rows):
+        ax.plot([100 * d for d in row.deltas.values()], [y] * len(row.deltas), "o", color="C0", alpha=0.6)
+        ax.plot([100 * row.mean_delta], [y], "D", color="C3")
+    ax.set_yticks(range(len(rows)), [r.lever for r in rows])
+    ax.set(xlabel="final test accuracy minus the race recipe's, same seed (points)",
+           title="single-factor ablations of the Sequencer's race recipe")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
