@@ -73,7 +73,7 @@ def _lstms(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def _gate(x: Tensor, out: Tensor, lstm: nn.Module, suffix: str, reverse: bool) -> Tensor:
     """``f_t`` of one direction, ``(N, T, h)``, from the layer's input ``x (N, T, C)`` and its output for that
     direction ``out (N, T, h)`` (in the input's time order; the backward direction's previous step is t + 1)."""
-    h = lstm.hidden_size
+    h = int(lstm.hidden_size)  # type: ignore[arg-type]  # an nn.LSTM's (or ours) int attribute
     w_ih, w_hh = getattr(lstm, f"weight_ih_l0{suffix}"), getattr(lstm, f"weight_hh_l0{suffix}")
     b_ih, b_hh = getattr(lstm, f"bias_ih_l0{suffix}", None), getattr(lstm, f"bias_hh_l0{suffix}", None)
     bias = sum(b[h:2 * h] for b in (b_ih, b_hh) if b is not None)
@@ -119,7 +119,7 @@ def forget_gates(model: nn.Module, images: Tensor, batch_size: int = 256) -> lis
                 model(images[start:start + batch_size])
             for name, (x, out) in ((n, v[:2]) for n, v in seen.items()):
                 lstm = lstms[name]
-                h = lstm.hidden_size
+                h = int(lstm.hidden_size)  # type: ignore[arg-type]  # an nn.LSTM's (or ours) int attribute
                 directions = [("forward", "", False)]
                 if getattr(lstm, "bidirectional", False):
                     directions.append(("backward", "_reverse", True))
