@@ -2,7 +2,7 @@
 ``python -m sequencer_mini.interop.timm_models``, on a tiny ImageFolder, with no flag about the input.
 
 The scripts are timm's, unchanged, from the pinned commit that ``python tools/timm_upstream.py`` fetches into
-``_build/timm_upstream/`` (skipped where they are missing; under ``CI`` a failure). One epoch of 8 images each, on
+``tests/_vendor/`` (skipped where they are missing; under ``CI`` a failure). One epoch of 8 images each, on
 the CPU, in subprocesses (the scripts set global torch flags and logging):
 
 * ``sequencer2d_mini32`` (3 channels, 32 px): trained and validated, RGB.
@@ -27,7 +27,7 @@ from PIL import Image
 timm = pytest.importorskip("timm")
 
 ROOT = Path(__file__).resolve().parents[1]
-UPSTREAM = ROOT / "_build" / "timm_upstream" / f"timm-{timm.__version__}"
+UPSTREAM = ROOT / "tests" / "_vendor" / f"timm-{timm.__version__}"
 SCRIPTS = {name: UPSTREAM / name for name in ("train.py", "validate.py")}
 if not all(path.exists() for path in SCRIPTS.values()):
     message = (f"timm's train.py / validate.py are not in {UPSTREAM.relative_to(ROOT)}: "

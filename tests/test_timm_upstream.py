@@ -1,7 +1,7 @@
 """timm's own model tests (timm ``tests/test_models.py``, the installed version's) on every preset we register in
 timm, beside timm's ``sequencer2d_s`` as the control.
 
-The file is timm's, unchanged: ``python tools/timm_upstream.py`` puts it in ``_build/timm_upstream/`` from timm's
+The file is timm's, unchanged: ``python tools/timm_upstream.py`` puts it in ``tests/_vendor/`` from timm's
 source distribution on PyPI, pinned by SHA-256 (the repository keeps no copy; this module skips where it is
 missing, and fails under ``CI``, where ``.ci/run`` fetches it). Each of its generic model tests is called here on
 each model, whether or not timm's own name filters would select it (``sm_sequencer2d_s`` is not matched by timm's
@@ -47,7 +47,7 @@ from sequencer_mini.models.sequencer2d import PRESETS  # noqa: E402
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
-UPSTREAM = ROOT / "_build" / "timm_upstream" / f"timm-{timm.__version__}"
+UPSTREAM = ROOT / "tests" / "_vendor" / f"timm-{timm.__version__}"
 FETCH = "python tools/timm_upstream.py"
 
 

@@ -1,11 +1,11 @@
-"""Fetch timm's own test file and training scripts, pinned by hash, for the tests that run them on our presets.
+"""Vendor timm's own test file and training scripts, pinned by hash, for the tests that run them on our presets.
 
 ``tests/test_timm_upstream.py`` runs timm's ``tests/test_models.py`` on every preset we register in timm, and
 ``tests/test_timm_scripts.py`` runs timm's ``train.py`` and ``validate.py``. Neither file ships in timm's wheel, and
-the repository keeps no copy of them: this tool puts them in ``_build/timm_upstream/timm-<version>/`` (ignored by
-git), each checked against the SHA-256 pinned below, and the tests read them from there (they skip, with this
-command in the reason, where the folder is missing; under ``CI`` they fail instead). ``.ci/run`` calls it after
-installing the requirements::
+CI cannot reach GitHub, so the repository keeps a copy, unchanged, with timm's LICENSE beside it, in
+``tests/_vendor/timm-<version>/`` (pytest does not collect ``_vendor`` folders). The tests check every file against
+the SHA-256 pinned below (a missing or changed copy fails under ``CI``, with this command in the message). This tool
+writes that folder, for a new timm version once its pins are added::
 
     python tools/timm_upstream.py                      # pip download of timm's sdist + GitHub, for the installed timm
     python tools/timm_upstream.py --sdist timm-1.0.31.tar.gz --git path/to/pytorch-image-models  # offline
@@ -55,7 +55,7 @@ PINS: dict[str, dict] = {
 
 def folder(timm_version: str | None = None) -> Path:
     """Where the files of a timm version (default: the installed one) go."""
-    return ROOT / "_build" / "timm_upstream" / f"timm-{timm_version or version('timm')}"
+    return ROOT / "tests" / "_vendor" / f"timm-{timm_version or version('timm')}"
 
 
 def _sha256(data: bytes) -> str:
