@@ -287,4 +287,5 @@ def pytest_configure(config) -> None:
     if _is_xdist_worker(config) and "torch" in sys.modules:  # imported before OMP_NUM_THREADS was set
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     config.addinivalue_line(
-        "markers", "slow: runs notebooks or installs packages (tests/test_gpu_dry_run.py, tests/test_colab_install.py)")
+        "markers", "slow: runs notebooks, installs packages or runs timm's model tests on the large presets "
+        "(tests/test_gpu_dry_run.py, tests/test_colab_install.py, tests/test_timm_upstream.py)")
