@@ -25,3 +25,15 @@ def test_a_sequencer_spends_part_of_its_step_in_the_lstms_and_a_cnn_none():
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         profile_training_step(nn.Identity(), (2, 28, 28))
+
+
+def test_the_profilers_native_log_lines_are_kept_out_of_the_output():
+    import subprocess
+    import sys
+
+    code = ("import torch; from sequencer_mini.measure.profile import profile_training_step\n"
+            "m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))\n"
+            "print(round(profile_training_step(m, (2, 1, 2, 2)).rnn_share, 3))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "0.0"
+    assert "profiler_start" not in out.stderr and "gpuGetDeviceCount" not in out.stderr

@@ -9,7 +9,10 @@ backend), forward and backward; the rearranges around them and the MLPs are coun
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -41,6 +44,22 @@ class StepProfile:
         return {**asdict(self), "rnn_share": self.rnn_share}
 
 
+@contextlib.contextmanager
+def _native_stderr_to_devnull() -> Iterator[None]:
+    """Silence what the profiler's C++ side (kineto) writes straight to file descriptor 2 (``profiler_start``,
+    ``profiler_stop``, and on a machine without a GPU an ``ERROR ... gpuGetDeviceCount`` line that is no error):
+    log lines, not results. Python's own ``sys.stderr`` is untouched."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def profile_training_step(model: nn.Module, input_shape: Sequence[int], *, warmup: int = 1, top: int = 8,
                           seed: int = 0) -> StepProfile:
     """Profile one forward + backward of ``model`` on random input of ``input_shape = (B, C, H, W)`` on the CPU,
@@ -55,7 +74,7 @@ def profile_training_step(model: nn.Module, input_shape: Sequence[int], *, warmu
     try:
         for _ in range(warmup):
             model(x).float().sum().backward()
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with _native_stderr_to_devnull(), profile(activities=[ProfilerActivity.CPU]) as prof:
             model(x).float().sum().backward()
     finally:
         model.zero_grad(set_to_none=True)
