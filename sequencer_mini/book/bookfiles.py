@@ -94,14 +94,16 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter(5, "05_sequencer2d", "Sequencer", "Sequencer2D",
             "the full model, equal to timm's; parameters and FLOPs", "sequencer_mini.models.sequencer2d"),
     Chapter(6, "06_training_fmnist", "Training", "Fashion-MNIST on a CPU",
-            "15 CPU minutes for a Sequencer, a CNN and a ViT of the same size, and why they learn differently",
+            "a Sequencer, a CNN and a ViT of the same size at equal images, and why they learn differently",
             "sequencer_mini.train",
             datasets=("fashion_mnist",)),
     Chapter(7, "07_cifar_gpu", "Training", "A CIFAR recipe for a GPU",
-            "the CIFAR stem, the cost of an epoch, a tested recipe to run on Colab", "sequencer_mini.train.data",
+            "the CIFAR stem, the cost of an epoch, a recipe to run on Colab (code paths tested, no CIFAR run recorded)",
+            "sequencer_mini.train.data",
             datasets=("cifar10", "cifar100")),
     Chapter(8, "08_imagenet_subset", "Training", "An ImageNet-subset recipe for a GPU",
-            "evaluating and fine-tuning the authors' weights on Imagenette, a tested recipe to run on Colab",
+            "evaluating and fine-tuning the authors' weights on Imagenette, a recipe to run on Colab "
+            "(code paths tested)",
             "sequencer_mini.train.data", datasets=("imagenette", "tiny_imagenet")),
     Chapter(9, "09_receptive_fields", "Looking inside", "Receptive fields",
             "effective receptive fields of chapter 6's trained models, interactive", "sequencer_mini.analysis.erf"),
@@ -221,6 +223,7 @@ def recorded_runs_text(runs: list[RecordedRun] | None = None) -> str:
     for ch in CHAPTERS:
         if ch.datasets and not any(r.chapter == ch.number for r in runs):
             names = " or ".join(_DATASET_NAMES.get(d, d) for d in ch.datasets)
-            text.append(f"No {names} run is committed: chapter {ch.number} is a tested recipe that you run "
-                        "yourself on a GPU (Colab included), and it shows a run once its results file is added.")
+            text.append(f"No {names} run is committed: chapter {ch.number} is a recipe that you run yourself on a GPU "
+                        "(Colab included; its code paths are tested on format fixtures and at the gpu budget in dry "
+                        "runs), and it shows a run once its results file is added.")
     return " ".join(text)
