@@ -79,18 +79,19 @@ def test_diagrams_draw_the_configuration():
     from sequencer_mini import Sequencer2DConfig
     from sequencer_mini.book.diagrams import lstm_cell_figure, sequencer2d_figure
 
-    def texts(fig):
-        return " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    def texts(fig):  # a box's lines joined by spaces, as a reader reads them
+        return " ".join(t.get_text().replace("\n", " ") for ax in fig.axes for t in ax.texts)
 
     fig = sequencer2d_figure()
     shown = texts(fig)
-    for part in ("stage 4", "8 × block", "32×32, C=192", "LSTM hidden 96", "concatenate", "FC (linear)",
+    for part in ("stage 0", "stage 3", "8 × block", "32×32 C=192, D=48", "C=384, D=96", "concatenate", "FC (linear)",
                  "vertical BiLSTM", "horizontal BiLSTM", "linear → 1000"):
         assert part in shown, part
     small = texts(sequencer2d_figure(Sequencer2DConfig(layers=(2, 4), patch_sizes=(2, 2), embed_dims=(64, 128),
                                                        hidden_sizes=(16, 32), mlp_ratios=(3.0, 3.0), num_classes=10),
                                      img_size=32))
-    assert "16×16, C=64" in small and "8×8, C=128" in small and "stage 3" not in small
+    assert "16×16 C=64" in small and "8×8 C=128" in small and "stage 1" in small and "stage 2" not in small
+    assert "stage 4" not in shown  # stages are numbered from 0, like the modules (stages.0 ...) and the prose
     cell = texts(lstm_cell_figure())
     for gate in ("f: forget", "i: input", "g: candidate", "o: output"):
         assert gate in cell

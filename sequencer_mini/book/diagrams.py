@@ -85,7 +85,8 @@ def _draw_model_row(ax: Axes, cfg: Sequencer2DConfig, img_size: int) -> None:
             items.append((f"stem\n{p}×{p} conv\nstride {p}", _SHAPE, 1.5))
         elif p > 1:
             items.append((f"down-\nsample\n{p}×{p}", _SHAPE, 1.2))
-        items.append((f"stage {i + 1}\n{blocks} × block\n{side}×{side}\nC={dim}, D={hid}", _MIX, 2.1))
+        # stages numbered from 0, as the modules (stages.0 ...), sm.summary and the prose number them
+        items.append((f"stage {i}\n{blocks} × block\n{side}×{side}\nC={dim}, D={hid}", _MIX, 2.1))
     items.append((f"head\nLayerNorm,\nmean pool,\nlinear\n→ {cfg.num_classes}", _CHAN, 1.9))
     gap = (19.8 - 0.2 - sum(w for _, _, w in items)) / (len(items) - 1)
     x, prev = 0.2, None
@@ -132,7 +133,7 @@ def _draw_bilstm2d_row(ax: Axes, cfg: Sequencer2DConfig) -> None:
          _MIX, fontsize=8)
     _arrow(ax, (2.0, 3.1), (2.6, 3.8))
     _arrow(ax, (2.0, 2.7), (2.6, 2.0))
-    _box(ax, 11.3, 2.9, 3.8, 1.6, f"concatenate\nH × W × 4D\n(D: LSTM hidden size;\nstage 1: 4 × {hid} = {4 * hid})",
+    _box(ax, 11.3, 2.9, 3.8, 1.6, f"concatenate\nH × W × 4D\n(D: LSTM hidden size;\nstage 0: 4 × {hid} = {4 * hid})",
          _GREY, fontsize=8)
     _arrow(ax, (7.2, 4.0), (9.4, 3.3))
     _arrow(ax, (7.2, 1.8), (9.4, 2.5))
