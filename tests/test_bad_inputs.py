@@ -1161,6 +1161,16 @@ def _weights_bytes(tmp: Path) -> bytes:
     return (tmp / "good.pth").read_bytes()
 
 
+def _official_release_at(server: _Server, tmp_path: Path, monkeypatch) -> Path:
+    """Point pretrained("sequencer2d_s") at ``server`` (a tiny model, a cache under ``tmp_path``); returns where
+    torch.hub caches the file."""
+    import sequencer_mini.interop.weights as w
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setitem(w.OFFICIAL_URLS, "sequencer2d_s", server.url)
+    monkeypatch.setitem(w.MODELS, "sequencer2d_s", lambda **kw: torch.nn.Linear(1, 1))
+    return tmp_path / "torch" / "hub" / "checkpoints" / "sequencer2d_s.pth"
+
+
 @pytest.mark.parametrize("served, content_type, length, words", [
     (b"<!DOCTYPE html><html><body>Sign in</body></html>", "text/html; charset=utf-8", None,
      r"the server sent an HTML page \(48 bytes, text/html; charset=utf-8\), not a weights file"),
@@ -1175,9 +1185,7 @@ def test_pretrained_refuses_a_bad_download_and_caches_nothing(served, content_ty
     body = _weights_bytes(tmp_path)[:2000] if served == "cut" else served
     server = _Server(body, content_type, length)
     try:
-        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-        monkeypatch.setitem(w.OFFICIAL_URLS, "sequencer2d_s", server.url)
-        monkeypatch.setitem(w.MODELS, "sequencer2d_s", lambda **kw: torch.nn.Linear(1, 1))
+        _official_release_at(server, tmp_path, monkeypatch)
         with pytest.raises(RuntimeError, match=r"(?s)could not load the official sequencer2d_s weights.*" + words):
             w.pretrained("sequencer2d_s", timeout=30)
         assert server.hits == 1
@@ -1192,10 +1200,7 @@ def test_pretrained_verifies_the_cache_and_moves_a_bad_copy_aside(tmp_path, monk
     good = _weights_bytes(tmp_path)
     server = _Server(good)
     try:
-        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-        monkeypatch.setitem(w.OFFICIAL_URLS, "sequencer2d_s", server.url)
-        monkeypatch.setitem(w.MODELS, "sequencer2d_s", lambda **kw: torch.nn.Linear(1, 1))
-        cached = tmp_path / "torch" / "hub" / "checkpoints" / "sequencer2d_s.pth"
+        cached = _official_release_at(server, tmp_path, monkeypatch)
         w.pretrained("sequencer2d_s", timeout=30)  # first download: the checksum is recorded beside it
         assert cached.read_bytes() == good
         assert capsys.readouterr().err.count("the library records no checksum for sequencer2d_s.pth") == 1
@@ -1314,10 +1319,7 @@ def test_pretrained_moves_aside_a_partial_file_left_under_the_final_name(tmp_pat
     good = _weights_bytes(tmp_path)
     server = _Server(good)
     try:
-        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-        monkeypatch.setitem(w.OFFICIAL_URLS, "sequencer2d_s", server.url)
-        monkeypatch.setitem(w.MODELS, "sequencer2d_s", lambda **kw: torch.nn.Linear(1, 1))
-        cached = tmp_path / "torch" / "hub" / "checkpoints" / "sequencer2d_s.pth"
+        cached = _official_release_at(server, tmp_path, monkeypatch)
         cached.parent.mkdir(parents=True)
         cached.write_bytes(good[: len(good) // 2])
         w.pretrained("sequencer2d_s", timeout=30)
