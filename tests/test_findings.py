@@ -223,3 +223,13 @@ def test_findings_script_at_ci_writes_valid_results(tmp_path, monkeypatch):
     # a second call skips the finished parts instead of recomputing them
     again = findings.main(["--budget", "ci", "--out-dir", str(tmp_path), "--part", "ablation", "--quiet"])
     assert read_results(again["ablation"])["provenance"]["date"] == abl["provenance"]["date"]
+
+
+def test_undefined_corruption_ratios_are_null_not_nan():
+    """A reference with no error (a few test images) leaves a ratio undefined: null in JSON, left out of the mean."""
+    from sequencer_mini.analysis import robustness
+
+    out = robustness.corruption_error({"a": {1: 0.2}, "b": {1: 0.3}}, {"a": {1: 0.0}, "b": {1: 0.6}},
+                                      clean=0.1, reference_clean=0.1)
+    assert out["ce"] == {"a": None, "b": pytest.approx(0.5)} and out["mce"] == pytest.approx(0.5)
+    assert out["relative_ce"]["a"] is None and out["relative_mce"] == pytest.approx(0.4)

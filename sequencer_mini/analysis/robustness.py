@@ -158,18 +158,26 @@ def corruption_error(errors: dict[str, dict[int, float]], reference: dict[str, d
     ``errors[c][s]`` is the top-1 error (0-1) under corruption ``c`` at severity ``s``. Returns
     ``{"ce": {c: Σ_s E_cs / Σ_s E_cs^ref}, "mce": mean over c}`` (×100 for percent), and when the clean
     errors are given also the *relative* versions, which subtract each model's clean error first.
+    A ratio whose reference denominator is not positive (the reference made no error, or no more than on clean
+    images: possible on a few test images) is undefined: ``None`` (JSON ``null``), and the means run over the
+    corruptions where it is defined (``None`` if none is).
     """
     out: dict[str, Any] = {"ce": {}, "relative_ce": {}}
     for c, by_sev in errors.items():
         sevs = sorted(by_sev)
         ref = sum(reference[c][s] for s in sevs)
-        out["ce"][c] = sum(by_sev[s] for s in sevs) / ref if ref > 0 else float("nan")
+        out["ce"][c] = sum(by_sev[s] for s in sevs) / ref if ref > 0 else None
         if clean is not None and reference_clean is not None:
             ref_rel = sum(reference[c][s] - reference_clean for s in sevs)
             own_rel = sum(by_sev[s] - clean for s in sevs)
-            out["relative_ce"][c] = own_rel / ref_rel if ref_rel > 0 else float("nan")
-    out["mce"] = statistics.fmean(out["ce"].values())
-    out["relative_mce"] = statistics.fmean(out["relative_ce"].values()) if out["relative_ce"] else None
+            out["relative_ce"][c] = own_rel / ref_rel if ref_rel > 0 else None
+
+    def mean(values: dict[str, float | None]) -> float | None:
+        defined = [v for v in values.values() if v is not None]
+        return statistics.fmean(defined) if defined else None
+
+    out["mce"] = mean(out["ce"])
+    out["relative_mce"] = mean(out["relative_ce"])
     return out
 
 

@@ -21,10 +21,10 @@ __all__ = ["CACHE_ENV", "OFFLINE_ENV", "DEBUG_ENV", "QUIET_ENV", "DRY_RUN_ENV", 
            "check_environment"]
 
 CACHE_ENV = "SEQUENCER_CACHE"  #: where downloads go
-OFFLINE_ENV = "SEQUENCER_OFFLINE"  #: on: never download
-DEBUG_ENV = "SEQUENCER_DEBUG"  #: on: show the traceback of an error the command line reports
-QUIET_ENV = "SEQUENCER_QUIET"  #: on: no progress bars or per-epoch lines
-DRY_RUN_ENV = "SEQUENCER_DRY_RUN"  #: on: every loop through budget.limit stops after 2 items
+OFFLINE_ENV = "SEQUENCER_OFFLINE"  #: switched on, never download
+DEBUG_ENV = "SEQUENCER_DEBUG"  #: switched on, show the traceback of an error the command line reports
+QUIET_ENV = "SEQUENCER_QUIET"  #: switched on, no progress bars or per-epoch lines
+DRY_RUN_ENV = "SEQUENCER_DRY_RUN"  #: switched on, every loop through budget.limit stops after 2 items
 TIMEOUT_ENV = "SEQUENCER_DOWNLOAD_TIMEOUT"  #: seconds for all of pretrained()'s downloads together
 FAULT_ENV = "SEQUENCER_TEST_FAULT"  #: tests only: ``kill@K`` / ``pause@K`` at the K-th write point (fsutil)
 

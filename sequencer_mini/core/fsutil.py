@@ -28,7 +28,7 @@ from sequencer_mini.core.env import test_fault
 
 __all__ = ["DISK_FULL", "NOT_WRITABLE", "root_cause", "write_error", "reason", "check_writable_dir", "tensor_bytes",
            "created_dirs", "remove_created", "fault_point", "fault_points", "LOCK_NAME", "RunLock", "RunLockedError",
-           "nonfinite_tensors", "check_finite_weights"]
+           "nonfinite_tensors", "check_finite_weights", "HEARTBEAT_S", "STALE_AFTER_S"]
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)

@@ -43,7 +43,7 @@ from sequencer_mini.train import distributed
 from sequencer_mini.train.data import AugmentConfig, data_identity
 
 __all__ = ["TrainConfig", "fit", "train_one_epoch", "evaluate", "Evaluation", "confusion_matrix", "plot_history",
-           "save_checkpoint", "load_checkpoint", "Batches"]
+           "save_checkpoint", "load_checkpoint", "Batches", "DivergedError", "upgrade_checkpoint"]
 
 CHECKPOINT_FORMAT = "sequencer_mini/checkpoint/v2"  # v2: + dry_run (v1 checkpoints are upgraded when read)
 OLDER_FORMATS = ("sequencer_mini/checkpoint/v1",)
