@@ -37,7 +37,8 @@ from sequencer_mini.core.env import NUMBERS, TIMEOUT_ENV, download_allowed, numb
 from sequencer_mini.core.fsutil import check_finite_weights
 from sequencer_mini.models.sequencer2d import MODELS, Sequencer2D
 
-__all__ = ["convert_official_state_dict", "load_weights", "pretrained", "OFFICIAL_URLS", "download_verified"]
+__all__ = ["convert_official_state_dict", "load_weights", "pretrained", "OFFICIAL_URLS", "download_verified",
+           "WEIGHT_FILES"]
 
 #: The official release checkpoints (ImageNet-1k, 224×224), as listed in the official README.
 OFFICIAL_URLS = {

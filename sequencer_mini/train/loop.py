@@ -43,9 +43,10 @@ from sequencer_mini.train import distributed
 from sequencer_mini.train.data import AugmentConfig, data_identity
 
 __all__ = ["TrainConfig", "fit", "train_one_epoch", "evaluate", "Evaluation", "confusion_matrix", "plot_history",
-           "save_checkpoint", "load_checkpoint", "Batches", "DivergedError", "upgrade_checkpoint"]
+           "save_checkpoint", "load_checkpoint", "Batches", "DivergedError", "upgrade_checkpoint", "CHECKPOINT_FORMAT"]
 
-CHECKPOINT_FORMAT = "sequencer_mini/checkpoint/v2"  # v2: + dry_run (v1 checkpoints are upgraded when read)
+#: The format written into every checkpoint (v2 adds ``dry_run``; v1 checkpoints are upgraded when read).
+CHECKPOINT_FORMAT = "sequencer_mini/checkpoint/v2"
 OLDER_FORMATS = ("sequencer_mini/checkpoint/v1",)
 
 
