@@ -8,12 +8,12 @@ Folders are relative to the repository root, so every remake command runs from t
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from sequencer_mini.core.paths import REPO_ROOT
+from sequencer_mini.core.provenance import read_json_object
 from sequencer_mini.train.recipes import RACE_MODELS
 
 __all__ = ["GRID", "START", "PROBES", "TUNE_DIR", "RACE_PASSES", "RACE_SEEDS", "LONG_PASSES", "ABLATIONS", "LEVERS",
@@ -112,18 +112,11 @@ def long_run(model: str, recipe: str, lr: float, ema: str, seed: int) -> Run:
 # ----------------------------------------------------------------------------- reading what is done
 
 def read_json(path: Path) -> dict | None:
-    """A results file, or None if absent; a damaged one is a ``ValueError`` that names it and what to do."""
+    """A results file, or None if absent; a damaged one is a ``ValueError`` that names it and what to do
+    (:func:`~sequencer_mini.core.provenance.read_json_object`, the project's one strict reader)."""
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: unreadable results file ({e}); delete it to redo that run "
-                         f"(python bench/experiments.py run)") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object; delete it to redo that run "
-                         f"(python bench/experiments.py run)")
-    return data
+    return read_json_object(path, "results file", "delete it to redo that run (python bench/experiments.py run)")
 
 
 def finished(run: Run, root: Path = REPO_ROOT) -> dict | None:
