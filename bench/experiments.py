@@ -4,6 +4,7 @@
     python bench/experiments.py run --jobs 2 --threads 1   # run (or resume) everything that can run now
     python bench/experiments.py commands                   # the exact training command of every planned run
     python bench/experiments.py predict                    # per-image test predictions of every finished run
+    python bench/experiments.py slim                       # race final.pt: the chosen EMA setting's weights only
 
 Every run is a ``python -m sequencer_mini.train ... --resume --out book/results/NAME`` command (relative to the
 repository root), so a stopped session loses at most one epoch of each run: ``run`` again resumes them bitwise. What
@@ -50,7 +51,6 @@ from sequencer_mini.train.protocol import (  # noqa: E402
     ABLATION_SEEDS,
     ABLATIONS,
     GRID,
-    LEVERS,
     PROBES,
     RACE_SEEDS,
     START,
@@ -63,6 +63,7 @@ from sequencer_mini.train.protocol import (  # noqa: E402
     long_run,
     race_run,
     read_json,
+    screening,
     tuning,
 )
 from sequencer_mini.train.recipes import RACE_MODELS  # noqa: E402
@@ -107,13 +108,20 @@ def plan() -> tuple[list[Run], list[str]]:
     ema = ema_choice(chosen, ROOT)["ema"]
     later = [ablation_run(lever, chosen["sequencer2d_fast28"], ema, seed)
              for seed in ABLATION_SEEDS for lever in ABLATIONS]
-    later += [long_run("sequencer2d_fast28", recipe, chosen["sequencer2d_fast28"], ema, 0) for recipe in LEVERS]
     later.append(long_run("small_cnn", "race", chosen["small_cnn"], ema, 0))
     for run in later:
         if finished(run, ROOT) is None and not diverged(run, ROOT):
             runnable.append(run)
         else:
             notes.append(f"{run.out}: done")
+    search = screening(chosen["sequencer2d_fast28"], ema, ROOT)
+    runnable += search.needed
+    trail = ", ".join(f"{k}: {v:.4f}" for k, v in search.accs.items())
+    if search.kept is None:
+        notes.append(f"16-pass screening (seed 0): done {{{trail}}}")
+    else:
+        notes.append(f"16-pass screening: kept {search.kept} (helped on seed 0: {search.helped}) {{{trail}}}; "
+                     f"kept recipe's seeds {'done' if not search.needed else 'running'}")
     return runnable, notes
 
 
@@ -182,8 +190,10 @@ def predict_all(log=print) -> int:
     runs = [(m, race_run(m, lr, s), True) for s in RACE_SEEDS for m, lr in chosen.items()]
     runs += [("sequencer2d_fast28", ablation_run(lever, chosen["sequencer2d_fast28"], ema, s), False)
              for s in ABLATION_SEEDS for lever in ABLATIONS]
-    runs += [("sequencer2d_fast28", long_run("sequencer2d_fast28", r, chosen["sequencer2d_fast28"], ema, 0), False)
-             for r in LEVERS] + [("small_cnn", long_run("small_cnn", "race", chosen["small_cnn"], ema, 0), False)]
+    search = screening(chosen["sequencer2d_fast28"], ema, ROOT)
+    screened = dict.fromkeys([*search.runs.values(), *search.kept_runs])
+    runs += [("sequencer2d_fast28", run, False) for run in screened]
+    runs.append(("small_cnn", long_run("small_cnn", "race", chosen["small_cnn"], ema, 0), False))
     written = 0
     for model, run, snapshots in runs:
         folder = ROOT / run.out
@@ -205,9 +215,49 @@ def predict_all(log=print) -> int:
     return written
 
 
+def slim_all(log=print) -> int:
+    """Rewrite each finished race run's ``final.pt`` with the chosen EMA setting's weights only (about 1/4 of the
+    size, what git keeps and the chapters load), once ``predictions.json`` holds every setting's predictions.
+    The file keeps its other keys and says what was dropped. Returns the number of files rewritten."""
+    from sequencer_mini.analysis.experiments import weight_sets
+    from sequencer_mini.analysis.trained import load_weights
+    from sequencer_mini.train.loop import atomic_save
+
+    choice = read_json(ROOT / TUNE_DIR / "choice.json")
+    if choice is None:
+        log("slim: the tuning has not finished (no fmnist-tune/choice.json)")
+        return 0
+    ema, written = choice["ema"], 0
+    for s in RACE_SEEDS:
+        for model, lr in choice["chosen_lr"].items():
+            folder = ROOT / race_run(model, lr, s).out
+            if finished(race_run(model, lr, s), ROOT) is None or not (folder / "final.pt").exists():
+                continue
+            weights = torch.load(folder / "final.pt", map_location="cpu", weights_only=True)
+            if "ema_probes" not in weights:
+                continue
+            if not (folder / "predictions.json").exists():
+                log(f"slim: {folder.relative_to(ROOT)} has no predictions.json yet: run predict first")
+                continue
+            sets = weight_sets(weights)
+            if ema not in sets:
+                raise ValueError(f"{folder.relative_to(ROOT)}/final.pt holds no weights for the chosen EMA setting "
+                                 f"{ema!r} (it has {sorted(sets)})")
+            slim = {k: v for k, v in weights.items() if k not in ("ema_probes", "raw")}
+            slim["model"] = sets[ema]
+            slim["ema"] = ema
+            slim["dropped"] = (f"the watching EMAs' weights {sorted(set(sets) - {ema})}, after predictions.json "
+                               f"recorded their test predictions (python bench/experiments.py slim)")
+            atomic_save(slim, folder / "final.pt")
+            load_weights(folder / "final.pt")  # read back: readable and finite
+            log(f"slim: {folder.relative_to(ROOT)}/final.pt keeps the {ema!r} weights only")
+            written += 1
+    return written
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("step", choices=["status", "run", "commands", "predict"])
+    p.add_argument("step", choices=["status", "run", "commands", "predict", "slim"])
     p.add_argument("--jobs", type=int, default=2, help="trainings side by side (default 2: one per core)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per training (default 1)")
     args = p.parse_args()
@@ -217,6 +267,8 @@ def main() -> None:
         print("runs now:" if runnable else "nothing to run now", *(f"  {r.out}" for r in runnable), sep="\n")
     elif args.step == "predict":
         predict_all()
+    elif args.step == "slim":
+        slim_all()
     elif args.step == "commands":
         print("\n".join(shlex.join(r.command(args.threads)) for r in plan()[0]))
     else:

@@ -164,6 +164,53 @@ def test_ema_choice_is_one_setting_for_all_models(tmp_path, monkeypatch):
     assert set(choice["mean_val_acc"]) == {"off", "0.99", "0.998", "0.9995"}
 
 
+def _finish_long(tmp_path, run, acc):
+    folder = tmp_path / run.out
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps({"complete": True, "final_test_acc": acc}))
+
+
+def test_screening_combines_the_levers_that_helped_then_reruns_the_kept_recipe(tmp_path):
+    from sequencer_mini.train import protocol
+
+    lr, ema = 4e-3, "off"
+    search = protocol.screening(lr, ema, tmp_path)
+    assert search.kept is None and [r.out for r in search.needed] == [r.out for r in search.runs.values()]
+    accs = {"race": 0.920, "random-erasing": 0.925, "trivialaugment": 0.927, "drop-path": 0.915,
+            "mixup-cutmix": 0.919, "long-warmup": 0.921, "randaugment": 0.926}
+    for recipe, acc in accs.items():
+        _finish_long(tmp_path, search.runs[recipe], acc)
+    search = protocol.screening(lr, ema, tmp_path)
+    # three helped; of the two auto-augment policies only the better one joins the combination
+    assert search.helped == ["trivialaugment", "randaugment", "random-erasing", "long-warmup"]
+    assert search.combo == ["trivialaugment", "random-erasing", "long-warmup"]
+    (combined,) = search.needed
+    flags = list(combined.flags)
+    assert flags.count("--auto-augment") == 1 and "--random-erasing" in flags
+    assert flags[len(flags) - 1 - flags[::-1].index("--warmup-epochs") + 1] == "4"  # the lever's warmup wins
+    _finish_long(tmp_path, combined, 0.931)
+    search = protocol.screening(lr, ema, tmp_path)
+    assert search.kept == "combined" and [r.out for r in search.needed] == [search.kept_runs[1].out]
+    assert search.kept_runs[0].out == combined.out and search.kept_runs[1].out.endswith("-combined-s1")
+    _finish_long(tmp_path, search.kept_runs[1], 0.929)
+    assert protocol.screening(lr, ema, tmp_path).needed == []
+
+
+def test_screening_keeps_the_best_single_lever_when_at_most_one_helped(tmp_path):
+    from sequencer_mini.train import protocol
+
+    search = protocol.screening(4e-3, "off", tmp_path)
+    for recipe, run in search.runs.items():
+        _finish_long(tmp_path, run, 0.93 if recipe == "drop-path" else 0.92)
+    search = protocol.screening(4e-3, "off", tmp_path)
+    assert search.combo == [] and search.kept == "drop-path"
+    assert [r.out for r in search.needed] == [protocol.long_run("sequencer2d_fast28", "drop-path", 4e-3, "off", 1).out]
+    with pytest.raises(ValueError, match="cannot be combined"):
+        protocol.lever_flags("combined", ["trivialaugment", "randaugment"])
+    with pytest.raises(ValueError, match="unknown 16-pass recipe"):
+        protocol.lever_flags("cutout")
+
+
 # ----------------------------------------------------------------------------- remake commands
 
 def test_remake_command_writes_out_relative_to_the_repository():

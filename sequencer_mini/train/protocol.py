@@ -1,7 +1,7 @@
 """Chapter 6's experimental protocol: every controlled run, its results folder and its flags, in one place.
 
 ``bench/experiments.py`` runs what this module defines (and decides what runs next from the results on disk); the
-analysis (``sequencer_mini.analysis.race``) reads the same runs by the same names. The steps, their budgets in
+analysis (``sequencer_mini.analysis.experiments``) reads the same runs by the same names. The steps, their budgets in
 images seen and why are in ``bench/experiments.py``'s docstring and in chapter 6.
 
 Folders are relative to the repository root, so every remake command runs from there.
@@ -9,6 +9,7 @@ Folders are relative to the repository root, so every remake command runs from t
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from sequencer_mini.core.provenance import read_json_object
 from sequencer_mini.train.recipes import RACE_MODELS
 
 __all__ = ["GRID", "START", "PROBES", "TUNE_DIR", "RACE_PASSES", "RACE_SEEDS", "LONG_PASSES", "ABLATIONS", "LEVERS",
-           "ABLATION_SEEDS", "Run", "tune_run", "race_run", "ablation_run", "long_run", "read_json", "finished",
+           "ABLATION_SEEDS", "EXCLUSIVE", "LONG_SEEDS", "Screening", "Run", "lever_flags", "screening", "tune_run",
+           "race_run", "ablation_run", "long_run", "read_json", "finished",
            "diverged", "tuning", "ema_choice"]
 
 #: The learning-rate grid: factor-2 steps; tuning starts in the middle (START) and grows outwards.
@@ -103,10 +105,87 @@ LEVERS: dict[str, list[str]] = {
 }
 
 
-def long_run(model: str, recipe: str, lr: float, ema: str, seed: int) -> Run:
+#: Levers that cannot be switched on together (one ``--auto-augment`` policy at a time).
+EXCLUSIVE: tuple[str, ...] = ("trivialaugment", "randaugment")
+
+
+def lever_flags(recipe: str, levers: Sequence[str] = ()) -> list[str]:
+    """The flags a 16-pass recipe adds: one lever of :data:`LEVERS`, or ``"combined"`` with ``levers`` (their
+    flags one after the other; a later ``--warmup-epochs`` replaces the stretched recipe's)."""
+    if recipe == "combined":
+        if len(levers) < 2 or any(lever not in LEVERS or lever == "race" for lever in levers):
+            raise ValueError(f"a combined recipe needs at least two levers of {sorted(set(LEVERS) - {'race'})}, "
+                             f"got {list(levers)}")
+        if sum(lever in EXCLUSIVE for lever in levers) > 1:
+            raise ValueError(f"levers {list(EXCLUSIVE)} cannot be combined (one --auto-augment policy at a time)")
+        return [flag for lever in levers for flag in LEVERS[lever]]
+    if recipe not in LEVERS:
+        raise ValueError(f"unknown 16-pass recipe {recipe!r}; expected one of {[*LEVERS, 'combined']}")
+    return list(LEVERS[recipe])
+
+
+def long_run(model: str, recipe: str, lr: float, ema: str, seed: int, levers: Sequence[str] = ()) -> Run:
+    """The race recipe stretched to LONG_PASSES passes (warmup 1/8, crop/flip in the second half), plus a lever."""
     return Run(f"book/results/fmnist-{LONG_PASSES}pass-{model}-{recipe}-s{seed}",
                (*_model_flags(model, ema), "--epochs", str(LONG_PASSES), "--warmup-epochs", f"{LONG_PASSES / 8:g}",
-                "--aug-from-epoch", str(LONG_PASSES // 2), "--lr", f"{lr:g}", "--seed", str(seed), *LEVERS[recipe]))
+                "--aug-from-epoch", str(LONG_PASSES // 2), "--lr", f"{lr:g}", "--seed", str(seed),
+                *lever_flags(recipe, levers)))
+
+
+@dataclass(frozen=True)
+class Screening:
+    """Where the search for the Sequencer's best 16-pass recipe stands (:func:`screening`)."""
+
+    needed: list[Run]              # runs to make now (empty: nothing can run yet, or all done)
+    accs: dict[str, float]         # recipe -> final test accuracy of seed 0 (finished runs only)
+    helped: list[str]              # levers that beat the stretched race recipe on seed 0, best first
+    kept: str | None               # the recipe kept (best seed-0 accuracy), once every candidate is screened
+    kept_runs: list[Run]           # the kept recipe's runs, seeds LONG_SEEDS
+    runs: dict[str, Run]           # recipe -> its seed-0 run, for every recipe screened or planned
+    combo: list[str]               # the levers of "combined" (empty when fewer than two helped)
+
+
+#: Seeds of the kept 16-pass recipe (the screening itself runs seed 0 only).
+LONG_SEEDS: tuple[int, ...] = (0, 1)
+
+
+def screening(lr: float, ema: str, root: Path = REPO_ROOT, model: str = "sequencer2d_fast28") -> Screening:
+    """The 16-pass search, decided from finished runs alone: (1) every recipe of :data:`LEVERS` on seed 0;
+    (2) when two or more levers beat the stretched race recipe, ``"combined"``: all of them together (of the
+    :data:`EXCLUSIVE` ones only the better); (3) the kept recipe = the best seed-0 final test accuracy among all
+    screened, then run again on seed 1. The choice is made on seed 0's test accuracy, so the chapter reports seed 1
+    on its own beside the mean (the one figure the choice never saw). A diverged run counts as worse than any."""
+    def acc(run: Run) -> float | None:
+        res = finished(run, root)
+        if res is not None:
+            return float(res["final_test_acc"])
+        return -math.inf if diverged(run, root) else None
+
+    needed: list[Run] = []
+    accs: dict[str, float] = {}
+    runs = {recipe: long_run(model, recipe, lr, ema, 0) for recipe in LEVERS}
+    for recipe, run in runs.items():
+        a = acc(run)
+        if a is None:
+            needed.append(run)
+        else:
+            accs[recipe] = a
+    if needed:
+        return Screening(needed, accs, [], None, [], runs, [])
+    helped = sorted((r for r in LEVERS if r != "race" and accs[r] > accs["race"]), key=lambda r: -accs[r])
+    exclusive = [r for r in helped if r in EXCLUSIVE]
+    combo = [r for r in helped if r not in EXCLUSIVE or r == (exclusive[0] if exclusive else None)]
+    if len(combo) < 2:
+        combo = []
+    else:
+        runs["combined"] = run = long_run(model, "combined", lr, ema, 0, combo)
+        a = acc(run)
+        if a is None:
+            return Screening([run], accs, helped, None, [], runs, combo)
+        accs["combined"] = a
+    kept = max(accs, key=lambda r: accs[r])
+    kept_runs = [long_run(model, kept, lr, ema, s, combo if kept == "combined" else ()) for s in LONG_SEEDS]
+    return Screening([r for r in kept_runs if acc(r) is None], accs, helped, kept, kept_runs, runs, combo)
 
 
 # ----------------------------------------------------------------------------- reading what is done
