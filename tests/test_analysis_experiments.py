@@ -101,3 +101,70 @@ def test_figures_draw(tmp_path):
     assert fig.axes[0].get_xscale() == "log"
     fig = plot_ablations([AblationRow("no-smoothing", {0: 0.9, 1: 0.91}, {0: -0.01, 1: 0.002})], band=0.004)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["no-smoothing"]
+
+
+def _predictions(root: Path, out: str, test: dict[str, str], snapshots: dict[str, str] | None = None) -> None:
+    (root / out / "predictions.json").write_text(json.dumps({"test": test, "snapshots": snapshots or {},
+                                                             "ema": "off"}))
+
+
+def test_ablation_intervals_and_race_outcomes_from_predictions(tmp_path):
+    import torch
+
+    from sequencer_mini.analysis.experiments import ablation_intervals, race_outcomes, snapshot_curve
+
+    labels = torch.tensor([0, 1] * 200)
+    truth = "".join(map(str, labels.tolist()))
+    worse = "".join("9" if i % 4 == 0 else c for i, c in enumerate(truth))  # a quarter of the images wrong
+    for seed in (0, 1):
+        race = race_run("sequencer2d_fast28", 4e-3, seed).out
+        _write(tmp_path, race, **_run(1.0))
+        _predictions(tmp_path, race, {"off": truth, "0.998": truth}, {"15000": worse, "30000": truth})
+        _write(tmp_path, ablation_run("no-crop-flip", 4e-3, "off", seed).out, **_run(0.75))
+        _predictions(tmp_path, ablation_run("no-crop-flip", 4e-3, "off", seed).out, {"off": worse})
+        _write(tmp_path, ablation_run("lr-up", 4e-3, "off", seed).out, **_run(1.0))
+        _predictions(tmp_path, ablation_run("lr-up", 4e-3, "off", seed).out, {"off": truth})
+    out = race_outcomes({"sequencer2d_fast28": 4e-3, "small_cnn": 8e-3}, labels, root=tmp_path)
+    assert set(out) == {"sequencer2d_fast28"} and out["sequencer2d_fast28"].shape == (2, 400)
+    iv = ablation_intervals(4e-3, labels, root=tmp_path, n_boot=200)
+    assert iv["no-crop-flip"].estimate == pytest.approx(-0.25) and iv["no-crop-flip"].verdict("positive") == "reversed"
+    assert iv["lr-up"].verdict("positive") == "inconclusive"  # identical predictions: a zero-width interval at 0
+    assert iv["ema 0.998"].estimate == 0.0 and "no-smoothing" not in iv  # not run: left out
+    preds = json.loads((tmp_path / race_run("sequencer2d_fast28", 4e-3, 0).out / "predictions.json").read_text())
+    assert snapshot_curve(preds, labels) == {15000: pytest.approx(0.75), 30000: 1.0}
+
+
+def test_long_table_follows_the_screening(tmp_path):
+    from sequencer_mini.analysis.experiments import long_table
+    from sequencer_mini.train.protocol import LEVERS, long_run
+
+    chosen = {"sequencer2d_fast28": 4e-3, "small_cnn": 8e-3}
+    hist = {"images_seen": [60_000, 120_000], "test_acc": [0.8, 0.9]}
+    for recipe in LEVERS:
+        acc = 0.93 if recipe == "drop-path" else 0.92
+        _write(tmp_path, long_run("sequencer2d_fast28", recipe, 4e-3, "off", 0).out,
+               **_run(acc, history=hist, provenance={"device": "cpu X"}))
+    search, rows, cnn = long_table(chosen, root=tmp_path)
+    assert search.kept == "drop-path" and set(rows) == set(LEVERS) and cnn is None
+    assert rows["drop-path"].flags == ("--drop-path", "0.1") and rows["race"].flags == ()
+    assert rows["race"].curves == {0: {60_000: 0.8, 120_000: 0.9}}
+    _write(tmp_path, long_run("sequencer2d_fast28", "drop-path", 4e-3, "off", 1).out,
+           **_run(0.94, history=hist, provenance={"device": "cpu X"}))
+    _write(tmp_path, long_run("small_cnn", "race", 8e-3, "off", 0).out,
+           **_run(0.935, history=hist, provenance={"device": "cpu X"}))
+    search, rows, cnn = long_table(chosen, root=tmp_path)
+    assert rows["drop-path"].accs == {0: 0.93, 1: 0.94} and rows["drop-path"].mean == pytest.approx(0.935)
+    assert cnn is not None and cnn.accs == {0: 0.935} and search.needed == []
+
+
+def test_race_and_long_figures_draw():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sequencer_mini.analysis.experiments import LongRow, plot_long, plot_race_curves
+
+    fig = plot_race_curves({"CNN": {0: {1: 0.5, 2: 0.8}, 1: {1: 0.6, 2: 0.9}}})
+    assert "mean of 2 seeds" in fig.axes[0].get_legend().get_texts()[0].get_text()
+    row = LongRow("race", (), {0: 0.9}, {0: {1: 0.5, 2: 0.9}}, 1, 2, {0: 1.0}, {0: 1.0}, "cpu")
+    fig = plot_long([row], goal=0.93)
+    assert any("goal 93.0 %" in t.get_text() for t in fig.axes[0].get_legend().get_texts())

@@ -19,13 +19,19 @@ import torch
 from torch import Tensor, nn
 
 from sequencer_mini.core.paths import REPO_ROOT
+from sequencer_mini.analysis.stats import Interval, bootstrap, mean_difference
 from sequencer_mini.train.protocol import (
     ABLATION_SEEDS,
     ABLATIONS,
     RACE_SEEDS,
+    Run,
+    Screening,
     ablation_run,
     finished,
+    long_run,
     race_run,
+    read_json,
+    screening,
     tune_run,
     tuning,
 )
@@ -33,7 +39,8 @@ from sequencer_mini.train.recipes import LABELS, RACE_MODELS
 
 __all__ = ["TuningCurve", "read_tuning", "final_acc", "RaceRow", "race_table", "AblationRow", "ablation_table",
            "noise_band", "TRAIN_MACS_FACTOR", "predict", "weight_sets", "correctness", "plot_tuning",
-           "plot_ablations"]
+           "plot_ablations", "read_predictions", "curve", "snapshot_curve", "race_outcomes", "ablation_intervals",
+           "LongRow", "long_table", "plot_race_curves", "plot_long"]
 
 #: A training step costs about three forward passes (the backward pass computes gradients for the inputs and for
 #: the weights, each about one forward's MACs); the table's achieved GMAC/s uses this factor and says so.
@@ -209,6 +216,106 @@ def correctness(predictions: dict[int, str], labels: Tensor) -> Tensor:
     return torch.tensor(rows)
 
 
+def read_predictions(run: Run, root: Path = REPO_ROOT) -> dict[str, Any] | None:
+    """A finished run's ``predictions.json`` (``python bench/experiments.py predict``), or None while it has none."""
+    return read_json(root / run.out / "predictions.json")
+
+
+def curve(results: dict[str, Any]) -> dict[int, float]:
+    """Images seen -> test accuracy after each pass (the run's history; the reported weights)."""
+    h = results["history"]
+    return {int(n): float(a) for n, a in zip(h["images_seen"], h["test_acc"], strict=True)}
+
+
+def snapshot_curve(predictions: dict[str, Any], labels: Tensor) -> dict[int, float]:
+    """Images seen -> test accuracy of every quarter-pass snapshot, from a run's predictions (10,000 digits each)."""
+    return {int(n): float(correctness({0: text}, labels).mean()) for n, text in predictions["snapshots"].items()}
+
+
+def race_outcomes(chosen: dict[str, float], labels: Tensor, ema: str = "off", root: Path = REPO_ROOT,
+                  seeds: Sequence[int] = RACE_SEEDS) -> dict[str, Tensor]:
+    """Model -> ``(seeds, images)`` right/wrong of the final weights (the chosen EMA setting) on the test images,
+    for every race run with predictions recorded."""
+    out = {}
+    for model, lr in chosen.items():
+        preds = {s: p["test"][ema] for s in seeds if (p := read_predictions(race_run(model, lr, s), root))}
+        if preds:
+            out[model] = correctness(preds, labels)
+    return out
+
+
+def ablation_intervals(chosen_lr: float, labels: Tensor, ema: str = "off", root: Path = REPO_ROOT,
+                       n_boot: int = 2000) -> dict[str, Interval]:
+    """Lever -> bootstrap interval (seeds and test images, :func:`~sequencer_mini.analysis.stats.bootstrap`) of its
+    final test accuracy minus the race recipe's, from the recorded predictions; the EMA lever from the race runs'
+    watching EMAs (the decay 0.998, or off when the race used one). Levers without predictions are left out."""
+    model = "sequencer2d_fast28"
+    race = {s: p for s in RACE_SEEDS if (p := read_predictions(race_run(model, chosen_lr, s), root))}
+    if not race:
+        return {}
+    base = correctness({s: p["test"][ema] for s, p in race.items()}, labels)
+    out = {}
+    for lever in ABLATIONS:
+        preds = {s: p["test"]["off" if ema == "off" else ema] for s in ABLATION_SEEDS
+                 if (p := read_predictions(ablation_run(lever, chosen_lr, ema, s), root))}
+        if preds:
+            out[lever] = bootstrap({"lever": correctness(preds, labels), "race": base},
+                                   mean_difference("lever", "race"), n_boot=n_boot)
+    other = "0.998" if ema == "off" else "off"
+    if all(other in p["test"] for p in race.values()):
+        flipped = correctness({s: p["test"][other] for s, p in race.items()}, labels)
+        out["ema 0.998" if ema == "off" else "no ema"] = bootstrap({"lever": flipped, "race": base},
+                                                                   mean_difference("lever", "race"), n_boot=n_boot)
+    return out
+
+
+@dataclass(frozen=True)
+class LongRow:
+    """One 16-pass recipe: its seeds' final test accuracies, curves and costs."""
+
+    recipe: str
+    flags: tuple[str, ...]          # what the recipe adds to the stretched race recipe
+    accs: dict[int, float]          # seed -> final test accuracy
+    curves: dict[int, dict[int, float]]  # seed -> images seen -> test accuracy after each pass
+    params: int
+    images_seen: int
+    wall_s: dict[int, float]
+    images_per_s: dict[int, float]
+    device: str
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accs.values())
+
+
+def _long_row(recipe: str, runs: Sequence[Run], root: Path, base_flags: Sequence[str]) -> LongRow | None:
+    done = {int(r.flags[r.flags.index("--seed") + 1]): res for r in runs if (res := finished(r, root)) is not None}
+    if not done:
+        return None
+    first = next(iter(done.values()))
+    extra = tuple(runs[0].flags[len(base_flags):])
+    return LongRow(recipe, extra, {s: float(r["final_test_acc"]) for s, r in done.items()},
+                   {s: curve(r) for s, r in done.items()}, int(first["params"]), int(first["images_seen"]),
+                   {s: float(r["wall_time_s"]) for s, r in done.items()},
+                   {s: float(r["images_per_s"]) for s, r in done.items()}, str(first["provenance"]["device"]))
+
+
+def long_table(chosen: dict[str, float], ema: str = "off", root: Path = REPO_ROOT
+               ) -> tuple[Screening, dict[str, LongRow], LongRow | None]:
+    """The 16-pass search as it stands: (the screening, recipe -> its finished runs, the CNN's 16-pass run)."""
+    model = "sequencer2d_fast28"
+    search = screening(chosen[model], ema, root)
+    base = long_run(model, "race", chosen[model], ema, 0).flags
+    rows = {}
+    for recipe, run in search.runs.items():
+        runs = search.kept_runs if recipe == search.kept else [run]
+        row = _long_row(recipe, runs, root, base)
+        if row is not None:
+            rows[recipe] = row
+    cnn_run = long_run("small_cnn", "race", chosen["small_cnn"], ema, 0)
+    return search, rows, _long_row("CNN, race recipe", [cnn_run], root, cnn_run.flags)
+
+
 # ----------------------------------------------------------------------------- figures
 
 def plot_tuning(curves: Sequence[TuningCurve]):
@@ -248,5 +355,43 @@ def plot_ablations(rows: Sequence[AblationRow], band: float):
     ax.set(xlabel="final test accuracy minus the race recipe's, same seed (points)",
            title="single-factor ablations of the Sequencer's race recipe")
     ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_race_curves(curves: dict[str, dict[int, dict[int, float]]]):
+    """Test accuracy against images seen: ``curves[label][seed][images] = accuracy``, one thin line per seed and
+    a thick one for the mean over the seeds that share the same points."""
+    import matplotlib.pyplot as plt  # plotting stays out of the import path of the tables above
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    for k, (label, by_seed) in enumerate(curves.items()):
+        colour = f"C{k}"
+        for c in by_seed.values():
+            xs = sorted(c)
+            ax.plot(xs, [100 * c[x] for x in xs], color=colour, lw=0.7, alpha=0.5)
+        common = sorted(set.intersection(*(set(c) for c in by_seed.values())))
+        ax.plot(common, [100 * statistics.fmean(c[x] for c in by_seed.values()) for x in common], color=colour, lw=2,
+                label=f"{label} (mean of {len(by_seed)} seed{'s' * (len(by_seed) > 1)})")
+    ax.set(xlabel="training images seen", ylabel="test accuracy (%)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_long(rows: Sequence[LongRow], goal: float | None = None):
+    """Test accuracy against images seen out to 16 passes, one line per recipe and seed; the goal dashed."""
+    import matplotlib.pyplot as plt  # plotting stays out of the import path of the tables above
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for k, row in enumerate(rows):
+        for j, (seed, c) in enumerate(sorted(row.curves.items())):
+            xs = sorted(c)
+            ax.plot(xs, [100 * c[x] for x in xs], color=f"C{k}", ls="-" if j == 0 else "--",
+                    label=f"{row.recipe}, seed {seed}")
+    if goal is not None:
+        ax.axhline(100 * goal, color="k", ls=":", lw=1, label=f"goal {100 * goal:.1f} %")
+    ax.set(xlabel="training images seen", ylabel="test accuracy (%)")
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
