@@ -911,17 +911,17 @@ def test_overwrite_replaces_the_old_run_entirely(finished, trees, tmp_path):
 
 
 def test_load_trained_refuses_weights_of_another_run(finished, tmp_path):
-    """A results.json of a 1-epoch run beside epochs/002.pt of an older one: epoch:2 is refused, not returned as
+    """A results.json of a 1-epoch run beside the final.pt of an older 2-epoch one: refused, not returned as
     'epoch 2 of 1'."""
-    from sequencer_mini.analysis.trained import load_trained
-    run_dir = tmp_path / "fmnist-race-small_cnn-s0"
+    from sequencer_mini.analysis.trained import load_trained, run_name
+    run_dir = tmp_path / run_name("small_cnn", 0)
     shutil.copytree(finished, run_dir)
     results = json.loads((run_dir / "results.json").read_text())
     results["epochs_completed"] = 1
     (run_dir / "results.json").write_text(json.dumps(results))
     before = _world(tmp_path)
-    with pytest.raises(ValueError, match=r"epochs/002.pt holds epoch 2, but the run's results.json records 1 epoch"):
-        load_trained("small_cnn", checkpoint="epoch:2", results_dir=tmp_path, fallback="error", log=None)
+    with pytest.raises(ValueError, match=r"final.pt holds epoch 2, but the run's results.json records 1 epoch"):
+        load_trained("small_cnn", results_dir=tmp_path, fallback="error", log=None)
     assert _world(tmp_path) == before
 
 
@@ -970,8 +970,8 @@ def test_results_json_is_always_strict_json(tmp_path):
 
 # ----------------------------------------------------------------------------- library readers (items 3, 4, 6, 8)
 
-def _race_dir(tmp: Path, finished: Path, edit=None) -> Path:
-    run_dir = tmp / "fmnist-race-small_cnn-s0"
+def _race_dir(tmp: Path, finished: Path, edit=None, name: str = "fmnist-race-small_cnn-s0") -> Path:
+    run_dir = tmp / name
     shutil.copytree(finished, run_dir)
     if edit is not None:
         edit(run_dir)
@@ -980,12 +980,22 @@ def _race_dir(tmp: Path, finished: Path, edit=None) -> Path:
 
 def _trained(tmp, finished, edit, call="load"):
     from sequencer_mini.analysis import race, trained
-    root = _race_dir(tmp, finished, edit)
+    # the old race's folder for read_race (chapter 6's first race), the new race's for the loader
+    root = _race_dir(tmp, finished, edit, *(() if call == "race" else (trained.run_name("small_cnn", 0),)))
     if call == "epochs":
         return trained.epoch_checkpoints("small_cnn", results_dir=root)
     if call == "race":
         return race.read_race(root)
     return trained.load_trained("small_cnn", results_dir=root, fallback="error", log=None)
+
+
+def _with_choice(tmp: Path, finished: Path, text: str):
+    """load_trained with the tuning's choice.json replaced by ``text`` (the race's folder names need its rates)."""
+    from sequencer_mini.analysis import trained
+    choice = _write(tmp / "choice.json", text)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trained, "_choice_file", lambda: choice)
+        return trained.load_trained("small_cnn", results_dir=tmp, fallback="error", log=None)
 
 
 def _truncate(path: Path, keep: int = 10) -> None:
@@ -1028,7 +1038,13 @@ LIBRARY23 = [
      ValueError, r"r.json' is not valid JSON: it holds a bare NaN"),
     ("load_trained: truncated results.json",
      lambda t, c: _trained(t, c["finished"], lambda d: _truncate(d / "results.json")),
-     ValueError, r"results file '.*fmnist-race-small_cnn-s0/results.json' is not valid JSON.*remake the run with"),
+     ValueError, r"results file '.*fmnist-race240k-small_cnn-s0/results.json' is not valid JSON.*remake the run "
+                 r"with: python -m sequencer_mini.train .*--out book/results/fmnist-race240k-small_cnn-s0"),
+    ("load_trained: truncated choice.json", lambda t, c: _with_choice(t, c["finished"], '{"chosen_lr": {"sm'),
+     ValueError, r"results file '.*choice.json' is not valid JSON .*python bench/experiments.py run"),
+    ("load_trained: choice.json without the model's rate",
+     lambda t, c: _with_choice(t, c["finished"], '{"chosen_lr": {"small_vit": 0.002, "sequencer2d_fast28": 0.004}}'),
+     ValueError, r"choice.json: 'chosen_lr' must give a learning rate > 0 .*none for \['small_cnn'\]; restore it"),
     ("load_trained: results.json not an object",
      lambda t, c: _trained(t, c["finished"], lambda d: _write(d / "results.json", "42")),
      ValueError, r"results.json' holds a JSON int, expected an object"),
