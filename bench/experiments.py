@@ -42,7 +42,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -178,7 +177,7 @@ def predict_all(log=print) -> int:
     class of each of the 10,000 test images by the final weights (every EMA setting the file holds) and, for the
     race runs, by each quarter-pass snapshot with the chosen EMA setting. Returns the number of files written."""
     from sequencer_mini.analysis.experiments import predict, weight_sets
-    from sequencer_mini.analysis.trained import build, load_weights
+    from sequencer_mini.analysis.trained import build, load_weights, read_weights
     from sequencer_mini.train.data import fashion_mnist_tensors
 
     choice = read_json(ROOT / TUNE_DIR / "choice.json")
@@ -200,13 +199,13 @@ def predict_all(log=print) -> int:
         if finished(run, ROOT) is None or (folder / "predictions.json").exists():
             continue
         net = build(model)
-        weights = torch.load(folder / "final.pt", map_location="cpu", weights_only=True)
+        weights = read_weights(folder / "final.pt")  # a damaged file is refused, naming it and what to do
         out: dict = {"test": {}, "snapshots": {}, "ema": ema}
         for setting, state in weight_sets(weights).items():
             net.load_state_dict(state)
             out["test"][setting] = predict(net, images)
         for snap in sorted((folder / "snapshots").glob("*.pt")) if snapshots else []:
-            sets = weight_sets(torch.load(snap, map_location="cpu", weights_only=True))
+            sets = weight_sets(read_weights(snap))
             net.load_state_dict(sets[ema] if ema in sets else load_weights(snap))
             out["snapshots"][str(int(snap.stem))] = predict(net, images)
         write_results(folder / "predictions.json", out, {"command": "python bench/experiments.py predict"})
@@ -220,7 +219,7 @@ def slim_all(log=print) -> int:
     size, what git keeps and the chapters load), once ``predictions.json`` holds every setting's predictions.
     The file keeps its other keys and says what was dropped. Returns the number of files rewritten."""
     from sequencer_mini.analysis.experiments import weight_sets
-    from sequencer_mini.analysis.trained import load_weights
+    from sequencer_mini.analysis.trained import load_weights, read_weights
     from sequencer_mini.train.loop import atomic_save
 
     choice = read_json(ROOT / TUNE_DIR / "choice.json")
@@ -233,7 +232,7 @@ def slim_all(log=print) -> int:
             folder = ROOT / race_run(model, lr, s).out
             if finished(race_run(model, lr, s), ROOT) is None or not (folder / "final.pt").exists():
                 continue
-            weights = torch.load(folder / "final.pt", map_location="cpu", weights_only=True)
+            weights = read_weights(folder / "final.pt")
             if "ema_probes" not in weights:
                 continue
             if not (folder / "predictions.json").exists():
