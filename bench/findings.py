@@ -3,26 +3,34 @@
 Parts (each writes its own results file, ``OUT/findings-<part>.json``):
 
 ``resolution``
-    The race's models (Sequencer2D fast28, CNN, ViT) trained at 28×28, evaluated on test images resized to
-    larger sides. 1.5× would be 42 px, which is not a multiple of 4 (the Sequencer and the ViT need whole
-    tokens of 4 × 4 pixels), so the sweep uses multiples of 4 only: 44 px (≈1.57×) stands in for 1.5×.
-    Images are resized whole, never cropped.
+    The race of chapter 6 (``sequencer_mini.train.protocol.race_run``: Sequencer2D fast28, CNN, ViT, each at its tuned
+    learning rate, 240,000 images seen, seeds ``RACE_SEEDS``), trained at 28×28, evaluated on test images resized
+    to larger sides. 1.5× would be 42 px, which is not a multiple of 4 (the Sequencer and the ViT need whole tokens
+    of 4 × 4 pixels), so the sweep uses multiples of 4 only: 44 px (≈1.57×) stands in for 1.5×. Images are resized
+    whole, never cropped.
 ``corruption``
-    The race's models under six corruptions at severities 1-5 (``sequencer_mini.analysis.robustness.corrupt``), with the
-    corruption error normalised by the CNN's, as ImageNet-C's mCE is by AlexNet's.
+    The same runs under six corruptions at several severities (``sequencer_mini.analysis.robustness.corrupt``), with
+    the corruption error normalised by the CNN's, as ImageNet-C's mCE is by AlexNet's.
 ``ablation``
     The Sequencer2D ablations (``sequencer_mini.analysis.ablations.ABLATIONS``, variants of ``sequencer2d_fast28``)
     trained with one fixed recipe, once per seed (at ``cpu``: two passes over the 60,000 training images, scored on
     all 10,000 test images after the last); mean ± std and the paired difference to the baseline.
 
-Both parts run twice on the second (evaluation) half of the test set: on the race's final models, and on the
-epoch checkpoints at which the three models reach a matched clean accuracy on the first (selection) half
-(``sequencer_mini.analysis.robustness.matched_checkpoints``), so that a robustness difference is not a difference in
-clean accuracy in disguise.
+The two robustness parts use every finished seed of every model (``--seeds`` to choose; at least 2 per model, else
+the error names the missing runs and ``python bench/experiments.py run``, which makes them). Per run they evaluate
+two checkpoints on the second (evaluation) half of the test set (``robustness.test_halves``): the **matched**
+quarter-pass snapshot, whose accuracy on the first (selection) half is closest to the highest accuracy every run
+reaches (``sequencer_mini.analysis.stats.match_snapshots``: target, residuals, within 0.5 points), so that a
+robustness difference is not a difference in clean accuracy in disguise; and the **final** weights. Every outcome
+is stored per test image and condition (a string of 0/1), so chapter 10 bootstraps its intervals over seeds and
+images (``robustness.claims``). Selection accuracies come from a run's ``predictions.json``
+(``python bench/experiments.py predict``) when it exists, else are computed here. Evaluations are cached per
+weights file in ``_build/findings-cache/`` (``--cache-dir``), so a rerun with one more seed only evaluates that
+seed; ``--warm`` fills the cache from the runs present (also unfinished ones) and writes no results file.
 
-The models are the training chapter's race (``book/results/fmnist-race-<model>-s<seed>/final.pt``), loaded
-with ``sequencer_mini.analysis.trained.load_race``; when weights are missing, its one fallback policy applies (the same
-recipe trained here at the current budget, the results say ``FALLBACK``; ``--fallback error`` stops instead).
+Without the race's weights (a fresh clone: the snapshots stay on the machine that trained them), ``--fallback
+untrained`` (the default at ``ci``) evaluates untrained models of the same architectures (two seeds): the code path,
+marked FALLBACK in the results; ``--fallback error`` (the default at ``cpu``/``gpu``) stops with the missing runs.
 
 Usage::
 
@@ -30,6 +38,7 @@ Usage::
     python bench/findings.py --part ablation            # one part
     python bench/findings.py --budget ci --out-dir /tmp/f  # the tiny version of everything (seconds)
     python bench/findings.py --part resolution --force  # redo a part whose results file exists
+    python bench/findings.py --part resolution --warm   # evaluate what is there into the cache, write nothing
 
 A part whose results file exists, is complete and was made at the same budget is skipped (``--force``
 redoes it); an interrupted ablation resumes from the runs already written. Default output: ``book/results/``
@@ -63,13 +72,13 @@ def sizes() -> dict[str, dict[str, Any]]:
     from sequencer_mini.train.loop import cpu_bf16_native
 
     return {
-        "models": dict(seed=0, checkpoint="final"),  # the race's recorded weights (trained.load_race)
-        # n_test: images of the EVALUATION half of the test set (robustness.test_halves); the other half picks the
-        # matched-accuracy checkpoints
-        "resolution": dict(n_test=pick(ci=64, cpu=5000, gpu=5000),
+        # n_test: images of the EVALUATION half of the test set (robustness.test_halves); n_selection: images of the
+        # other half, which pick the matched snapshots
+        "resolution": dict(n_test=pick(ci=64, cpu=5000, gpu=5000), n_selection=pick(ci=64, cpu=5000, gpu=5000),
                            sides=pick(ci=[28, 44, 56], cpu=[28, 36, 44, 56],
                                       gpu=[28, 32, 36, 40, 44, 48, 52, 56])),
-        "corruption": dict(n_test=pick(ci=16, cpu=1000, gpu=5000), corruptions=list(CORRUPTIONS),
+        "corruption": dict(n_test=pick(ci=16, cpu=1000, gpu=5000), n_selection=pick(ci=64, cpu=5000, gpu=5000),
+                           corruptions=list(CORRUPTIONS),
                            severities=pick(ci=[1, 5], cpu=[1, 3, 5], gpu=[1, 2, 3, 4, 5])),
         "ablation": dict(variants=list(ABLATIONS), seeds=pick(ci=[0], cpu=[0, 1, 2], gpu=[0, 1, 2]),
                          # cpu: two passes over all 60,000 images, long enough for the baseline to pass 88 %;
@@ -94,34 +103,31 @@ def _existing(path: Path, current_budget: str) -> dict | None:
     return data if (data.get("provenance") or {}).get("budget") == current_budget else None
 
 
-def _trio_summary(trio: dict) -> dict[str, Any]:
-    """``trio_source``: 'recorded', 'fallback' or 'mixed'; ``trio_fallback``: any model trained here."""
-    sources = {tm.source for tm in trio.values()}
-    return {"trio_source": sources.pop() if len(sources) == 1 else "mixed",
-            "trio_fallback": any(tm.source == "fallback" for tm in trio.values())}
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python bench/findings.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--part", action="append", choices=PARTS, help="run only this part (repeatable); default: all")
     p.add_argument("--budget", choices=["ci", "cpu", "gpu"], help="sizes (else $SEQUENCER_BUDGET)")
     p.add_argument("--out-dir", help="where findings-*.json go (default: book/results, or _build/findings-ci at ci)")
-    p.add_argument("--seed", type=int, default=0, help="which race run's models (book/results/fmnist-race-*-sSEED)")
-    p.add_argument("--fallback", choices=["train", "error"], default="train",
-                   help="missing race weights: train the recipe here at the current budget, or stop")
-    p.add_argument("--fallback-dir",
-                   help="where fallback models are trained (default: trained.checkpoint_dir('fallback'))")
+    p.add_argument("--fallback", choices=["untrained", "error"],
+                   help="race runs missing (fewer than 2 finished seeds of a model): evaluate untrained models of the "
+                        "same architectures (the code path; default at ci) or stop (default at cpu and gpu)")
+    p.add_argument("--runs-root", help="the folder that holds book/results/fmnist-race240k-* (default: this checkout)")
+    p.add_argument("--cache-dir", help="evaluation cache (default: _build/findings-cache)")
+    p.add_argument("--warm", action="store_true",
+                   help="resolution/corruption: evaluate the runs present (finished or not) into the cache, write "
+                        "no results file")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--force", action="store_true", help="redo parts whose results file exists")
     p.add_argument("--variants", nargs="+", help="ablation variants (default: all)")
-    p.add_argument("--seeds", nargs="+", type=int, help="ablation seeds")
+    p.add_argument("--seeds", nargs="+", type=int,
+                   help="ablation: the seeds to train; resolution/corruption: the race seeds (default: all finished)")
     p.add_argument("--threads", type=int, help="torch threads (1 is often faster on a shared, busy machine)")
     p.add_argument("--quiet", action="store_true", help="no log lines")
     return p
 
 
 def _configure(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """:func:`sizes` at the current budget, with the command line's variants, seeds and race seed."""
+    """:func:`sizes` at the current budget, with the command line's ablation variants and seeds."""
     from sequencer_mini.analysis.ablations import ABLATIONS
 
     cfg = sizes()
@@ -132,7 +138,6 @@ def _configure(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str
         cfg["ablation"]["variants"] = args.variants
     if args.seeds:
         cfg["ablation"]["seeds"] = args.seeds
-    cfg["models"]["seed"] = args.seed
     return cfg
 
 
@@ -142,36 +147,80 @@ def _logger(quiet: bool) -> Callable[[str], None]:
     return lambda msg: print(f"[findings {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-class _Race:
-    """The race's three models, the test set's two halves and the matched-accuracy checkpoints: loaded by the
-    first robustness part (resolution or corruption) that needs them, then shared by both."""
+def _file_cache(folder: Path) -> Callable[[str, Callable[[], Any]], Any]:
+    """``robustness.Cache`` on disk: one JSON file per key in ``folder`` (written atomically)."""
+    import json
 
-    def __init__(self, args: argparse.Namespace, device: Any, log: Callable[[str], None]) -> None:
-        self.args, self.device, self.log = args, device, log
-        self.trio: dict | None = None
-        self.halves: Any = None  # the evaluation half: (images in [0, 1], labels)
-        self.matched: dict | None = None
-        self.selection: Any = None
+    def cache(key: str, compute: Callable[[], Any]) -> Any:
+        path = folder / f"{key}.json"
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())["value"]
+            except (OSError, ValueError, KeyError):
+                pass  # a damaged entry: computed again below
+        value = compute()
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"value": value}))
+        os.replace(tmp, path)
+        return value
 
-    def load(self) -> _Race:
-        if self.trio is not None:
-            return self
-        from sequencer_mini.analysis import robustness, trained
-        from sequencer_mini.core.budget import pick
-        from sequencer_mini.train.data import fashion_mnist_tensors
+    return cache
 
-        args = self.args
-        self.trio = trained.load_race(args.seed, fallback=args.fallback, fallback_dir=args.fallback_dir,
-                                      device=self.device, log=self.log)
-        for tm in self.trio.values():
-            self.log(tm.note)
-        # the test set in two: one half picks the matched checkpoints, the other judges
-        (sel_x, sel_y), self.halves = robustness.test_halves(*fashion_mnist_tensors("test", normalise=False), seed=0)
-        if all(tm.source == "recorded" for tm in self.trio.values()):
-            n_sel = pick(ci=64, cpu=len(sel_x), gpu=len(sel_x))
-            self.matched, self.selection = robustness.matched_checkpoints(
-                list(self.trio), sel_x[:n_sel], sel_y[:n_sel], seed=args.seed, device=self.device, log=self.log)
-        return self
+
+def race_checkpoints(root: Path, seeds: list[int] | None, *, unfinished: bool = False
+                     ) -> tuple[list[Any], dict[str, list[str]], dict[str, float]]:
+    """``(runs, missing, lrs)``: the race runs of chapter 6 under ``root`` with their quarter-pass snapshots and
+    final weights (``robustness.RaceCheckpoints``), the run folders missing per model (not finished, or weights not
+    on this machine) and the tuned learning rate per model. ``seeds``: None = every finished seed. ``unfinished``:
+    also runs still training (their snapshots so far; ``final`` None)."""
+    from sequencer_mini.analysis.robustness import RaceCheckpoints
+    from sequencer_mini.train.protocol import RACE_SEEDS, TUNE_DIR, finished, race_run, read_json
+
+    choice = read_json(root / TUNE_DIR / "choice.json")
+    if choice is None:
+        raise FileNotFoundError(f"{TUNE_DIR}/choice.json is missing: chapter 6's tuning has not finished; run "
+                                f"python bench/experiments.py run (it tunes, then races)")
+    lrs = {m: float(lr) for m, lr in choice["chosen_lr"].items()}
+    runs, missing = [], {}
+    for model, lr in lrs.items():
+        missing[model] = []
+        for seed in (seeds if seeds is not None else RACE_SEEDS):
+            run = race_run(model, lr, seed)
+            folder = root / run.out
+            results = finished(run, root)
+            snapshots = {int(f.stem): f for f in sorted((folder / "snapshots").glob("*.pt"))}
+            final = folder / "final.pt"
+            if results is not None and snapshots and final.is_file():
+                runs.append(RaceCheckpoints(model, seed, run.out, snapshots, final, int(results["images_seen"])))
+            elif unfinished and snapshots:
+                runs.append(RaceCheckpoints(model, seed, run.out, snapshots, None, 0, "unfinished"))
+            else:
+                why = ("not finished" if results is None else
+                       "no snapshots/ on this machine" if not snapshots else "no final.pt on this machine")
+                missing[model].append(f"{run.out} ({why})")
+    return runs, missing, lrs
+
+
+def _selection_accs(runs: list[Any], sel_idx: Any, labels: Any, root: Path) -> dict[tuple[str, int], dict[int, float]]:
+    """Selection-half accuracies of the snapshots from each run's ``predictions.json``, where it exists
+    (``python bench/experiments.py predict``: one digit per test image, in test order)."""
+    from sequencer_mini.train.protocol import read_json
+
+    out = {}
+    truth = labels[sel_idx]
+    for r in runs:
+        pred = read_json(root / r.run / "predictions.json") if r.source == "recorded" else None
+        if pred is None or pred.get("ema") != "off":
+            continue  # predictions of another EMA setting are not the snapshot weights evaluated here
+        out[(r.model, r.seed)] = {}
+        for images_seen, digits in (pred.get("snapshots") or {}).items():
+            if len(digits) != len(labels):
+                continue
+            chosen = [int(digits[i]) for i in sel_idx.tolist()]
+            out[(r.model, r.seed)][int(images_seen)] = sum(int(p == t) for p, t in zip(chosen, truth.tolist(),
+                                                                                       strict=True)) / len(chosen)
+    return out
 
 
 _NOTE_1P5X = ("1.5x of 28 px is 42 px, not a multiple of 4 (4x4-pixel stem in sequencer2d_fast28; 4x4 "
@@ -179,32 +228,99 @@ _NOTE_1P5X = ("1.5x of 28 px is 42 px, not a multiple of 4 (4x4-pixel stem in se
               "(x{ratio:.2f}, sequencer_mini.analysis.robustness.nearest_valid_size(42, 4) = "
               "{nearest}) stands in for 1.5x. Whole images are resized, never cropped.")
 _TEST_SPLIT = ("robustness.test_halves(seed=0): evaluation on the second half of a fixed random split of the 10,000 "
-               "test images; the first half selects the matched checkpoints")
+               "test images; the first half selects the matched snapshots")
 
 
-def _robustness_payload(part: str, race: _Race, cfg: dict[str, dict[str, Any]],
-                        log: Callable[[str], None]) -> dict[str, Any]:
-    """The resolution or corruption part, on the final models and (when recorded) the matched checkpoints."""
-    from sequencer_mini.analysis import robustness
+class _Robustness:
+    """The race runs, the two halves of the test set and the cache, shared by the resolution and corruption parts."""
 
-    n_test = cfg[part]["n_test"]
-    images, labels = race.halves[0][:n_test], race.halves[1][:n_test]  # [0, 1], the evaluation half
+    def __init__(self, args: argparse.Namespace, current: str, log: Callable[[str], None]) -> None:
+        self.args, self.current, self.log = args, current, log
+        self.root = Path(args.runs_root) if args.runs_root else ROOT
+        self.cache = _file_cache(Path(args.cache_dir) if args.cache_dir else ROOT / "_build" / "findings-cache")
+        self.runs: list[Any] | None = None
+        self.lrs: dict[str, float] = {}
 
-    def run(models: dict) -> dict[str, Any]:
+    def load(self) -> _Robustness:
+        if self.runs is not None:
+            return self
+        from sequencer_mini.analysis import robustness
+        from sequencer_mini.train.data import fashion_mnist_tensors
+        from sequencer_mini.train.recipes import RACE_MODELS
+
+        args = self.args
+        images, labels = fashion_mnist_tensors("test", normalise=False)
+        self.labels = labels
+        self.sel_idx, self.ev_idx = robustness.half_indices(len(labels), seed=0)
+        self.images = images
+        try:
+            runs, missing, self.lrs = race_checkpoints(self.root, args.seeds, unfinished=args.warm)
+        except FileNotFoundError:
+            runs, missing = [], {m: ["chapter 6's tuning (fmnist-tune/choice.json)"] for m in RACE_MODELS}
+        if args.warm:
+            self.runs = runs
+            return self
+        seeds = {m: sorted(r.seed for r in runs if r.model == m) for m in (missing or RACE_MODELS)}
+        fallback = args.fallback or ("untrained" if self.current == "ci" else "error")
+        if any(len(s) < 2 for s in seeds.values()) and fallback == "untrained":
+            self.log("FALLBACK: fewer than 2 finished race seeds of some model here; untrained models of the same "
+                     "architectures stand in (the code path, not a result)")
+            self.runs = robustness.untrained_checkpoints(list(RACE_MODELS), [0, 1])
+            return self
+        robustness.require_seeds(seeds, 2, missing)
+        self.runs = runs
+        self.log("race runs: " + ", ".join(r.run for r in runs))
+        return self
+
+    def payload(self, part: str, cfg: dict[str, Any]) -> dict[str, Any]:
+        from sequencer_mini.analysis import robustness
+
+        sel = self.sel_idx[:cfg["n_selection"]]
+        ev = self.ev_idx[:cfg["n_test"]]
+        selection = (self.images[sel], self.labels[sel])
+        evaluation = (self.images[ev], self.labels[ev])
+        given = _selection_accs(self.runs, sel, self.labels, self.root)
+        if given:
+            self.log(f"selection accuracies from predictions.json: {len(given)} run(s)")
+        extra = ({"sides": cfg["sides"]} if part == "resolution" else
+                 {"corruptions": cfg["corruptions"], "severities": cfg["severities"]})
+        payload = robustness.run_findings(part, self.runs, selection, evaluation, selection_accs=given,
+                                          cache=self.cache, log=self.log, **extra)
         if part == "resolution":
-            return robustness.run_resolution(models, images, labels, cfg["resolution"]["sides"], log=log)
-        return robustness.run_corruption(models, images, labels, corruptions=cfg["corruption"]["corruptions"],
-                                         severities=cfg["corruption"]["severities"], log=log)
+            payload["note_1p5x"] = _NOTE_1P5X.format(ratio=44 / 28, nearest=robustness.nearest_valid_size(42, 4))
+        payload["test_split"] = _TEST_SPLIT
+        payload["learning_rates"] = self.lrs
+        payload["selection_from_predictions"] = sorted(f"{m}-s{s}" for m, s in given)
+        return payload
 
-    payload = run(race.trio)
-    if race.matched is not None:
-        payload["matched"] = {**run(race.matched), "selection": race.selection}
-    if part == "resolution":
-        payload["note_1p5x"] = _NOTE_1P5X.format(ratio=44 / 28, nearest=robustness.nearest_valid_size(42, 4))
-    payload["test_split"] = _TEST_SPLIT
-    payload.update(_trio_summary(race.trio))
-    payload["models_loaded"] = cfg["models"]
-    return payload
+    def warm(self, part: str, cfg: dict[str, Any]) -> None:
+        """Fill the cache: every snapshot's selection accuracy, the finished runs' final weights, and each run's
+        snapshot closest to the target of the finished runs (what the matched checkpoint will most likely be)."""
+        from sequencer_mini.analysis import robustness
+
+        sel, ev = self.sel_idx[:cfg["n_selection"]], self.ev_idx[:cfg["n_test"]]
+        selection, (ev_x, ev_y) = (self.images[sel], self.labels[sel]), (self.images[ev], self.labels[ev])
+        given = _selection_accs(self.runs, sel, self.labels, self.root)
+        curves = []
+        for r in self.runs:
+            curves.append((r, robustness.selection_curve(r, selection, given=given.get((r.model, r.seed)),
+                                                         cache=self.cache)))
+            self.log(f"warm: selection {r.run} ({len(curves[-1][1])} snapshots)")
+        done = [c for r, c in curves if r.final is not None]
+        target = min(max(c.values()) for c in done) if done else None
+        conds = robustness.conditions(part, ev_x, **({"sides": cfg["sides"]} if part == "resolution" else
+                                                     {"corruptions": cfg["corruptions"],
+                                                      "severities": cfg["severities"]}))
+        spec = f"{part}|corruption seed 0"
+        for r, c in curves:
+            todo = [r.final] if r.final is not None else []
+            if target is not None:
+                todo.insert(0, r.snapshots[min(c, key=lambda n: (abs(c[n] - target), n))])
+            for w in todo:
+                t0 = time.perf_counter()
+                robustness.evaluate_outcomes(r.model, w, conds, ev_y, spec=spec, cache=self.cache)
+                self.log(f"warm: {part} {w.relative_to(self.root) if isinstance(w, Path) else w} "
+                         f"[{time.perf_counter() - t0:.0f}s]")
 
 
 def _save_ablation_progress(path: Path, head: dict, done: list[dict], collected: list[dict], run: dict) -> None:
@@ -260,10 +376,13 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     log(f"budget {current}, device {device}, torch threads {torch.get_num_threads()}, parts {parts}, out {out_dir}")
 
     written: dict[str, Path] = {}
-    race = _Race(args, device, log)
+    race = _Robustness(args, current, log)
     common = {"budget": current, "device": str(device), "torch_threads": torch.get_num_threads()}
     for part in parts:
         path = out_dir / f"findings-{part}.json"
+        if args.warm and part != "ablation":
+            race.load().warm(part, cfg[part])
+            continue
         previous = None if args.force else _existing(path, current)
         if previous is not None and previous.get("complete", True):
             log(f"{part}: {path} exists (budget {current}, complete): skipped; --force redoes it")
@@ -273,7 +392,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         if part == "ablation":
             payload = _ablation_payload(path, previous, cfg["ablation"], common, device, log)
         else:
-            payload = _robustness_payload(part, race.load(), cfg, log)
+            payload = race.load().payload(part, cfg[part])
         payload.update({"complete": True, "wall_s": time.perf_counter() - t0, "sizes": cfg.get(part), **common})
         written[part] = write_results(path, payload)
         log(f"{part}: wrote {path} in {payload['wall_s']:.0f}s")

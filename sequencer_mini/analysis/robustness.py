@@ -3,27 +3,34 @@
 :func:`resize_images` (bilinear, whole image) evaluates at other resolutions; :func:`nearest_valid_size` picks
 a side the model accepts. :func:`corrupt` applies one of :data:`CORRUPTIONS` at severity 1-5 with torchvision
 transforms, seeded, in the spirit of ImageNet-C (Hendrycks & Dietterich, ICLR 2019); :func:`corruption_error`
-normalises errors by a reference model as mCE normalises by AlexNet's. :func:`run_resolution` and
-:func:`run_corruption` run the chapter's two experiments on trained models
-(:class:`~sequencer_mini.analysis.trained.TrainedModel`, from :func:`~sequencer_mini.analysis.trained.load_race`);
-``bench/findings.py`` adds the command line, the sizes per budget and the results files.
+normalises errors by a reference model as mCE normalises by AlexNet's.
 
-Models of different clean accuracy are not directly comparable under corruption: a model that is right more
-often on clean images starts ahead on corrupted ones too. So the chapter also compares **checkpoints at matched
-clean accuracy**: :func:`test_halves` splits the test set into a *selection* half and an *evaluation* half, and
-:func:`matched_checkpoints` picks, for each model, the epoch whose selection accuracy is closest to a common
-target (the highest accuracy that every model reaches); the robustness experiments then run on the evaluation
-half only, so the choice never sees the images it is judged on.
+**Matched clean accuracy.** Models of different clean accuracy are not directly comparable under corruption: a
+model that is right more often on clean images starts ahead on corrupted ones too. So chapter 10 compares each
+race run (chapter 6: three models, several seeds, weights saved every quarter pass) twice: by its **final**
+weights, and by its **matched** snapshot, the quarter-pass snapshot whose accuracy on a *selection* half of the
+test set is closest to a common target (:func:`~sequencer_mini.analysis.stats.match_snapshots`: the highest
+accuracy every run reaches). :func:`half_indices` / :func:`test_halves` split the test set; everything is judged
+on the other, *evaluation* half, so the choice never sees the images it is judged on.
+
+:func:`run_findings` runs one experiment (``"resolution"`` or ``"corruption"``) on a list of
+:class:`RaceCheckpoints` and stores every outcome per test image (a string of ``0``/``1`` per condition), so that
+:func:`claims` can bootstrap over test images *and* seeds (:func:`~sequencer_mini.analysis.stats.bootstrap`) and
+compute a verdict for each of the paper's claims. ``bench/findings.py`` adds the command line, the sizes per
+budget, a cache and the results files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import statistics
 import time
 import warnings
-from typing import TYPE_CHECKING, Any
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,11 +38,10 @@ from einops import rearrange
 from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
-from sequencer_mini.analysis.trained import epoch_checkpoints, load_trained
+from sequencer_mini.analysis.stats import Interval, bootstrap, match_snapshots
+from sequencer_mini.analysis.trained import build, load_weights
 from sequencer_mini.core.datasets import MEAN_STD
-
-if TYPE_CHECKING:
-    from sequencer_mini.analysis.trained import TrainedModel
+from sequencer_mini.train.recipes import LABELS
 
 __all__ = [
     "resize_images",
@@ -47,10 +53,22 @@ __all__ = [
     "distortion",
     "corruption_error",
     "accuracy",
-    "run_resolution",
-    "run_corruption",
+    "predict_classes",
+    "half_indices",
     "test_halves",
-    "matched_checkpoints",
+    "RaceCheckpoints",
+    "untrained_checkpoints",
+    "conditions",
+    "selection_curve",
+    "evaluate_outcomes",
+    "run_findings",
+    "require_seeds",
+    "outcome_tensors",
+    "accuracies",
+    "drop_difference",
+    "mce_statistic",
+    "CLAIMS",
+    "claims",
 ]
 
 def nearest_valid_size(side: float, multiple: int) -> int:
@@ -181,129 +199,435 @@ def corruption_error(errors: dict[str, dict[int, float]], reference: dict[str, d
     return out
 
 
+
+
+# ----------------------------------------------------------------------------- predictions
+
 @torch.no_grad()
-def accuracy(model: nn.Module, images: Tensor, labels: Tensor, *, mean: Sequence[float], std: Sequence[float],
-             side: int | None = None, batch_size: int = 256) -> float:
-    """Top-1 accuracy on float images ``(N, C, H, W)`` in ``[0, 1]``, resized to ``side`` and normalised."""
-    param = next(model.parameters())
-    device = param.device
+def predict_classes(model: nn.Module, images: Tensor, *, mean: Sequence[float], std: Sequence[float],
+                    side: int | None = None, batch_size: int = 256) -> Tensor:
+    """Predicted classes ``(N,)`` of float images ``(N, C, H, W)`` in ``[0, 1]``, resized to ``side`` and normalised."""
+    device = next(model.parameters()).device
     m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     s = torch.tensor(std, device=device).view(1, -1, 1, 1)
     was_training = model.training
     model.eval()
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device)
-        if side is not None:
-            x = resize_images(x, side)
-        pred = model((x - m) / s).argmax(-1).cpu()
-        correct += int((pred == labels[start:start + batch_size]).sum())
-    model.train(was_training)
-    return correct / max(1, len(images))
+    preds = []
+    try:
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size].to(device)
+            if side is not None:
+                x = resize_images(x, side)
+            preds.append(model((x - m) / s).argmax(-1).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
 
 
-def run_resolution(trio: dict[str, TrainedModel], images: Tensor, labels: Tensor, sides: Sequence[int], *,
-                   train_side: int = 28, batch_size: int = 256, log: Callable[[str], None] | None = None) -> dict:
-    """Accuracy of each model on the test images resized (bilinear, whole image) to each side."""
-    mean, std = MEAN_STD["fashion_mnist"]  # the statistics the race models were trained with
-    models: dict[str, Any] = {}
-    for name, tm in trio.items():
-        accs = {}
-        for side in sides:
-            t0 = time.perf_counter()
-            accs[str(side)] = accuracy(tm.model, images, labels, mean=mean, std=std, side=side, batch_size=batch_size)
-            if log:
-                log(f"resolution {tm.label:<12} {side:>3}px ({side / train_side:.2f}x): "
-                    f"{100 * accs[str(side)]:.2f}%  [{time.perf_counter() - t0:.1f}s]")
-        models[name] = {**tm.describe(), "accuracy": accs}
-    return {"experiment": "resolution", "train_side": train_side, "sides": list(sides),
-            "scales": [side / train_side for side in sides], "n_test": len(images),
-            "resize": "bilinear, align_corners=False, antialias=True; the whole image is resampled (no crop, no pad)",
-            "vit_position_embeddings": "resampled bicubic+antialias to the new grid (timm resample_abs_pos_embed)",
-            "models": models}
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, *, mean: Sequence[float], std: Sequence[float],
+             side: int | None = None, batch_size: int = 256) -> float:
+    """Top-1 accuracy on float images ``(N, C, H, W)`` in ``[0, 1]``, resized to ``side`` and normalised."""
+    pred = predict_classes(model, images, mean=mean, std=std, side=side, batch_size=batch_size)
+    return int((pred == labels).sum()) / max(1, len(images))
 
 
-def run_corruption(trio: dict[str, TrainedModel], images: Tensor, labels: Tensor, *,
-                   corruptions: Sequence[str] = CORRUPTIONS, severities: Sequence[int] = SEVERITIES,
-                   reference: str = "small_cnn", seed: int = 0, batch_size: int = 256,
-                   log: Callable[[str], None] | None = None) -> dict:
-    """Top-1 error of each model under each corruption and severity, and CE / mCE normalised by ``reference``."""
-    mean, std = MEAN_STD["fashion_mnist"]  # the statistics the race models were trained with
-    clean = {name: 1 - accuracy(tm.model, images, labels, mean=mean, std=std, batch_size=batch_size)
-             for name, tm in trio.items()}
-    errors: dict[str, dict[str, dict[str, float]]] = {name: {} for name in trio}
-    rms: dict[str, dict[str, float]] = {}
-    for c in corruptions:
-        rms[c] = {}
-        for sev in severities:
-            t0 = time.perf_counter()
-            bad = corrupt(images, c, sev, seed=seed)
-            rms[c][str(sev)] = distortion(images, bad)
-            for name, tm in trio.items():
-                errors[name].setdefault(c, {})[str(sev)] = 1 - accuracy(tm.model, bad, labels, mean=mean, std=std,
-                                                                        batch_size=batch_size)
-            if log:
-                log(f"corruption {c:<15} severity {sev}: " + "  ".join(
-                    f"{trio[n].label} err {100 * errors[n][c][str(sev)]:.1f}%" for n in trio)
-                    + f"  [{time.perf_counter() - t0:.1f}s]")
-    models: dict[str, Any] = {}
-    for name, tm in trio.items():
-        entry = {**tm.describe(), "clean_error": clean[name], "errors": errors[name]}
-        if reference in trio:
-            ce = corruption_error({c: {int(s): e for s, e in v.items()} for c, v in errors[name].items()},
-                                  {c: {int(s): e for s, e in v.items()} for c, v in errors[reference].items()},
-                                  clean[name], clean[reference])
-            entry.update({"ce": ce["ce"], "mce": ce["mce"], "relative_ce": ce["relative_ce"],
-                          "relative_mce": ce["relative_mce"]})
-        entry["mean_corrupted_error"] = statistics.fmean(e for v in errors[name].values() for e in v.values())
-        models[name] = entry
-    return {"experiment": "corruption", "n_test": len(images), "seed": seed, "reference": reference,
-            "corruptions": list(corruptions), "severities": list(severities),
-            "severity_params": {c: list(SEVERITY_PARAMS[c]) for c in corruptions},
-            "distortion_rms": rms, "models": models}
+def _bits(correct: Tensor) -> str:
+    """``(N,)`` booleans as a string of ``0``/``1``: a test image's outcome in one character."""
+    return "".join("1" if c else "0" for c in correct.tolist())
 
+
+def _unbits(text: str) -> Tensor:
+    """A string of ``0``/``1`` as float64 ``(N,)`` 0.0/1.0."""
+    return (torch.frombuffer(bytearray(text, "ascii"), dtype=torch.uint8) == ord("1")).double()
+
+
+# ----------------------------------------------------------------------------- the test set in two halves
+
+def half_indices(n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """``(selection, evaluation)`` indices ``(n // 2,)`` and ``(n - n // 2,)``: a fixed random split of ``n`` test
+    images (the same for every caller with the same ``seed``)."""
+    if n < 2:
+        raise ValueError(f"need at least 2 images to split in two halves, got {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[: n // 2], perm[n // 2:]
 
 
 def test_halves(images: Tensor, labels: Tensor, seed: int = 0) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
     """``((selection images, labels), (evaluation images, labels))``: a fixed random split of a test set in two
-    halves (the same for every caller with the same ``seed``). ``images (N, C, H, W)``, ``labels (N,)``."""
+    halves (:func:`half_indices`). ``images (N, C, H, W)``, ``labels (N,)``."""
     if len(images) != len(labels) or len(images) < 2:
         raise ValueError(f"need at least 2 images and one label each, got {len(images)} images, {len(labels)} labels")
-    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    sel, ev = perm[: len(images) // 2], perm[len(images) // 2:]
+    sel, ev = half_indices(len(images), seed)
     return (images[sel], labels[sel]), (images[ev], labels[ev])
 
 
-def matched_checkpoints(models: Sequence[str], images: Tensor, labels: Tensor, *, seed: int = 0,
-                        log: Callable[[str], None] | None = None, **load_kwargs: Any
-                        ) -> tuple[dict[str, TrainedModel], dict[str, Any]]:
-    """For each race model, the epoch checkpoint whose accuracy on the **selection** images ``(N, 1, 28, 28)`` in
-    ``[0, 1]`` is closest to a common target: the smallest over models of each model's best epoch accuracy (the
-    highest accuracy every model reaches). Ties go to the earlier epoch. Returns ``(models, selection)``:
-    ``selection`` holds the target, every epoch's selection accuracy and the chosen epoch per model."""
+# ----------------------------------------------------------------------------- race runs and their checkpoints
+
+Weights = Path | Mapping[str, Tensor]
+
+
+@dataclass(frozen=True)
+class RaceCheckpoints:
+    """One race run's weights: its quarter-pass snapshots (images seen -> weights file or state dict) and its final
+    weights. ``source``: ``"recorded"`` (files of a finished run), or what stands in for one (``"untrained ..."``)."""
+
+    model: str
+    seed: int
+    run: str                        # the run folder, relative to the repository (a name for a stand-in)
+    snapshots: Mapping[int, Weights]
+    final: Weights
+    final_images: int
+    source: str = "recorded"
+
+
+def untrained_checkpoints(models: Sequence[str], seeds: Sequence[int]) -> list[RaceCheckpoints]:
+    """Stand-ins for the race runs where their weights are absent (a fresh clone, the ``ci`` budget): each
+    architecture with fresh weights per seed, as one "snapshot" at 0 images and as the final weights. They test the
+    code path; their numbers are no result."""
+    out = []
+    for model in models:
+        for seed in seeds:
+            state = build(model, seed).state_dict()
+            out.append(RaceCheckpoints(model, seed, f"untrained-{model}-s{seed}", {0: state}, state, 0,
+                                       "untrained (no race weights here: the code path, not a result)"))
+    return out
+
+
+def _net(model: str, weights: Weights) -> nn.Module:
+    net = build(model)
+    net.load_state_dict(load_weights(weights) if isinstance(weights, Path) else dict(weights))
+    return net.eval()
+
+
+#: Evaluation cache: ``cache(key, compute)`` returns the stored value for ``key`` or stores ``compute()``.
+Cache = Callable[[str, Callable[[], Any]], Any]
+
+
+def _no_cache(key: str, compute: Callable[[], Any]) -> Any:
+    return compute()
+
+
+def _weights_key(weights: Weights) -> str | None:
+    """A key that changes when the file does (path, size, modification time); None for weights in memory."""
+    if not isinstance(weights, Path):
+        return None
+    st = weights.stat()
+    return f"{weights.as_posix()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _cached(cache: Cache, weights: Weights, what: str, compute: Callable[[], Any]) -> Any:
+    key = _weights_key(weights)
+    if key is None:
+        return compute()
+    return cache(hashlib.sha256(f"{key}|{what}".encode()).hexdigest()[:32], compute)
+
+
+# ----------------------------------------------------------------------------- conditions and outcomes
+
+def conditions(part: Literal["resolution", "corruption"], images: Tensor, *, sides: Sequence[int] = (28, 56),
+               corruptions: Sequence[str] = CORRUPTIONS, severities: Sequence[int] = SEVERITIES,
+               seed: int = 0) -> dict[str, tuple[Tensor, int | None]]:
+    """Condition name -> (images ``(N, 1, H, W)`` in ``[0, 1]``, side to resize to or None).
+
+    ``resolution``: ``"28"``, ``"56"``, ... (the whole image resized to that side); ``corruption``: ``"clean"`` and
+    ``"<corruption>/<severity>"`` (:func:`corrupt` with ``seed``), in the order of the arguments."""
+    if part == "resolution":
+        return {str(side): (images, side) for side in sides}
+    if part != "corruption":
+        raise ValueError(f"part must be 'resolution' or 'corruption', got {part!r}")
+    out: dict[str, tuple[Tensor, int | None]] = {"clean": (images, None)}
+    for c in corruptions:
+        for sev in severities:
+            out[f"{c}/{sev}"] = (corrupt(images, c, sev, seed=seed), None)
+    return out
+
+
+def _outcomes(model: str, weights: Weights, conds: Mapping[str, tuple[Tensor, int | None]], labels: Tensor,
+              batch_size: int) -> dict[str, str]:
     mean, std = MEAN_STD["fashion_mnist"]  # the statistics the race models were trained with
-    curves: dict[str, dict[int, float]] = {}
-    for name in models:
-        curves[name] = {}
-        for ck in epoch_checkpoints(name, seed, results_dir=load_kwargs.get("results_dir")):
-            if not ck.exists:
-                continue
-            tm = load_trained(name, seed, checkpoint=ck.checkpoint, fallback="error", log=None, **load_kwargs)
-            curves[name][ck.epoch] = accuracy(tm.model, images, labels, mean=mean, std=std)
-        if not curves[name]:
-            raise FileNotFoundError(f"no epoch checkpoints of {name} (seed {seed}) to match accuracies with: "
-                                    f"the race runs write them with --keep-epochs (bench/race.py run)")
-    target = min(max(c.values()) for c in curves.values())
-    chosen, out = {}, {}
-    for name, curve in curves.items():
-        epoch = min(curve, key=lambda e: (abs(curve[e] - target), e))
-        chosen[name] = {"epoch": epoch, "selection_acc": curve[epoch]}
-        out[name] = load_trained(name, seed, checkpoint=f"epoch:{epoch}", fallback="error", log=None, **load_kwargs)
-        if log:
-            log(f"matched: {out[name].label:<12} epoch {epoch} of {max(curve)}: {100 * curve[epoch]:.2f}% on the "
-                f"selection half (target {100 * target:.2f}%)")
-    selection = {"target": target, "n_selection": len(images), "seed": seed, "chosen": chosen,
-                 "curves": {n: {str(e): a for e, a in c.items()} for n, c in curves.items()},
-                 "rule": "per model, the epoch whose selection-half accuracy is closest to the target = the smallest "
-                         "of the models' best epoch accuracies (ties: the earlier epoch)"}
-    return out, selection
+    net = _net(model, weights)
+    return {name: _bits(predict_classes(net, x, mean=mean, std=std, side=side, batch_size=batch_size) == labels)
+            for name, (x, side) in conds.items()}
+
+
+def _fingerprint(tensor: Tensor) -> str:
+    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def selection_curve(run: RaceCheckpoints, selection: tuple[Tensor, Tensor], *,
+                    given: Mapping[int, float] | None = None, cache: Cache = _no_cache,
+                    batch_size: int = 256) -> dict[int, float]:
+    """Images seen -> accuracy of each snapshot of ``run`` on the ``selection`` images ``(N, 1, 28, 28)`` in
+    ``[0, 1]`` and labels ``(N,)``; accuracies in ``given`` (e.g. from the run's ``predictions.json``) are taken as
+    they are."""
+    mean, std = MEAN_STD["fashion_mnist"]  # the statistics the race models were trained with
+    sel_x, sel_y = selection
+    tag = f"selection|{len(sel_y)}|{_fingerprint(sel_y)}"
+    curve = {}
+    for images_seen, weights in sorted(run.snapshots.items()):
+        if given is not None and images_seen in given:
+            curve[images_seen] = float(given[images_seen])
+            continue
+
+        def score(w: Weights = weights, model: str = run.model) -> float:
+            return accuracy(_net(model, w), sel_x, sel_y, mean=mean, std=std, batch_size=batch_size)
+
+        curve[images_seen] = _cached(cache, weights, tag, score)
+    return curve
+
+
+def evaluate_outcomes(model: str, weights: Weights, conds: Mapping[str, tuple[Tensor, int | None]], labels: Tensor,
+                      *, spec: str = "", cache: Cache = _no_cache, batch_size: int = 256) -> dict[str, str]:
+    """Condition -> the outcome per image (``"0110..."``: wrong/right) of ``model`` with ``weights`` on the images of
+    each of ``conds`` (:func:`conditions`) against ``labels (N,)``. ``spec`` names the conditions for the cache."""
+    key = f"outcomes|{spec}|{list(conds)}|{len(labels)}|{_fingerprint(labels)}"
+    return _cached(cache, weights, key, lambda: _outcomes(model, weights, conds, labels, batch_size))
+
+
+def run_findings(part: Literal["resolution", "corruption"], runs: Sequence[RaceCheckpoints],
+                 selection: tuple[Tensor, Tensor], evaluation: tuple[Tensor, Tensor], *,
+                 sides: Sequence[int] = (28, 56), corruptions: Sequence[str] = CORRUPTIONS,
+                 severities: Sequence[int] = SEVERITIES, corruption_seed: int = 0, tolerance: float = 0.005,
+                 selection_accs: Mapping[tuple[str, int], Mapping[int, float]] | None = None,
+                 cache: Cache = _no_cache, batch_size: int = 256,
+                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """One of chapter 10's robustness experiments on the race runs, at matched clean accuracy and as trained.
+
+    1. Each run's snapshots are scored on the ``selection`` images ``(N, 1, 28, 28)`` in ``[0, 1]`` (or read from
+       ``selection_accs[(model, seed)][images_seen]``, e.g. from the runs' ``predictions.json``) and
+       :func:`~sequencer_mini.analysis.stats.match_snapshots` picks one per run (target, residuals, within
+       ``tolerance``).
+    2. The matched snapshot and the final weights of every run are evaluated on the ``evaluation`` images under
+       every condition of :func:`conditions`; every outcome is stored per image: ``outcomes[kind][model][seed]
+       [condition]`` is a string of ``0``/``1`` (wrong/right), ``kind`` in ``("matched", "final")``.
+
+    Returns a JSON-ready dict (seeds and images seen as strings) with the :func:`claims` of both kinds."""
+    say = log or (lambda msg: None)
+    sel_y = selection[1]
+    ev_x, ev_y = evaluation
+    curves: dict[tuple[str, int], dict[int, float]] = {}
+    for r in runs:
+        curves[(r.model, r.seed)] = selection_curve(r, selection, given=(selection_accs or {}).get((r.model, r.seed)),
+                                                    cache=cache, batch_size=batch_size)
+        say(f"selection {r.run}: " + " ".join(f"{k}:{100 * v:.2f}" for k, v in curves[(r.model, r.seed)].items()))
+    match = match_snapshots(curves, tolerance)
+    say(f"matched target {100 * match.target:.2f} % on {len(sel_y):,} selection images; every run within "
+        f"{100 * tolerance:.1f} points: {match.within}")
+
+    conds = conditions(part, ev_x, sides=sides, corruptions=corruptions, severities=severities, seed=corruption_seed)
+    spec = f"{part}|corruption seed {corruption_seed}"
+    outcomes: dict[str, dict[str, dict[str, dict[str, str]]]] = {"matched": {}, "final": {}}
+    for r in runs:
+        chosen_images = match.chosen[(r.model, r.seed)][0]
+        result: dict[str, str] = {}
+        for kind, weights in (("matched", r.snapshots[chosen_images]), ("final", r.final)):
+            t0 = time.perf_counter()
+            if kind == "matched" or weights is not r.snapshots[chosen_images]:  # a stand-in's one state: once
+                result = evaluate_outcomes(r.model, weights, conds, ev_y, spec=spec, cache=cache,
+                                           batch_size=batch_size)
+            outcomes[kind].setdefault(r.model, {})[str(r.seed)] = result
+            say(f"{part} {kind:<7} {r.run}: " + " ".join(
+                f"{c}:{100 * v.count('1') / max(1, len(v)):.1f}" for c, v in list(result.items())[:6])
+                + f"  [{time.perf_counter() - t0:.0f}s]")
+
+    chosen: dict[str, dict[str, dict[str, Any]]] = {}
+    for (model, seed), (images_seen, acc) in match.chosen.items():
+        chosen.setdefault(model, {})[str(seed)] = {"images_seen": images_seen, "selection_acc": acc,
+                                                   "residual": acc - match.target}
+    runs_info: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        info = runs_info.setdefault(r.model, {"label": LABELS.get(r.model, r.model), "seeds": {}})
+        info["seeds"][str(r.seed)] = {"run": r.run, "source": r.source, "final_images": r.final_images,
+                                      "snapshots": sorted(r.snapshots)}
+    fallbacks = sorted({r.source for r in runs if r.source != "recorded"})
+    payload: dict[str, Any] = {
+        "experiment": part, "conditions": list(conds), "n_selection": len(sel_y), "n_eval": len(ev_y),
+        "source": "FALLBACK: " + "; ".join(fallbacks) if fallbacks else "recorded",
+        "runs": runs_info,
+        "match": {"target": match.target, "tolerance": tolerance, "within": match.within,
+                  "max_abs_residual": max(abs(v) for v in match.residuals.values()), "chosen": chosen,
+                  "curves": {m: {str(s): {str(k): v for k, v in c.items()} for (mm, s), c in curves.items() if mm == m}
+                             for m in runs_info},
+                  "rule": "per run, the quarter-pass snapshot whose selection-half accuracy is closest to the target "
+                          "= the highest accuracy every run reaches (the smallest of the runs' best); ties: the "
+                          "earlier snapshot (sequencer_mini.analysis.stats.match_snapshots)"},
+        "outcomes": outcomes,
+    }
+    if part == "resolution":
+        payload.update({"train_side": 28, "sides": list(sides),
+                        "resize": "bilinear, align_corners=False, antialias=True; the whole image is resampled "
+                                  "(no crop, no pad)",
+                        "vit_position_embeddings": "resampled bicubic+antialias to the new grid "
+                                                   "(timm resample_abs_pos_embed)"})
+    else:
+        payload.update({"corruptions": list(corruptions), "severities": list(severities), "seed": corruption_seed,
+                        "reference": "small_cnn",
+                        "severity_params": {c: list(SEVERITY_PARAMS[c]) for c in corruptions},
+                        "distortion_rms": {c: {str(s): distortion(ev_x, conds[f"{c}/{s}"][0]) for s in severities}
+                                           for c in corruptions}})
+    payload["claims"] = {kind: [c.to_dict() for c in claims(payload, kind)] for kind in ("matched", "final")}
+    return payload
+
+
+# ----------------------------------------------------------------------------- from outcomes to intervals
+
+def require_seeds(seeds: Mapping[str, Sequence[int]], minimum: int = 2,
+                  missing_runs: Mapping[str, Sequence[str]] | None = None) -> None:
+    """Refuse an interval over seeds with fewer than ``minimum`` seeds of a model: the error names the models, the
+    runs that are missing (``missing_runs[model]``, run folders) and the command that makes them."""
+    short = {m: list(s) for m, s in seeds.items() if len(s) < minimum}
+    if not short:
+        return
+    lines = [f"{m}: {len(s)} finished seed(s) {s}" + (f"; missing runs: {', '.join(missing_runs[m])}"
+                                                      if missing_runs and missing_runs.get(m) else "")
+             for m, s in short.items()]
+    raise ValueError(f"chapter 10's intervals need at least {minimum} seeds per model (seeds are one source of "
+                     f"chance, and one seed hides it): " + "; ".join(lines)
+                     + ". Train them with: python bench/experiments.py run (chapter 6's race; it resumes), then "
+                       "rerun bench/findings.py")
+
+
+def outcome_tensors(outcomes: Mapping[str, Mapping[str, Mapping[str, str]]], conds: Sequence[str],
+                    minimum_seeds: int = 1) -> dict[str, Tensor]:
+    """Stored outcomes ``{model: {seed: {condition: "0110..."}}}`` as ``{model: (seeds, images, conditions)}``
+    1.0/0.0 tensors, conditions in the order of ``conds`` (for :func:`~sequencer_mini.analysis.stats.bootstrap`)."""
+    require_seeds({m: sorted(int(s) for s in by_seed) for m, by_seed in outcomes.items()}, minimum_seeds)
+    out = {}
+    for model, by_seed in outcomes.items():
+        rows = []
+        for seed in sorted(by_seed, key=int):
+            missing = [c for c in conds if c not in by_seed[seed]]
+            if missing:
+                raise ValueError(f"{model} seed {seed}: no outcomes for conditions {missing}; rerun bench/findings.py")
+            rows.append(torch.stack([_unbits(by_seed[seed][c]) for c in conds], dim=1))
+        lengths = {r.shape[0] for r in rows}
+        if len(lengths) != 1:
+            raise ValueError(f"{model}: the seeds were evaluated on different numbers of images {sorted(lengths)}")
+        out[model] = torch.stack(rows)
+    return out
+
+
+def accuracies(outcomes: Mapping[str, Mapping[str, Mapping[str, str]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{model: {seed: {condition: accuracy}}}`` from stored outcome strings."""
+    return {m: {s: {c: v.count("1") / max(1, len(v)) for c, v in by_c.items()} for s, by_c in by_seed.items()}
+            for m, by_seed in outcomes.items()}
+
+
+def drop_difference(model: str, other: str, near: int = 0, far: int = -1
+                    ) -> Callable[[Mapping[str, Tensor]], float]:
+    """Statistic on ``{model: (images, conditions)}``: ``model``'s accuracy drop from condition ``near`` to ``far``
+    (e.g. 28 px to 56 px) minus ``other``'s, in points. Negative: ``model`` loses less."""
+    def stat(drawn: Mapping[str, Tensor]) -> float:
+        drop = {k: float(drawn[k][:, near].mean() - drawn[k][:, far].mean()) for k in (model, other)}
+        return 100 * (drop[model] - drop[other])
+    stat.__name__ = f"drop({model}) - drop({other})"
+    return stat
+
+
+def mce_statistic(model: str, reference: str, conds: Sequence[str], *, other: str | None = None,
+                  relative: bool = False) -> Callable[[Mapping[str, Tensor]], float]:
+    """Statistic on ``{model: (images, conditions)}`` (conditions ``conds``: ``"clean"`` and
+    ``"<corruption>/<severity>"``): ``model``'s mCE (or relative mCE) normalised by ``reference``, in percent, or,
+    with ``other``, ``model``'s minus ``other``'s. NaN where it is undefined (:func:`corruption_error`)."""
+    index = {c: i for i, c in enumerate(conds)}
+    clean_i = index["clean"]
+
+    def errors(x: Tensor) -> tuple[dict[str, dict[int, float]], float]:
+        err = 1 - x.mean(0)
+        out: dict[str, dict[int, float]] = {}
+        for c, i in index.items():
+            if c != "clean":
+                name, sev = c.split("/")
+                out.setdefault(name, {})[int(sev)] = float(err[i])
+        return out, float(err[clean_i])
+
+    key = "relative_mce" if relative else "mce"
+
+    def value(drawn: Mapping[str, Tensor], who: str) -> float:
+        (own, own_clean), (ref, ref_clean) = errors(drawn[who]), errors(drawn[reference])
+        v = corruption_error(own, ref, own_clean, ref_clean)[key]
+        return math.nan if v is None else 100 * v
+
+    def stat(drawn: Mapping[str, Tensor]) -> float:
+        return value(drawn, model) - (value(drawn, other) if other is not None else 0.0)
+    stat.__name__ = f"{key}({model})" + (f" - {key}({other})" if other else "")
+    return stat
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One of the paper's claims as chapter 10 tests it: a statistic of the stored outcomes, the side the claim
+    predicts, and (after :func:`claims`) its bootstrap interval and verdict."""
+
+    key: str
+    part: str
+    text: str               # the claim, as the chapter states it
+    statistic: str          # what is computed, with its unit
+    expected: Literal["positive", "negative"]
+    threshold: float
+    make: Callable[[Sequence[str]], Callable[[Mapping[str, Tensor]], float]]
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """A claim's interval over seeds and evaluation images, and the verdict it supports."""
+
+    key: str
+    kind: str               # "matched" or "final"
+    text: str
+    statistic: str
+    expected: str
+    threshold: float
+    interval: Interval
+    verdict: str            # holds | reversed | inconclusive
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "kind": self.kind, "text": self.text, "statistic": self.statistic,
+                "expected": self.expected, "threshold": self.threshold, "verdict": self.verdict,
+                "interval": {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                             for k, v in self.interval.to_dict().items()}}  # undefined: null, as JSON has no NaN
+
+
+def _drop(other: str) -> Callable[[Sequence[str]], Callable[[Mapping[str, Tensor]], float]]:
+    return lambda conds: drop_difference("sequencer2d_fast28", other)
+
+
+#: The paper's claims that sections 4 and 5 of chapter 10 test, with the direction each predicts.
+CLAIMS: tuple[Claim, ...] = (
+    Claim("res_vs_vit", "resolution", "tested at twice the training side, the Sequencer loses less accuracy than "
+          "the ViT", "accuracy drop from 28 px to the largest side, Sequencer minus ViT (points)", "negative", 0.0,
+          _drop("small_vit")),
+    Claim("res_vs_cnn", "resolution", "tested at twice the training side, the Sequencer loses less accuracy than "
+          "the CNN", "accuracy drop from 28 px to the largest side, Sequencer minus CNN (points)", "negative", 0.0,
+          _drop("small_cnn")),
+    Claim("mce_vs_vit", "corruption", "under corruptions the Sequencer errs less than the ViT (mCE, both normalised "
+          "by the CNN)", "mCE of the Sequencer minus mCE of the ViT (points of %)", "negative", 0.0,
+          lambda conds: mce_statistic("sequencer2d_fast28", "small_cnn", conds, other="small_vit")),
+    Claim("mce_vs_cnn", "corruption", "under corruptions the Sequencer errs less than the CNN (mCE below 100 %)",
+          "mCE of the Sequencer, CNN = 100 (%)", "negative", 100.0,
+          lambda conds: mce_statistic("sequencer2d_fast28", "small_cnn", conds)),
+    Claim("rmce_vs_vit", "corruption", "under corruptions the Sequencer loses less than the ViT beyond its clean "
+          "error (relative mCE)", "relative mCE of the Sequencer minus the ViT's (points of %)", "negative", 0.0,
+          lambda conds: mce_statistic("sequencer2d_fast28", "small_cnn", conds, other="small_vit", relative=True)),
+)
+
+
+def claims(data: Mapping[str, Any], kind: Literal["matched", "final"] = "matched", *, n_boot: int = 2000,
+           level: float = 0.95, seed: int = 0, minimum_seeds: int = 1) -> list[ClaimResult]:
+    """Every claim of :data:`CLAIMS` for the experiment in ``data`` (a :func:`run_findings` payload or its results
+    file), on the ``kind`` checkpoints: the hierarchical bootstrap interval over seeds and evaluation images
+    (:func:`~sequencer_mini.analysis.stats.bootstrap`, paired on images) and the verdict it supports. An interval
+    that is undefined (NaN: a ratio with no reference error, a few test images) is ``inconclusive``."""
+    part = data["experiment"]
+    conds = list(data["conditions"])
+    tensors = outcome_tensors(data["outcomes"][kind], conds, minimum_seeds)
+    out = []
+    for claim in CLAIMS:
+        if claim.part != part:
+            continue
+        iv = bootstrap(tensors, claim.make(conds), n_boot=n_boot, level=level, seed=seed)
+        defined = all(math.isfinite(v) for v in (iv.low, iv.high))
+        verdict = iv.verdict(claim.expected, claim.threshold) if defined else "inconclusive"
+        out.append(ClaimResult(claim.key, kind, claim.text, claim.statistic, claim.expected, claim.threshold, iv,
+                               verdict))
+    return out
