@@ -982,8 +982,8 @@ def _trained(tmp, finished, edit, call="load"):
     from sequencer_mini.analysis import race, trained
     # the old race's folder for read_race (chapter 6's first race), the new race's for the loader
     root = _race_dir(tmp, finished, edit, *(() if call == "race" else (trained.run_name("small_cnn", 0),)))
-    if call == "epochs":
-        return trained.epoch_checkpoints("small_cnn", results_dir=root)
+    if call == "seeds":
+        return trained.race_seeds("small_cnn", results_dir=root)
     if call == "race":
         return race.read_race(root)
     return trained.load_trained("small_cnn", results_dir=root, fallback="error", log=None)
@@ -1045,12 +1045,12 @@ LIBRARY23 = [
     ("load_trained: choice.json without the model's rate",
      lambda t, c: _with_choice(t, c["finished"], '{"chosen_lr": {"small_vit": 0.002, "sequencer2d_fast28": 0.004}}'),
      ValueError, r"choice.json: 'chosen_lr' must give a learning rate > 0 .*none for \['small_cnn'\]; restore it"),
+    ("race_seeds: truncated results.json",
+     lambda t, c: _trained(t, c["finished"], lambda d: _truncate(d / "results.json"), "seeds"),
+     ValueError, r"results file '.*fmnist-race240k-small_cnn-s0/results.json' is not valid JSON"),
     ("load_trained: results.json not an object",
      lambda t, c: _trained(t, c["finished"], lambda d: _write(d / "results.json", "42")),
      ValueError, r"results.json' holds a JSON int, expected an object"),
-    ("epoch_checkpoints: truncated results.json",
-     lambda t, c: _trained(t, c["finished"], lambda d: _truncate(d / "results.json"), "epochs"),
-     ValueError, r"results.json' is not valid JSON"),
     ("read_race: truncated results.json",
      lambda t, c: _trained(t, c["finished"], lambda d: _truncate(d / "results.json"), "race"),
      ValueError, r"race results file '.*results.json' is not valid JSON"),

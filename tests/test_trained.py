@@ -3,8 +3,8 @@ and the book's one "recorded, else made here" rule (recorded_or_computed, train_
 checkpoint folders that survive a Colab disconnect.
 
 The race's real weights are not needed: each test writes a results folder in the layout that the race
-(``sequencer_mini.train.protocol.race_run``) writes (``results.json``, ``final.pt``; ``epochs/NNN.pt`` only where
-a test needs the old race's per-epoch weights) from a tiny random model, in ``tmp_path``. The folder names come from
+(``sequencer_mini.train.protocol.race_run``) writes (``results.json``, ``final.pt``) from tiny random models, in
+``tmp_path``. The folder names come from
 the committed ``book/results/fmnist-tune/choice.json``.
 """
 
@@ -32,12 +32,12 @@ ABSOLUTE = re.compile(r"(^|[\s'\"(=:])/[^\s]")  # a path that starts at the file
 CHOSEN = protocol.read_json(trained.paths.REPO_ROOT / protocol.TUNE_DIR / "choice.json")["chosen_lr"]
 
 
-def fake_run(root: Path, model: str = "small_cnn", seed: int = 0, epochs: int = 2, keep: tuple[int, ...] = (),
-             model_config: dict | None = None, complete: bool = True, probes: bool = True) -> dict[int, dict]:
+def fake_run(root: Path, model: str = "small_cnn", seed: int = 0, epochs: int = 2, model_config: dict | None = None,
+             complete: bool = True, probes: bool = True) -> dict[int, dict]:
     """A recorded run of ``model`` under ``root``: one random model per epoch, the last as ``final.pt`` (with the
-    first race runs' ``ema_probes`` when ``probes``); ``keep`` epochs also keep ``epochs/NNN.pt``."""
+    first race runs' ``ema_probes`` when ``probes``)."""
     run = root / trained.run_name(model, seed)
-    (run / "epochs").mkdir(parents=True)
+    run.mkdir(parents=True)
     from sequencer_mini.train.recipes import build_model, model_args
 
     config = build_model(model, 1, 10, 28, **model_args(trained.RACE_MODELS[model]["model_arg"]))[1]
@@ -47,8 +47,6 @@ def fake_run(root: Path, model: str = "small_cnn", seed: int = 0, epochs: int = 
         acc, seen = 0.8 + 0.05 * epoch + 0.0012, 60_000 * epoch
         weights = {"model": states[epoch], "epoch": epoch, "val_acc": None, "test_acc": acc, "images_seen": seen,
                    "model_config": model_config or config}
-        if epoch in keep:
-            torch.save(weights, run / "epochs" / f"{epoch:03d}.pt")
         if epoch == epochs:
             probe = {"0.99": {k: v + 1 for k, v in states[epoch].items()}} if probes else None
             torch.save({**weights, "ema_probes": probe} if probes else weights, run / "final.pt")
@@ -155,8 +153,6 @@ def test_missing_weights_with_fallback_error_name_the_file_and_the_command(tmp_p
 def test_bad_arguments_say_what_was_expected(tmp_path) -> None:
     with pytest.raises(ValueError, match="unknown race model 'sequencer2d_s'; expected one of"):
         trained.load_trained("sequencer2d_s", results_dir=tmp_path)
-    with pytest.raises(ValueError, match="'final' or 'epoch:N'"):
-        trained.load_trained("small_cnn", checkpoint="best", results_dir=tmp_path)
     with pytest.raises(ValueError, match="fallback must be 'train' or 'error'"):
         trained.load_trained("small_cnn", fallback="maybe", results_dir=tmp_path)
     fake_run(tmp_path / "results", model_config={"name": "small_cnn", "img_size": 32})
@@ -195,18 +191,6 @@ def test_the_fallback_at_cpu_is_the_protocols_recipe(monkeypatch) -> None:
     flags = list(protocol.race_run("sequencer2d_fast28", CHOSEN["sequencer2d_fast28"], 2).flags)
     at = flags.index("--budget")  # train_here gives the budget
     assert argv == [*flags[:at], *flags[at + 2:], "--device", "cpu"]
-
-
-def test_old_race_epoch_checkpoints_still_load(tmp_path) -> None:
-    """Kept for code not yet moved to the new race (it has no per-epoch weights): epoch:N reads epochs/NNN.pt."""
-    states = fake_run(tmp_path / "results", epochs=3, keep=(1, 3))
-    listed = trained.epoch_checkpoints("small_cnn", 0, results_dir=tmp_path / "results")
-    assert [c.epoch for c in listed] == [1, 2, 3] and [c.exists for c in listed] == [True, False, True]
-    assert [c.test_acc for c in listed] == pytest.approx([0.8512, 0.9012, 0.9512])
-    early = trained.load_trained("small_cnn", 0, checkpoint="epoch:1", results_dir=tmp_path / "results")
-    assert early.checkpoint == "epoch:1" and same_weights(early.model, states[1]) and "85.12%" in early.note
-    with pytest.raises(FileNotFoundError, match="epochs/002.pt is missing"):
-        trained.load_trained("small_cnn", 0, checkpoint="epoch:2", results_dir=tmp_path / "results", fallback="error")
 
 
 def test_fashion_mnist_tensors_first_or_seeded_subset(tmp_path) -> None:

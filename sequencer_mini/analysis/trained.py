@@ -65,10 +65,9 @@ from sequencer_mini.train import protocol
 from sequencer_mini.train.cli import main as train_main
 from sequencer_mini.train.recipes import LABELS, RACE_MODELS, build_model, model_args
 
-__all__ = ["LABELS", "TrainedModel", "EpochCheckpoint", "load_trained", "load_race", "race_seeds", "epoch_checkpoints",
-           "build", "run_name", "remake_command", "race_choice", "read_weights", "load_weights",
-           "recorded_or_computed", "recorded_or_trained", "train_here", "checkpoint_dir", "on_colab",
-           "CHECKPOINTS_VAR", "CHOICE", "CI_IMAGES"]
+__all__ = ["LABELS", "TrainedModel", "load_trained", "load_race", "race_seeds", "build", "run_name", "remake_command",
+           "race_choice", "read_weights", "load_weights", "recorded_or_computed", "recorded_or_trained", "train_here",
+           "checkpoint_dir", "on_colab", "CHECKPOINTS_VAR", "CHOICE", "CI_IMAGES"]
 
 #: The environment variable that overrides where runs trained here are written.
 CHECKPOINTS_VAR = "SEQUENCER_CHECKPOINTS"
@@ -97,7 +96,6 @@ class TrainedModel:
         source: ``'recorded'`` (the committed run) or ``'fallback'`` (trained here, see the module docstring).
         note: one sentence to print: the file, its test accuracy and images seen, or what the fallback did.
         weights: the weights file, relative to the repository.
-        checkpoint: ``'final'`` (or ``'epoch:N'``, the old race's per-epoch weights: see :func:`epoch_checkpoints`).
         results: the run's ``results.json`` (recipe, history, wall time, provenance).
     """
 
@@ -108,7 +106,6 @@ class TrainedModel:
     source: str
     note: str
     weights: str
-    checkpoint: str = "final"
     results: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
@@ -123,26 +120,11 @@ class TrainedModel:
         prov = r.get("provenance") or {}
         train.update({f"provenance_{k}": prov[k] for k in ("date", "device", "git_commit", "command") if k in prov})
         return {"name": self.name, "label": self.label, "seed": self.seed, "source": self.source, "note": self.note,
-                "weights": self.weights, "checkpoint": self.checkpoint, "train": train}
+                "weights": self.weights, "train": train}
 
     def untrained(self, seed: int = 0) -> nn.Module:
         """The same architecture with fresh weights (seeded), in eval mode: the "random init" baseline."""
         return build(self.name, seed).eval()
-
-
-@dataclass(frozen=True)
-class EpochCheckpoint:
-    """One epoch of a recorded run: its accuracies from ``results.json`` and whether its weights are present
-    (``epochs/NNN.pt``: only the old race kept them; the new race's runs have none)."""
-
-    epoch: int
-    checkpoint: str  # pass to load_trained(checkpoint=...)
-    test_acc: float | None
-    val_acc: float | None
-    images_seen: int | None
-    img_size: int | None
-    weights: str  # relative to the repository
-    exists: bool
 
 
 def race_choice() -> dict[str, Any]:
@@ -236,26 +218,10 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
     return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
 
 
-def epoch_checkpoints(model: str, seed: int = 0, *, results_dir: str | Path | None = None) -> list[EpochCheckpoint]:
-    """Every epoch of the recorded run with its accuracies (from ``results.json``). ``exists`` says whether
-    ``epochs/NNN.pt`` is present: only the old race kept them (the new race's runs have none), so this and
-    ``checkpoint='epoch:N'`` remain only for code not yet moved to the new race."""
-    run = _results_root(results_dir) / run_name(model, seed)
-    results = _read_json(run / "results.json", model, seed)
-    h = results.get("history") or {}
-    out = []
-    for k, epoch in enumerate(h.get("epoch", [])):
-        path = run / "epochs" / f"{epoch:03d}.pt"
-        out.append(EpochCheckpoint(epoch, f"epoch:{epoch}", _at(h, "test_acc", k), _at(h, "val_acc", k),
-                                   _at(h, "images_seen", k), _at(h, "img_size", k), _shown(path), path.is_file()))
-    return out
-
-
 def load_trained(
     model: str,
     seed: int = 0,
     *,
-    checkpoint: str = "final",
     results_dir: str | Path | None = None,
     fallback: str = "train",
     fallback_dir: str | Path | None = None,
@@ -267,8 +233,6 @@ def load_trained(
     Args:
         model: ``'sequencer2d_fast28'``, ``'small_cnn'`` or ``'small_vit'``.
         seed: the training seed of the run.
-        checkpoint: ``'final'`` (the reported weights, ``final.pt``) or ``'epoch:N'`` (``epochs/NNN.pt``, which
-            only the old race kept; see :func:`epoch_checkpoints`).
         results_dir: where the recorded runs are (default: :func:`sequencer_mini.core.paths.results_dir`).
         fallback: ``'train'`` or ``'error'``, when the recorded weights are missing.
         fallback_dir: where fallbacks are trained, in ``<budget>/<run>/`` (default:
@@ -278,15 +242,14 @@ def load_trained(
     """
     if fallback not in ("train", "error"):
         raise ValueError(f"fallback must be 'train' or 'error', got {fallback!r}")
-    epoch = _parse_checkpoint(checkpoint)
     run = _results_root(results_dir) / run_name(model, seed)
-    path = run / ("final.pt" if epoch is None else f"epochs/{epoch:03d}.pt")
+    path = run / "final.pt"
     command = remake_command(model, seed)
     trained_in: list[Path] = []  # the fallback's folder, once it has trained (or found) its run
 
     def train_fallback() -> dict[str, Any]:
         if fallback == "error":
-            raise FileNotFoundError(f"{_shown(path)} is missing (the recorded {checkpoint} weights of {model}, seed "
+            raise FileNotFoundError(f"{_shown(path)} is missing (the recorded weights of {model}, seed "
                                     f"{seed}); remake the run with: {command}")
         # a dry run's fallback never shares a folder with a real one (checkpoint_dir adds dry-run/ itself)
         base = Path(fallback_dir) / ("dry-run" if dry_run() else "") if fallback_dir else checkpoint_dir("fallback")
@@ -304,18 +267,17 @@ def load_trained(
     if not trained_in:
         net, info = _load(model, path, results, device)
         note = f"{LABELS[model]} ({model}, seed {seed}): {_shown(path)}, {_facts(info, results)}"
-        return TrainedModel(net, model, LABELS[model], seed, "recorded", note, _shown(path), checkpoint, results)
+        return TrainedModel(net, model, LABELS[model], seed, "recorded", note, _shown(path), results)
 
     have = results["epochs_completed"]
-    used = trained_in[0] / ("final.pt" if epoch is None else f"epochs/{min(epoch, have):03d}.pt")
+    used = trained_in[0] / "final.pt"
     net, info = _load(model, used, results, device)
     how = (f"shortened to the ci budget ({have} pass over {results['n_train']} images, float32)" if budget() == "ci"
            else f"as recorded, at the {budget()} budget")
-    asked = "" if epoch is None or epoch <= have else f" (epoch {epoch} was asked for; the fallback has {have})"
     note = (f"{LABELS[model]} ({model}, seed {seed}): FALLBACK, {_shown(path)} is missing, so this model was trained "
-            f"here with the race's recipe {how}: {_shown(used)}{asked}, {_facts(info, results)}. It is NOT "
+            f"here with the race's recipe {how}: {_shown(used)}, {_facts(info, results)}. It is NOT "
             f"the recorded model; the recorded run is remade by: {command}")
-    return TrainedModel(net, model, LABELS[model], seed, "fallback", note, _shown(used), checkpoint, results)
+    return TrainedModel(net, model, LABELS[model], seed, "fallback", note, _shown(used), results)
 
 
 def load_race(seed: int = 0, *, models: tuple[str, ...] = tuple(LABELS), **kwargs: Any) -> dict[str, TrainedModel]:
@@ -509,16 +471,6 @@ def _choice_file() -> Path:
     return paths.repo_file(CHOICE, missing_ok=True) or paths.REPO_ROOT / CHOICE
 
 
-def _parse_checkpoint(checkpoint: str) -> int | None:
-    """``'final'`` -> None, ``'epoch:N'`` -> N."""
-    if checkpoint == "final":
-        return None
-    kind, _, number = checkpoint.partition(":")
-    if kind != "epoch" or not number.isdigit() or int(number) < 1:
-        raise ValueError(f"checkpoint must be 'final' or 'epoch:N' with N >= 1, got {checkpoint!r}")
-    return int(number)
-
-
 def _read_json(path: Path, model: str, seed: int) -> dict[str, Any]:
     """A run's ``results.json``, checked: valid JSON, an object, not a dry run's; errors name the file."""
     fix = f"remake the run with: {remake_command(model, seed)}"
@@ -532,11 +484,6 @@ def _read_json(path: Path, model: str, seed: int) -> dict[str, Any]:
     if not isinstance(history, dict) or not all(isinstance(v, list) for v in history.values()):
         raise ValueError(f"results file {_shown(path)}: 'history' must be an object of per-epoch lists; {fix}")
     return results
-
-
-def _at(history: dict[str, list], key: str, k: int) -> Any:
-    values = history.get(key) or []
-    return values[k] if k < len(values) else None
 
 
 def _load(model: str, path: Path, results: dict[str, Any], device: str | torch.device) -> tuple[nn.Module, dict]:
