@@ -315,7 +315,8 @@ class _Robustness:
         for r, c in curves:
             todo = [r.final] if r.final is not None else []
             if target is not None:
-                todo.insert(0, r.snapshots[min(c, key=lambda n: (abs(c[n] - target), n))])
+                matched = r.snapshots[min(c, key=lambda n: (abs(c[n] - target), n))]
+                todo = [matched] + [w for w in todo if not robustness.same_weights(w, matched)]
             for w in todo:
                 t0 = time.perf_counter()
                 robustness.evaluate_outcomes(r.model, w, conds, ev_y, spec=spec, cache=self.cache)

@@ -61,6 +61,7 @@ __all__ = [
     "conditions",
     "selection_curve",
     "evaluate_outcomes",
+    "same_weights",
     "run_findings",
     "require_seeds",
     "outcome_tensors",
@@ -376,6 +377,15 @@ def selection_curve(run: RaceCheckpoints, selection: tuple[Tensor, Tensor], *,
     return curve
 
 
+def same_weights(a: Weights, b: Weights) -> bool:
+    """Whether two weights files (or state dicts) hold the same tensors, e.g. a run's last snapshot and its final
+    weights: then one evaluation serves both."""
+    if a is b:
+        return True
+    sa, sb = (load_weights(w) if isinstance(w, Path) else w for w in (a, b))
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def evaluate_outcomes(model: str, weights: Weights, conds: Mapping[str, tuple[Tensor, int | None]], labels: Tensor,
                       *, spec: str = "", cache: Cache = _no_cache, batch_size: int = 256) -> dict[str, str]:
     """Condition -> the outcome per image (``"0110..."``: wrong/right) of ``model`` with ``weights`` on the images of
@@ -422,7 +432,7 @@ def run_findings(part: Literal["resolution", "corruption"], runs: Sequence[RaceC
         result: dict[str, str] = {}
         for kind, weights in (("matched", r.snapshots[chosen_images]), ("final", r.final)):
             t0 = time.perf_counter()
-            if kind == "matched" or weights is not r.snapshots[chosen_images]:  # a stand-in's one state: once
+            if kind == "matched" or not same_weights(weights, r.snapshots[chosen_images]):  # the last snapshot
                 result = evaluate_outcomes(r.model, weights, conds, ev_y, spec=spec, cache=cache,
                                            batch_size=batch_size)
             outcomes[kind].setdefault(r.model, {})[str(r.seed)] = result
