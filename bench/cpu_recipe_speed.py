@@ -1,9 +1,9 @@
 """Training speed of the CPU recipe's levers, as ratios against float32 / batch 128 / 28 px in the same run.
 
-Chapter 6 gives three models the same 15 CPU minutes. What a minute buys depends on how fast each trains, so
-this benchmark times one training step (forward, backward, AdamW) of each race model under each speed lever,
-alternating every variant with the reference (A, B, A, B, ...) so load changes hit both alike, and reports
-images/s and the ratio of medians:
+Chapter 6 gives three models the same number of training images. What those images cost in time depends on how
+fast each model trains, so this benchmark times one training step (forward, backward, AdamW) of each race model
+under each speed lever, alternating every variant with the reference (A, B, A, B, ...) so load changes hit both
+alike, and reports images/s and the ratio of medians:
 
 * ``bf16``: ``torch.autocast('cpu', torch.bfloat16)`` (pays only where oneDNN has native bfloat16);
 * ``batch 64`` / ``batch 256``: images/s at other batch sizes;

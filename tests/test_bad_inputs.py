@@ -970,8 +970,9 @@ def test_results_json_is_always_strict_json(tmp_path):
 
 # ----------------------------------------------------------------------------- library readers (items 3, 4, 6, 8)
 
-def _race_dir(tmp: Path, finished: Path, edit=None, name: str = "fmnist-race-small_cnn-s0") -> Path:
+def _race_dir(tmp: Path, finished: Path, edit=None, name: str = "fmnist-race240k-small_cnn-s0") -> Path:
     run_dir = tmp / name
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(finished, run_dir)
     if edit is not None:
         edit(run_dir)
@@ -979,13 +980,15 @@ def _race_dir(tmp: Path, finished: Path, edit=None, name: str = "fmnist-race-sma
 
 
 def _trained(tmp, finished, edit, call="load"):
-    from sequencer_mini.analysis import race, trained
-    # the old race's folder for read_race (chapter 6's first race), the new race's for the loader
-    root = _race_dir(tmp, finished, edit, *(() if call == "race" else (trained.run_name("small_cnn", 0),)))
+    from sequencer_mini.analysis import trained
+    if call == "race":  # chapter 6's race table reads the protocol's folders under a repository root
+        from sequencer_mini.analysis.experiments import race_table
+        from sequencer_mini.train.protocol import race_run
+        _race_dir(tmp, finished, edit, race_run("small_cnn", 8e-3, 0).out)
+        return race_table({"small_cnn": 8e-3}, root=tmp)
+    root = _race_dir(tmp, finished, edit, trained.run_name("small_cnn", 0))
     if call == "seeds":
         return trained.race_seeds("small_cnn", results_dir=root)
-    if call == "race":
-        return race.read_race(root)
     return trained.load_trained("small_cnn", results_dir=root, fallback="error", log=None)
 
 
@@ -1051,9 +1054,10 @@ LIBRARY23 = [
     ("load_trained: results.json not an object",
      lambda t, c: _trained(t, c["finished"], lambda d: _write(d / "results.json", "42")),
      ValueError, r"results.json' holds a JSON int, expected an object"),
-    ("read_race: truncated results.json",
+    ("race_table: truncated results.json",
      lambda t, c: _trained(t, c["finished"], lambda d: _truncate(d / "results.json"), "race"),
-     ValueError, r"race results file '.*results.json' is not valid JSON"),
+     ValueError, r"results file '.*fmnist-race240k-small_cnn-s0/results.json' is not valid JSON.*"
+                 r"python bench/experiments.py run"),
     ("load_trained: zero-byte final.pt", lambda t, c: _trained(t, c["finished"], lambda d: _write(d / "final.pt", "")),
      ValueError, r"weights file .*final.pt is empty \(0 bytes"),
     ("load_trained: truncated final.pt",

@@ -1,8 +1,7 @@
-"""Chapter 6's recipe levers (EMA, progressive resizing, late augmentation, validation split), the race reading
-(sequencer_mini.analysis.race) and chapter 10's matched-accuracy checkpoints (sequencer_mini.analysis.robustness)."""
+"""The trainer's levers (EMA, progressive resizing, late augmentation, validation split), the race's three models
+(sequencer_mini.train.recipes.RACE_MODELS) and chapter 10's test halves (sequencer_mini.analysis.robustness)."""
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,17 +9,10 @@ import pytest
 import torch
 from fixtures import single_thread  # noqa: F401 (fixture)
 
-from sequencer_mini.analysis import race, robustness
+from sequencer_mini.analysis import robustness
 from sequencer_mini.train.data import AugmentConfig, TensorImageDataset, TensorLoader, carve_validation, dataset_info
 from sequencer_mini.train.loop import TrainConfig, fit, resize_batch
-from sequencer_mini.train.recipes import (
-    RACE_MODELS,
-    RECIPE_TABLE,
-    RECIPES,
-    build_model,
-    model_args,
-    recipe_table_commands,
-)
+from sequencer_mini.train.recipes import RACE_MODELS, build_model, model_args
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 TINY = dict(layers=(1, 1), embed_dims=(16, 32), hidden_sizes=(4, 8))
@@ -113,87 +105,12 @@ def test_validation_split_chooses_best(tmp_path):
 
 # ----------------------------------------------------------------------------- recipes and the race
 
-def test_race_recipes_are_within_15_percent_and_build():
+def test_race_models_are_within_15_percent_and_build():
     counts = {}
     for name, spec in RACE_MODELS.items():
         model, _ = build_model(name, 1, 10, 28, **model_args(spec["model_arg"]))
         counts[name] = sum(p.numel() for p in model.parameters())
-        recipe = RECIPES[f"fmnist-race-{name}"]
-        assert recipe["model"] == name and recipe["limit_train"] == 60000 and recipe["aug_from_epoch"] >= 1
     assert max(counts.values()) / min(counts.values()) <= 1.15 and max(counts.values()) < 1_000_000
-
-
-def test_recipe_table_rows_parse_and_stay_under_a_million():
-    """Every command of chapter 6's recipe table is a valid training command of a <= 1 M-parameter preset, and each
-    row writes its own folder (the one the chapter reads)."""
-    from sequencer_mini.train.cli import build_parser
-
-    folders = [row.folder for row in RECIPE_TABLE.values()]
-    assert len(set(folders)) == len(folders)
-    commands = recipe_table_commands(threads=2)
-    assert len(commands) == sum(row.flags is not None for row in RECIPE_TABLE.values()) >= 5
-    for cmd in commands:
-        args = build_parser().parse_args(cmd[3:])
-        assert args.out.removeprefix("book/results/") in folders and args.threads == 2 and args.limit_train == 60000
-        model, _ = build_model(args.model, 1, 10, 28, **model_args(args.model_arg))
-        assert sum(p.numel() for p in model.parameters()) < 1_000_000
-
-
-def test_recipe_levers_read_a_run_and_count_a_stopped_runs_parameters():
-    run = fake_run([0.8, 0.9], [0.85, 0.92])
-    run["recipe"].update(aug={"crop_padding": 2, "hflip": True, "label_smoothing": 0.1}, aug_from_epoch=1,
-                         ema_decay=0.998)
-    run["n_train"] = 60000
-    v = race.recipe_levers(run)
-    assert (v["params"], v["epochs"], v["images_seen"], v["final"], v["raw"]) == (100, 2, 120000, 0.9, 0.9)
-    assert v["augmentation"] == "crop+flip from epoch 2" and v["smoothing"] == 0.1 and v["ema"] == 0.998
-    assert v["wall_min"] == 2.0 and v["threads"] == 2 and v["complete"]
-    from sequencer_mini.models.sequencer2d import preset_config
-
-    config = {"name": "tiny", **preset_config("sequencer2d_mini28", **TINY).to_dict()}
-    stopped = dict(run, params=None, complete=False, model_config=config)
-    model, _ = build_model("sequencer2d_mini28", 1, 10, 28, **TINY)
-    assert race.recipe_levers(stopped)["params"] == sum(p.numel() for p in model.parameters())
-
-
-def fake_run(acc: list[float], train: list[float], threads: int = 2) -> dict:
-    n = len(acc)
-    return {"complete": True, "params": 100, "macs": 10, "final_test_acc": acc[-1], "epochs_completed": n,
-            "images_seen": 60000 * n, "wall_time_s": 60.0 * n, "images_per_s": 500.0,
-            "recipe": {"lr": 1e-3, "threads": threads},
-            "history": {"test_acc": acc, "train_acc": train, "images_seen": [60000 * (k + 1) for k in range(n)],
-                        "epoch_time_s": [60.0] * n, "test_acc_raw": [None] * (n - 1) + [acc[-1]]},
-            "provenance": {"device": "cpu"}}
-
-
-def write_race(root: Path, runs: dict[tuple[str, int], dict]) -> None:
-    for (model, seed), r in runs.items():
-        folder = root / f"fmnist-race-{model}-s{seed}"
-        folder.mkdir(parents=True)
-        (folder / "results.json").write_text(json.dumps(r))
-
-
-def test_read_race_rows_and_verdicts(tmp_path):
-    write_race(tmp_path, {("small_cnn", 0): fake_run([0.8, 0.9], [0.85, 0.92]),
-                          ("sequencer2d_fast28", 0): fake_run([0.7, 0.85], [0.75, 0.86])})
-    dry = fake_run([0.99], [0.99])
-    dry["provenance"]["dry_run"] = True
-    write_race(tmp_path, {("small_vit", 0): dry})  # a dry run is never read as a result
-    runs = race.read_race(tmp_path)
-    assert set(runs) == {"small_cnn", "sequencer2d_fast28"}
-    rows = race.race_rows(runs)
-    assert [r.label for r in rows] == ["CNN", "Sequencer2D"]
-    assert "one seed each" in race.race_verdict(rows)
-    gaps = race.gap_by_images(runs, "sequencer2d_fast28", "small_cnn")
-    assert [n for n, _ in gaps] == [60000, 120000]
-    assert [g for _, g in gaps] == pytest.approx([0.10, 0.06])
-    write_race(tmp_path, {("small_cnn", 1): fake_run([0.8, 0.91], [0.8, 0.9]),
-                          ("sequencer2d_fast28", 1): fake_run([0.7, 0.86], [0.7, 0.86])})
-    rows = race.race_rows(race.read_race(tmp_path))
-    assert rows[0].accs == [0.9, 0.91] and rows[0].spread == pytest.approx(0.005)
-    assert "every seed of the winner beats" in race.race_verdict(rows)
-    write_race(tmp_path, {("sequencer2d_fast28", 2): fake_run([0.7, 0.95], [0.7, 0.9])})
-    assert "within the seed-to-seed spread" in race.race_verdict(race.race_rows(race.read_race(tmp_path)))
 
 
 # ----------------------------------------------------------------------------- matched clean accuracy
@@ -205,39 +122,3 @@ def test_test_halves_are_disjoint_and_fixed():
     assert torch.equal(robustness.test_halves(x, y, seed=0)[0][1], sy)
     with pytest.raises(ValueError, match="at least 2 images"):
         robustness.test_halves(x[:1], y[:1])
-
-
-def test_matched_checkpoints_pick_the_common_accuracy(tmp_path, monkeypatch):
-    """Two recorded runs with epoch checkpoints; the target is the weaker run's best, and each run's epoch closest
-    to it is chosen (accuracies measured here, on the selection images)."""
-    from sequencer_mini.analysis import trained
-
-    images, labels = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
-    accs = {("small_cnn", 1): 0.5, ("small_cnn", 2): 0.9, ("sequencer2d_fast28", 1): 0.3,
-            ("sequencer2d_fast28", 2): 0.6}
-    for model in ("small_cnn", "sequencer2d_fast28"):
-        run = tmp_path / f"fmnist-race-{model}-s0"
-        (run / "epochs").mkdir(parents=True)
-        net = trained.build(model)
-        for epoch in (1, 2):
-            torch.save({"model": net.state_dict(), "epoch": epoch}, run / "epochs" / f"{epoch:03d}.pt")
-        (run / "results.json").write_text(json.dumps({"history": {"epoch": [1, 2]}, "model_config": {}}))
-    current = {}
-
-    def fake_accuracy(model, *_, **__):
-        return accs[current["key"]]
-
-    real_load = trained.load_trained
-
-    def tagged_load(model, seed=0, *, checkpoint="final", **kw):
-        current["key"] = (model, int(checkpoint.split(":")[1]))
-        return real_load(model, seed, checkpoint=checkpoint, **kw)
-
-    monkeypatch.setattr(robustness, "accuracy", fake_accuracy)
-    monkeypatch.setattr(robustness, "load_trained", tagged_load)  # the name robustness imported and calls
-    models, selection = robustness.matched_checkpoints(["small_cnn", "sequencer2d_fast28"], images, labels,
-                                                       results_dir=tmp_path)
-    assert selection["target"] == pytest.approx(0.6)  # the smaller of the two best accuracies
-    assert selection["chosen"]["sequencer2d_fast28"]["epoch"] == 2
-    assert selection["chosen"]["small_cnn"]["epoch"] == 1  # |0.5 - 0.6| < |0.9 - 0.6|
-    assert models["small_cnn"].checkpoint == "epoch:1"

@@ -101,7 +101,8 @@ class RaceRow:
     macs: int                     # forward multiply-accumulates per image
     images_seen: int
     accs: dict[int, float]        # seed -> final test accuracy
-    wall_s: dict[int, float]      # seed -> measured wall time of the whole run (evaluations included)
+    train_s: dict[int, float]     # seed -> measured time in training steps, all passes, across resumes
+    #                               (results' train_time_s: a resumed run's wall_time_s is its last call only)
     images_per_s: dict[int, float]  # seed -> training images per second, measured in the run
 
     @property
@@ -136,7 +137,7 @@ def race_table(chosen: dict[str, float], ema: str = "off", root: Path = REPO_ROO
         first = next(iter(done.values()))
         rows.append(RaceRow(model, LABELS[model], lr, int(first["params"]), int(first["macs"]),
                             int(first["images_seen"]), {s: final_acc(r, ema) for s, r in done.items()},
-                            {s: float(r["wall_time_s"]) for s, r in done.items()},
+                            {s: float(r["train_time_s"]) for s, r in done.items()},
                             {s: float(r["images_per_s"]) for s, r in done.items()}))
     return sorted(rows, key=lambda r: -r.mean)
 
@@ -285,7 +286,7 @@ class LongRow:
     curves: dict[int, dict[int, float]]  # seed -> images seen -> test accuracy after each pass
     params: int
     images_seen: int
-    wall_s: dict[int, float]
+    train_s: dict[int, float]       # seed -> time in training steps, all passes, across resumes
     images_per_s: dict[int, float]
     device: str
 
@@ -302,7 +303,7 @@ def _long_row(recipe: str, runs: Sequence[Run], root: Path, base_flags: Sequence
     extra = tuple(runs[0].flags[len(base_flags):])
     return LongRow(recipe, extra, {s: float(r["final_test_acc"]) for s, r in done.items()},
                    {s: curve(r) for s, r in done.items()}, int(first["params"]), int(first["images_seen"]),
-                   {s: float(r["wall_time_s"]) for s, r in done.items()},
+                   {s: float(r["train_time_s"]) for s, r in done.items()},
                    {s: float(r["images_per_s"]) for s, r in done.items()}, str(first["provenance"]["device"]))
 
 

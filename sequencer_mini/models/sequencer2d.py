@@ -682,7 +682,7 @@ def sequencer2d_fast28(**kwargs: Any) -> Sequencer2D:
 
     798,858 parameters and 38.6 M MACs per image (``sequencer2d_mini28``: 930,378 and 59.5 M): with no 14×14
     stage, every LSTM reads 7 steps instead of 14, and a training step costs about half as much on a CPU
-    (chapter 6 uses it to chase the 15-minute CPU goal). ``h = C/4`` and MLP ratio 3 as in the paper.
+    (chapter 6 races it against a CNN and a ViT of the same size on a CPU). ``h = C/4`` and MLP ratio 3 as in the paper.
     """
     return _build("sequencer2d_fast28", kwargs)
 

@@ -59,7 +59,7 @@ from sequencer_mini.train.data import (
     make_loaders,
 )
 from sequencer_mini.train.loop import TrainConfig, fit
-from sequencer_mini.train.recipes import DEFAULT_MODEL, RECIPES, build_model, model_args, recipe_defaults
+from sequencer_mini.train.recipes import DEFAULT_MODEL, build_model, model_args, recipe_defaults
 
 __all__ = ["UsageError", "DEBUG_ENV", "Parser", "BadValue", "whole", "number", "positive_int", "one_of",
            "image_sides", "decays", "device_name", "remake_command", "cross_problems", "check_device", "preflight_out",
@@ -480,8 +480,6 @@ def build_parser() -> Parser:
     p.add_argument("--threads", type=whole(1, below=usable_cores() + 1, expected=f"a number of threads >= 1 and "
                                            f"<= {usable_cores()} (the cores this process may use)"),
                    help="torch intra-op threads; 1 is fastest on a CPU shared with other jobs")
-    p.add_argument("--recipe", choices=sorted(RECIPES), help="a named recipe of the book "
-                   "(sequencer_mini/train/recipes.py); its settings are defaults that the other flags override")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="override an argument of the model preset, e.g. depth=6 (repeatable)")
     p.add_argument("--ema", type=number("(0, 1)", "an EMA decay", ", e.g. 0.998"),
@@ -538,7 +536,7 @@ def resolve_settings(argv: Sequence[str] | None) -> Settings:
     the checks across settings (:meth:`TrainConfig.schedule_problems`, :func:`cross_problems`, ``--model-arg``).
     Every problem found is in one :class:`UsageError`; nothing is read, downloaded or written."""
     parser = build_parser()
-    args, problems = _parse_with_recipe(parser, argv)
+    args, problems = parser.parse_collecting(argv)
     try:
         run_budget = args.budget or budget()  # a CLI flag must not leak into the caller's environment
     except ValueError as e:
@@ -647,7 +645,7 @@ def results_payload(s: Settings, model: nn.Module, cfg: TrainConfig, data: RunDa
         "n_train": n_train, "n_test": n_test, "batch_size": s.batch_size, "budget": s.budget,
         "data_root": data.identity.get("root"),  # the folder actually read
         "data": data.identity,  # sizes and fingerprints of the samples (the same record the checkpoint holds)
-        "recipe": {**asdict(cfg), "batch_size": s.batch_size, "limit_train": s.limit_train, "name": s.args.recipe,
+        "recipe": {**asdict(cfg), "batch_size": s.batch_size, "limit_train": s.limit_train, "name": None,
                    "limit_test": s.limit_test, "drop_path": s.drop_path, "aug_preset": s.aug_preset,
                    "threads": torch.get_num_threads()},
         "history": history,
@@ -720,11 +718,3 @@ def main(argv: Sequence[str] | None = None) -> dict:
         lock.release()
     distributed.teardown()
     return payload
-
-
-def _parse_with_recipe(p: Parser, argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[Problem]]:
-    """Parse twice: a ``--recipe`` sets defaults, then every flag given on the command line overrides them."""
-    first, _ = p.parse_known_args(argv)
-    if first.recipe:
-        p.set_defaults(**RECIPES[first.recipe])
-    return p.parse_collecting(argv)
