@@ -56,7 +56,8 @@ def fake_run(root: Path, model: str = "small_cnn", seed: int = 0, epochs: int = 
     (run / "results.json").write_text(json.dumps({
         "dataset": "fashion_mnist", "model": model, "model_config": config, "complete": complete,
         "epochs_completed": epochs, "final_test_acc": history["test_acc"][-1], "n_test": 10_000,
-        "images_seen": history["images_seen"][-1], "wall_time_s": 680.9, "recipe": {"epochs": epochs, "lr": 0.004},
+        "images_seen": history["images_seen"][-1], "train_time_s": 613.0, "wall_time_s": 680.9,
+        "recipe": {"epochs": epochs, "lr": 0.004},
         "history": history}))
     return states
 
@@ -88,9 +89,9 @@ def test_a_recorded_run_loads_with_its_facts(tmp_path) -> None:
         assert same_weights(tm.model, states[2])  # the raw weights, not a probe's
     assert tm.label == "ViT" and tm.weights == "results/fmnist-race240k-small_vit-s0/final.pt"
     assert "epoch 2 of 2" in tm.note and "test accuracy 90.12% on 10,000 test images" in tm.note
-    assert "120,000 images seen, 681 s of training (wall time)" in tm.note and not ABSOLUTE.search(tm.note), tm.note
+    assert "120,000 images seen, 613 s in training steps" in tm.note and not ABSOLUTE.search(tm.note), tm.note
     described = tm.describe()["train"]
-    assert described["final_test_acc"] == pytest.approx(0.9012) and described["wall_time_s"] == 680.9
+    assert described["final_test_acc"] == pytest.approx(0.9012) and described["train_time_s"] == 613.0
     assert described["recipe_lr"] == 0.004 and "recipe_name" not in described
     fresh = tm.untrained(seed=3)  # the same architecture, random weights
     assert not fresh.training and not same_weights(fresh, states[2])

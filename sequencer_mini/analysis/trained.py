@@ -4,13 +4,12 @@ here" rule of the book.
 The race of chapter 6 (:mod:`sequencer_mini.train.protocol`, run by ``bench/experiments.py``) trains a Sequencer2D, a
 CNN and a ViT of about the same size on the same 240,000 images (4 passes over the 60,000 training images), each at
 the learning rate its tuning chose (``book/results/fmnist-tune/choice.json``), for the seeds
-``protocol.RACE_SEEDS``. Each run writes ``book/results/fmnist-race240k-<model>-s<seed>/``
-(the folder is :func:`~sequencer_mini.train.protocol.race_run`'s, read here through :func:`run_name`):
-``results.json`` (recipe, per-pass history, wall time, provenance) and ``final.pt``, the weights the book reads:
-``{"model": state_dict, "epoch", "test_acc", "images_seen", "model_config"}`` (and, in the first runs,
-``"ema_probes"``, which nothing here reads). The tuning chose no EMA (``choice.json``: ``"ema": "off"``), so
-``model`` holds the raw weights at the end of the run. Quarter-pass ``snapshots/`` stay on the machine that trained
-them.
+``protocol.RACE_SEEDS``. Each run writes ``book/results/fmnist-race240k-<model>-s<seed>/`` (the folder is
+:func:`~sequencer_mini.train.protocol.race_run`'s, read here through :func:`run_name`): ``results.json`` (recipe,
+per-pass history, time spent training, provenance) and ``final.pt``, the weights the book reads: ``{"model":
+state_dict, "epoch", "test_acc", "images_seen", "model_config"}`` (and, in the first runs, ``"ema_probes"``, which
+nothing here reads). The tuning chose no EMA (``choice.json``: ``"ema": "off"``), so ``model`` holds the raw weights
+at the end of the run. Quarter-pass ``snapshots/`` stay on the machine that trained them.
 
 :func:`load_trained` returns one model as a :class:`TrainedModel`; :func:`load_race` all three;
 :func:`race_seeds` which seeds of a model are finished.
@@ -96,7 +95,7 @@ class TrainedModel:
         source: ``'recorded'`` (the committed run) or ``'fallback'`` (trained here, see the module docstring).
         note: one sentence to print: the file, its test accuracy and images seen, or what the fallback did.
         weights: the weights file, relative to the repository.
-        results: the run's ``results.json`` (recipe, history, wall time, provenance).
+        results: the run's ``results.json`` (recipe, history, time spent training, provenance).
     """
 
     model: nn.Module
@@ -112,8 +111,8 @@ class TrainedModel:
         """JSON-ready: who the model is, where it came from, and its training run in brief."""
         r = self.results
         train: dict[str, Any] = {k: r[k] for k in ("final_test_acc", "best_test_acc", "epochs_completed", "complete",
-                                                   "n_train", "n_test", "images_seen", "wall_time_s", "budget",
-                                                   "batch_size", "params") if k in r}
+                                                   "n_train", "n_test", "images_seen", "train_time_s", "wall_time_s",
+                                                   "budget", "batch_size", "params") if k in r}
         recipe = r.get("recipe") or {}
         train.update({f"recipe_{k}": recipe[k] for k in ("name", "epochs", "lr", "limit_train")
                       if recipe.get(k) is not None})
@@ -507,8 +506,8 @@ def _load(model: str, path: Path, results: dict[str, Any], device: str | torch.d
 
 
 def _facts(info: dict[str, Any], results: dict[str, Any]) -> str:
-    """'epoch 4 of 4, test accuracy 88.97% on 10,000 test images, 240,000 images seen, 681 s of training (wall
-    time)' from what is known."""
+    """'epoch 4 of 4, test accuracy 88.97% on 10,000 test images, 240,000 images seen, 613 s in training steps'
+    from what is known."""
     parts = []
     epoch = info.get("epoch")
     if epoch is not None:
@@ -520,9 +519,9 @@ def _facts(info: dict[str, Any], results: dict[str, Any]) -> str:
     seen = info.get("images_seen", results.get("images_seen"))
     if seen:
         parts.append(f"{seen:,} images seen")
-    wall = results.get("wall_time_s")
-    if isinstance(wall, (int, float)) and not isinstance(wall, bool):
-        parts.append(f"{wall:,.0f} s of training (wall time)")
+    spent = results.get("train_time_s")  # every pass, across resumes (a resumed run's wall_time_s is its last call)
+    if isinstance(spent, (int, float)) and not isinstance(spent, bool):
+        parts.append(f"{spent:,.0f} s in training steps")
     return ", ".join(parts) or "no accuracy recorded"
 
 
