@@ -308,19 +308,39 @@ def _no_cache(key: str, compute: Callable[[], Any]) -> Any:
     return compute()
 
 
-def _weights_key(weights: Weights) -> str | None:
-    """A key that changes when the file does (path, size, modification time); None for weights in memory."""
-    if not isinstance(weights, Path):
-        return None
+def _file_key(weights: Path) -> str:
+    """The file as it is now: path, size and modification time."""
     st = weights.stat()
     return f"{weights.as_posix()}:{st.st_size}:{st.st_mtime_ns}"
 
 
+_content_keys: dict[str, str] = {}
+
+
+def _content_key(weights: Path) -> str:
+    """A hash of the weights themselves (the state dict :func:`load_weights` returns), so that a file rewritten with
+    the same weights (e.g. stripped of its EMA copies before a commit) keeps its cached evaluations."""
+    file_key = _file_key(weights)
+    if file_key not in _content_keys:
+        state = load_weights(weights)
+        h = hashlib.sha256()
+        for name in sorted(state):
+            h.update(name.encode())
+            h.update(state[name].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        _content_keys[file_key] = h.hexdigest()
+    return _content_keys[file_key]
+
+
 def _cached(cache: Cache, weights: Weights, what: str, compute: Callable[[], Any]) -> Any:
-    key = _weights_key(weights)
-    if key is None:
+    """``compute()`` through ``cache``, keyed by the weights' content (weights in memory are not cached); an entry
+    stored under the file's path, size and time (this module's earlier key) is still found."""
+    if not isinstance(weights, Path):
         return compute()
-    return cache(hashlib.sha256(f"{key}|{what}".encode()).hexdigest()[:32], compute)
+
+    def key(base: str) -> str:
+        return hashlib.sha256(f"{base}|{what}".encode()).hexdigest()[:32]
+
+    return cache(key(f"content:{_content_key(weights)}"), lambda: cache(key(_file_key(weights)), compute))
 
 
 # ----------------------------------------------------------------------------- conditions and outcomes
