@@ -19,8 +19,8 @@ Parts (each writes its own results file, ``OUT/findings-<part>.json``):
 The two robustness parts use every finished seed of every model (``--seeds`` to choose; at least 2 per model, else
 the error names the missing runs and ``python bench/experiments.py run``, which makes them). Per run they evaluate
 two checkpoints on the second (evaluation) half of the test set (``robustness.test_halves``): the **matched**
-quarter-pass snapshot, whose accuracy on the first (selection) half is closest to the highest accuracy every run
-reaches (``sequencer_mini.analysis.stats.match_snapshots``: target, residuals, within 0.5 points), so that a
+quarter-pass snapshot, whose accuracy on the first (selection) half is closest to a common target, the highest level
+at which every run has a snapshot within 0.5 points (``sequencer_mini.analysis.stats.match_snapshots``), so that a
 robustness difference is not a difference in clean accuracy in disguise; and the **final** weights. Every outcome
 is stored per test image and condition (a string of 0/1), so chapter 10 bootstraps its intervals over seeds and
 images (``robustness.claims``). Selection accuracies come from a run's ``predictions.json``

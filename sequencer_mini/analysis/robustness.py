@@ -10,8 +10,9 @@ model that is right more often on clean images starts ahead on corrupted ones to
 race run (chapter 6: three models, several seeds, weights saved every quarter pass) twice: by its **final**
 weights, and by its **matched** snapshot, the quarter-pass snapshot whose accuracy on a *selection* half of the
 test set is closest to a common target (:func:`~sequencer_mini.analysis.stats.match_snapshots`: the highest
-accuracy every run reaches). :func:`half_indices` / :func:`test_halves` split the test set; everything is judged
-on the other, *evaluation* half, so the choice never sees the images it is judged on.
+accuracy level at which every run has a snapshot within 0.5 points). :func:`half_indices` / :func:`test_halves`
+split the test set; everything is judged on the other, *evaluation* half, so the choice never sees the images it
+is judged on.
 
 :func:`run_findings` runs one experiment (``"resolution"`` or ``"corruption"``) on a list of
 :class:`RaceCheckpoints` and stores every outcome per test image (a string of ``0``/``1`` per condition), so that
@@ -479,8 +480,9 @@ def run_findings(part: Literal["resolution", "corruption"], runs: Sequence[RaceC
                   "curves": {m: {str(s): {str(k): v for k, v in c.items()} for (mm, s), c in curves.items() if mm == m}
                              for m in runs_info},
                   "rule": "per run, the quarter-pass snapshot whose selection-half accuracy is closest to the target "
-                          "= the highest accuracy every run reaches (the smallest of the runs' best); ties: the "
-                          "earlier snapshot (sequencer_mini.analysis.stats.match_snapshots)"},
+                          "= the highest accuracy reached by a snapshot, at most the smallest of the runs' best, at "
+                          "which every run has a snapshot within the tolerance (else the smallest largest residual); "
+                          "ties: the earlier snapshot (sequencer_mini.analysis.stats.match_snapshots)"},
         "outcomes": outcomes,
     }
     if part == "resolution":

@@ -135,16 +135,29 @@ class Match:
 
 
 def match_snapshots(curves: Mapping[tuple[str, int], Mapping[int, float]], tolerance: float = 0.005) -> Match:
-    """Pick, for each run, the snapshot (images seen -> selection-half accuracy) closest to the target: the
-    highest accuracy that every run reaches (the smallest of the runs' best). Ties go to the earlier snapshot.
-    The result says whether every pick lies within ``tolerance`` (0.5 points by default); the chapter prints the
-    residuals either way."""
+    """Pick, for each run, the snapshot (images seen -> selection-half accuracy) closest to a common target.
+
+    The target is the **highest** accuracy, among those the snapshots reached and at most the smallest of the runs'
+    best (a level every run attains), at which every run has a snapshot within ``tolerance`` (0.5 points by
+    default). A run that jumps past a level between two snapshots cannot match it, so the target moves down until
+    all can; when no level works, the target is the one with the smallest largest residual (ties: the higher).
+    Ties between snapshots go to the earlier one. The chapter prints the residuals either way."""
     if not curves or any(not c for c in curves.values()):
         empty = [k for k, c in curves.items() if not c]
         raise ValueError(f"every run needs at least one snapshot accuracy; none for {empty or 'any run'}")
-    target = min(max(c.values()) for c in curves.values())
-    chosen = {}
-    for key, curve in curves.items():
-        images = min(curve, key=lambda n: (abs(curve[n] - target), n))
-        chosen[key] = (images, curve[images])
-    return Match(target, tolerance, chosen)
+    ceiling = min(max(c.values()) for c in curves.values())
+
+    def picks(target: float) -> dict[tuple[str, int], tuple[int, float]]:
+        out = {}
+        for key, curve in curves.items():
+            images = min(curve, key=lambda n: (abs(curve[n] - target), n))
+            out[key] = (images, curve[images])
+        return out
+
+    def worst(target: float) -> float:
+        return max(abs(acc - target) for _, acc in picks(target).values())
+
+    levels = sorted({a for c in curves.values() for a in c.values() if a <= ceiling}, reverse=True)
+    feasible = [t for t in levels if worst(t) <= tolerance + 1e-12]
+    target = feasible[0] if feasible else min(levels, key=lambda t: (worst(t), -t))
+    return Match(target, tolerance, picks(target))
