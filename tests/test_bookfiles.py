@@ -38,6 +38,8 @@ def test_recorded_runs_are_found_and_assigned_to_chapters(tmp_path):
     _write(tmp_path / "cifar10-gpu-b" / "results.json", {"dataset": "cifar10", "provenance": gpu})
     _write(tmp_path / "findings-x.json", {"experiment": "x", "provenance": cpu})
     _write(tmp_path / "no-provenance" / "results.json", {"dataset": "cifar10"})  # not cited: skipped
+    _write(tmp_path / "fmnist-running" / "results.json",  # a run in progress: not a recorded run yet
+           {"dataset": "fashion_mnist", "complete": False, "provenance": cpu})
     _write(tmp_path / "own-chapter.json", {"benchmark": "y", "chapter": 9, "provenance": cpu})
     runs = {r.path.split("/")[2]: r for r in recorded_runs(tmp_path)}
     assert set(runs) == {"fmnist-cpu-a", "cifar10-gpu-b", "findings-x.json", "own-chapter.json"}

@@ -143,7 +143,8 @@ def recorded_runs(directory: str | Path | None = None) -> list[RecordedRun]:
     """Every results file under ``book/results`` (``*.json`` and ``*/results.json``) that carries provenance.
 
     Files without a ``provenance`` entry are skipped: they were not written by ``write_results``
-    and the book does not cite them.
+    and the book does not cite them. So are training results that say ``"complete": false``: a run still in
+    progress (its partial results file) or one that stopped early is not a recorded run.
     """
     root = Path(directory) if directory is not None else results_dir(missing_ok=True)
     if root is None or not root.is_dir():
@@ -155,7 +156,7 @@ def recorded_runs(directory: str | Path | None = None) -> list[RecordedRun]:
         except (OSError, ValueError):
             continue
         prov = data.get("provenance") if isinstance(data, dict) else None
-        if not isinstance(prov, dict):
+        if not isinstance(prov, dict) or data.get("complete") is False:
             continue
         device = str(prov.get("device") or "unknown")
         rel = f"book/results/{path.relative_to(root).as_posix()}"
