@@ -117,7 +117,7 @@ def plan() -> tuple[list[Run], list[str]]:
     runnable += search.needed
     trail = ", ".join(f"{k}: {v:.4f}" for k, v in search.accs.items())
     if search.kept is None:
-        notes.append(f"16-pass screening (seed 0): done {{{trail}}}")
+        notes.append(f"16-pass screening (seed 0): {len(search.accs)} of {len(search.runs)} recipes done {{{trail}}}")
     else:
         notes.append(f"16-pass screening: kept {search.kept} (helped on seed 0: {search.helped}) {{{trail}}}; "
                      f"kept recipe's seeds {'done' if not search.needed else 'running'}")
