@@ -69,6 +69,8 @@ __all__ = [
     "accuracies",
     "drop_difference",
     "mce_statistic",
+    "Claim",
+    "ClaimResult",
     "CLAIMS",
     "claims",
 ]
