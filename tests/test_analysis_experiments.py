@@ -168,3 +168,16 @@ def test_race_and_long_figures_draw():
     row = LongRow("race", (), {0: 0.9}, {0: {1: 0.5, 2: 0.9}}, 1, 2, {0: 1.0}, {0: 1.0}, "cpu")
     fig = plot_long([row], goal=0.93)
     assert any("goal 93.0 %" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
+
+
+def test_benchmark_speed_and_arithmetic_follow_the_race_settings():
+    from sequencer_mini.analysis.experiments import benchmark_images_per_s, ema_lever, training_gmacs_per_s
+
+    speed = {"rows": [{"model": "small_vit", "variant": "bf16", "img_per_s": 70.0, "reference_img_per_s": 100.0},
+                      {"model": "small_cnn", "variant": "bf16", "img_per_s": 150.0, "reference_img_per_s": 90.0}]}
+    assert benchmark_images_per_s(speed, "small_vit") == 100.0  # the ViT races in float32: the reference
+    assert benchmark_images_per_s(speed, "small_cnn") == 150.0  # the CNN races with bfloat16
+    with pytest.raises(ValueError, match="no 'bf16' row for sequencer2d_fast28.*cpu_recipe_speed.py"):
+        benchmark_images_per_s(speed, "sequencer2d_fast28")
+    assert training_gmacs_per_s(40_000_000, 250.0) == pytest.approx(30.0)
+    assert ema_lever("off") == ("0.998", "ema 0.998") and ema_lever("0.998") == ("off", "no ema")

@@ -205,6 +205,8 @@ def test_screening_keeps_the_best_single_lever_when_at_most_one_helped(tmp_path)
     search = protocol.screening(4e-3, "off", tmp_path)
     assert search.combo == [] and search.kept == "drop-path"
     assert [r.out for r in search.needed] == [protocol.long_run("sequencer2d_fast28", "drop-path", 4e-3, "off", 1).out]
+    run = protocol.long_run("sequencer2d_fast28", "long-warmup", 4e-3, "off", 1)
+    assert run.value("--warmup-epochs") == "4" and run.value("--seed") == "1" and run.value("--val") is None
     with pytest.raises(ValueError, match="cannot be combined"):
         protocol.lever_flags("combined", ["trivialaugment", "randaugment"])
     with pytest.raises(ValueError, match="unknown 16-pass recipe"):

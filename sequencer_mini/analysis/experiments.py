@@ -38,7 +38,8 @@ from sequencer_mini.train.protocol import (
 from sequencer_mini.train.recipes import LABELS, RACE_MODELS
 
 __all__ = ["TuningCurve", "read_tuning", "final_acc", "RaceRow", "race_table", "AblationRow", "ablation_table",
-           "noise_band", "TRAIN_MACS_FACTOR", "predict", "weight_sets", "correctness", "plot_tuning",
+           "noise_band", "TRAIN_MACS_FACTOR", "training_gmacs_per_s", "benchmark_images_per_s", "ema_lever", "predict",
+           "weight_sets", "correctness", "plot_tuning",
            "plot_ablations", "read_predictions", "curve", "snapshot_curve", "race_outcomes", "ablation_intervals",
            "LongRow", "long_table", "plot_race_curves", "plot_long"]
 
@@ -90,6 +91,22 @@ def final_acc(results: dict[str, Any], ema: str = "off") -> float:
     return float(probes[ema])
 
 
+def training_gmacs_per_s(macs: int, images_per_s: float) -> float:
+    """Achieved training arithmetic, GMAC/s: ``TRAIN_MACS_FACTOR x forward MACs per image x training images/s``."""
+    return TRAIN_MACS_FACTOR * macs * images_per_s / 1e9
+
+
+def benchmark_images_per_s(speed: dict[str, Any], model: str) -> float:
+    """Training images/s of a race model in ``bench/cpu_recipe_speed.py``'s results (``speed``) at the race's
+    settings: batch 128, 28 px, bfloat16 autocast where :data:`~sequencer_mini.train.recipes.RACE_MODELS` uses it
+    (the ``bf16`` row), else float32 (that row's reference, measured alternately in the same run)."""
+    row = next((r for r in speed["rows"] if r["model"] == model and r["variant"] == "bf16"), None)
+    if row is None:
+        raise ValueError(f"the speed benchmark's results hold no 'bf16' row for {model}; remake them: "
+                         f"python bench/cpu_recipe_speed.py --threads 1")
+    return float(row["img_per_s"] if RACE_MODELS[model]["amp"] == "bf16" else row["reference_img_per_s"])
+
+
 @dataclass(frozen=True)
 class RaceRow:
     """One model in the race: final test accuracy per seed at equal images, and what a run cost."""
@@ -122,8 +139,8 @@ class RaceRow:
 
     @property
     def gmacs_per_s(self) -> float:
-        """Achieved training arithmetic: ``TRAIN_MACS_FACTOR x forward MACs x images/s`` (the fastest seed)."""
-        return TRAIN_MACS_FACTOR * self.macs * self.fastest_images_per_s / 1e9
+        """Achieved training arithmetic at the fastest seed's speed (:func:`training_gmacs_per_s`)."""
+        return training_gmacs_per_s(self.macs, self.fastest_images_per_s)
 
 
 def race_table(chosen: dict[str, float], ema: str = "off", root: Path = REPO_ROOT,
@@ -156,6 +173,12 @@ class AblationRow:
         return statistics.fmean(self.deltas.values())
 
 
+def ema_lever(ema: str) -> tuple[str, str]:
+    """The EMA ablation of a race that used ``ema``: (the other setting, its label). With the EMA off, the lever is
+    the watching EMA of decay 0.998 (about one pass of memory); with an EMA, switching it off."""
+    return ("0.998", "ema 0.998") if ema == "off" else ("off", "no ema")
+
+
 def ablation_table(chosen_lr: float, ema: str = "off", root: Path = REPO_ROOT) -> list[AblationRow]:
     """The finished single-factor ablations (levers of :data:`~sequencer_mini.train.protocol.ABLATIONS`, and the
     EMA itself, read from the race runs' watching EMAs), each against the race recipe seed by seed."""
@@ -168,12 +191,11 @@ def ablation_table(chosen_lr: float, ema: str = "off", root: Path = REPO_ROOT) -
         if done:
             rows.append(AblationRow(lever, done, {s: a - final_acc(race[s], ema) for s, a in done.items()}))
     if race:  # the EMA switched: the other side of the decision, from the same runs
-        others = [d for d in (race[next(iter(race))]["history"].get("probe_test_acc") or [{}])[-1]]
-        flip = ["0.998"] if ema == "off" and "0.998" in others else (["off"] if ema != "off" else [])
-        for other in flip:
+        other, label = ema_lever(ema)
+        watched = (race[next(iter(race))]["history"].get("probe_test_acc") or [{}])[-1]
+        if other == "off" or other in watched:
             accs = {s: final_acc(r, other) for s, r in race.items()}
-            rows.append(AblationRow(f"ema {other}" if other != "off" else "no ema", accs,
-                                    {s: accs[s] - final_acc(race[s], ema) for s in race}))
+            rows.append(AblationRow(label, accs, {s: accs[s] - final_acc(race[s], ema) for s in race}))
     return rows
 
 
@@ -263,16 +285,15 @@ def ablation_intervals(chosen_lr: float, labels: Tensor, ema: str = "off", root:
     base = correctness({s: p["test"][ema] for s, p in race.items()}, labels)
     out = {}
     for lever in ABLATIONS:
-        preds = {s: p["test"]["off" if ema == "off" else ema] for s in ABLATION_SEEDS
+        preds = {s: p["test"][ema] for s in ABLATION_SEEDS
                  if (p := read_predictions(ablation_run(lever, chosen_lr, ema, s), root))}
         if preds:
             out[lever] = bootstrap({"lever": correctness(preds, labels), "race": base},
                                    mean_difference("lever", "race"), n_boot=n_boot)
-    other = "0.998" if ema == "off" else "off"
+    other, label = ema_lever(ema)
     if all(other in p["test"] for p in race.values()):
         flipped = correctness({s: p["test"][other] for s, p in race.items()}, labels)
-        out["ema 0.998" if ema == "off" else "no ema"] = bootstrap({"lever": flipped, "race": base},
-                                                                   mean_difference("lever", "race"), n_boot=n_boot)
+        out[label] = bootstrap({"lever": flipped, "race": base}, mean_difference("lever", "race"), n_boot=n_boot)
     return out
 
 
@@ -296,7 +317,7 @@ class LongRow:
 
 
 def _long_row(recipe: str, runs: Sequence[Run], root: Path, base_flags: Sequence[str]) -> LongRow | None:
-    done = {int(r.flags[r.flags.index("--seed") + 1]): res for r in runs if (res := finished(r, root)) is not None}
+    done = {int(r.value("--seed")): res for r in runs if (res := finished(r, root)) is not None}
     if not done:
         return None
     first = next(iter(done.values()))

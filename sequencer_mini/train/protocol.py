@@ -42,6 +42,11 @@ class Run:
         return ["python", "-m", "sequencer_mini.train", *self.flags, "--threads", str(threads), "--resume",
                 "--out", self.out]
 
+    def value(self, flag: str, default: str | None = None) -> str | None:
+        """The value of ``flag`` (e.g. ``"--epochs"``) in the run's command; the last one wins, as in argparse."""
+        values = [self.flags[i + 1] for i, f in enumerate(self.flags[:-1]) if f == flag]
+        return values[-1] if values else default
+
 
 def _model_flags(model: str, ema: str | None = None) -> list[str]:
     """The flags every run of ``model`` shares; ``ema``: None (the EMAs of PROBES watch), "off", or a decay."""
