@@ -42,7 +42,6 @@ import sys
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from sequencer_mini.core.provenance import write_results  # noqa: E402
@@ -229,8 +228,9 @@ def slim_all(log=print) -> int:
     ema, written = choice["ema"], 0
     for s in RACE_SEEDS:
         for model, lr in choice["chosen_lr"].items():
-            folder = ROOT / race_run(model, lr, s).out
-            if finished(race_run(model, lr, s), ROOT) is None or not (folder / "final.pt").exists():
+            run = race_run(model, lr, s)
+            folder = ROOT / run.out
+            if finished(run, ROOT) is None or not (folder / "final.pt").exists():
                 continue
             weights = read_weights(folder / "final.pt")
             if "ema_probes" not in weights:
