@@ -316,8 +316,15 @@ class LongRow:
         return statistics.fmean(self.accs.values())
 
 
+def _seed(run: Run) -> int:
+    seed = run.value("--seed")
+    if seed is None:
+        raise ValueError(f"{run.out}: its command has no --seed")
+    return int(seed)
+
+
 def _long_row(recipe: str, runs: Sequence[Run], root: Path, base_flags: Sequence[str]) -> LongRow | None:
-    done = {int(r.value("--seed")): res for r in runs if (res := finished(r, root)) is not None}
+    done = {_seed(r): res for r in runs if (res := finished(r, root)) is not None}
     if not done:
         return None
     first = next(iter(done.values()))
