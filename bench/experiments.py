@@ -22,6 +22,9 @@ runs next is decided from the finished results files alone, never from memory:
    images seen) for every model, 3 seeds, each model at its own tuned rate. The EMAs watch here too and weights are
    saved every quarter pass (``--snapshots 4``, chapter 10's matched checkpoints), so a race run can start as soon as
    its own model is tuned; the table reports the column that step 2 chose.
+   **Replays** (``...-sSEED-pass1``): the Sequencer's and the CNN's race runs' first pass once more, same flags and
+   seed, with weights every 1/32 pass (``--snapshots 32 --stop-after 1``): their accuracy rises through the range
+   every model reaches within that pass, and chapter 10 matches checkpoints within 0.5 points.
 4. **Single-factor ablations** of the Sequencer's race recipe (``fmnist-ablate240k-sequencer2d_fast28-LEVER-sSEED``),
    seeds 0 and 1, each lever switched alone: no label smoothing, no crop/flip, crop/flip from the first pass, the
    peak rate one grid step up and one down. The EMA needs no run: the race's watching EMAs are that ablation.
@@ -44,6 +47,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from sequencer_mini.core.fsutil import live_owner  # noqa: E402
 from sequencer_mini.core.provenance import write_results  # noqa: E402
 from sequencer_mini.train.protocol import (  # noqa: E402
     ABLATION_SEEDS,
@@ -51,6 +55,7 @@ from sequencer_mini.train.protocol import (  # noqa: E402
     GRID,
     PROBES,
     RACE_SEEDS,
+    REPLAY_MODELS,
     START,
     TUNE_DIR,
     Run,
@@ -61,12 +66,40 @@ from sequencer_mini.train.protocol import (  # noqa: E402
     long_run,
     race_run,
     read_json,
+    replay_run,
+    replayed,
     screening,
     tuning,
 )
 from sequencer_mini.train.recipes import RACE_MODELS  # noqa: E402
 
 LOG_DIR = ROOT / "runs" / "experiments"
+
+
+def _race_plan(chosen: dict[str, float]) -> tuple[list[Run], list[str]]:
+    """The race runs and the replays of their first pass still to make (in that order), and what is done."""
+    runnable: list[Run] = []
+    notes: list[str] = []
+    for seed in RACE_SEEDS:
+        for model in ("small_vit", "sequencer2d_fast28", "small_cnn"):
+            if model not in chosen:
+                notes.append(f"race {model} s{seed}: waits for its tuning")
+                continue
+            run = race_run(model, chosen[model], seed)
+            if finished(run, ROOT) is None:
+                runnable.append(run)
+            else:
+                notes.append(f"race {model} s{seed}: done")
+    for seed in RACE_SEEDS:
+        for model in REPLAY_MODELS:
+            if model in chosen:
+                run = replay_run(model, chosen[model], seed)
+                if replayed(run, ROOT) is None:
+                    runnable.append(run)
+                else:
+                    notes.append(f"replay {model} s{seed} (first pass, 1/{run.value('--snapshots')} pass snapshots): "
+                                 f"done")
+    return runnable, notes
 
 
 def plan() -> tuple[list[Run], list[str]]:
@@ -90,16 +123,9 @@ def plan() -> tuple[list[Run], list[str]]:
         if old is None or {k: v for k, v in old.items() if k != "provenance"} != json.loads(json.dumps(choice)):
             write_results(path, choice, {"command": "python bench/experiments.py run"})
         notes.append(f"EMA: {choice['ema']} (mean validation accuracy {choice['mean_val_acc']})")
-    for seed in RACE_SEEDS:
-        for model in ("small_vit", "sequencer2d_fast28", "small_cnn"):
-            if model not in chosen:
-                notes.append(f"race {model} s{seed}: waits for its tuning")
-                continue
-            run = race_run(model, chosen[model], seed)
-            if finished(run, ROOT) is None:
-                runnable.append(run)
-            else:
-                notes.append(f"race {model} s{seed}: done")
+    more, lines = _race_plan(chosen)
+    runnable += more
+    notes += lines
     if len(chosen) < len(RACE_MODELS):
         notes.append("ablations and 16-pass runs: wait for the EMA decision (all tuning done)")
         return runnable, notes
@@ -139,9 +165,17 @@ def run_all(jobs: int, threads: int, poll_s: float = 10.0) -> int:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     running: dict[str, tuple[subprocess.Popen, Path]] = {}
     failures = 0
+    adopted: set[str] = set()
     while True:
         todo = [r for r in plan()[0] if r.out not in running]
-        while todo and len(running) < jobs:
+        # runs another process trains right now (e.g. those of a runner that was stopped and restarted): left
+        # alone, and counted against --jobs
+        owners = {r.out: owner for r in todo if (owner := live_owner(ROOT / r.out)) is not None}
+        for out in sorted(set(owners) - adopted):
+            print(f"{out}: trained by process {owners[out]['pid']} already; left to it", flush=True)
+        adopted = set(owners)
+        todo = [r for r in todo if r.out not in adopted]
+        while todo and len(running) + len(adopted) < jobs:
             run = todo.pop(0)
             log = LOG_DIR / (Path(run.out).name + ".log")
             cmd = run.command(threads)
@@ -152,7 +186,7 @@ def run_all(jobs: int, threads: int, poll_s: float = 10.0) -> int:
                                         env={**os.environ, "SEQUENCER_QUIET": "1"})
             print(f"started {run.out} (pid {proc.pid}, log {log})", flush=True)
             running[run.out] = (proc, log)
-        if not running:
+        if not running and not adopted:
             return 1 if failures else 0
         time.sleep(poll_s)
         for out, (proc, log) in list(running.items()):
@@ -174,7 +208,8 @@ def run_all(jobs: int, threads: int, poll_s: float = 10.0) -> int:
 def predict_all(log=print) -> int:
     """``OUT/predictions.json`` for every finished race, ablation and 16-pass run that lacks one: the predicted
     class of each of the 10,000 test images by the final weights (every EMA setting the file holds) and, for the
-    race runs, by each quarter-pass snapshot with the chosen EMA setting. Returns the number of files written."""
+    race runs, by each quarter-pass snapshot with the chosen EMA setting; for each replayed first pass (which has no
+    final weights), by its snapshots alone. Returns the number of files written."""
     from sequencer_mini.analysis.experiments import predict, weight_sets
     from sequencer_mini.analysis.trained import build, load_weights, read_weights
     from sequencer_mini.train.data import fashion_mnist_tensors
@@ -192,15 +227,17 @@ def predict_all(log=print) -> int:
     screened = dict.fromkeys([*search.runs.values(), *search.kept_runs])
     runs += [("sequencer2d_fast28", run, False) for run in screened]
     runs.append(("small_cnn", long_run("small_cnn", "race", chosen["small_cnn"], ema, 0), False))
+    replays = [(m, replay_run(m, chosen[m], s), True) for s in RACE_SEEDS for m in REPLAY_MODELS if m in chosen]
     written = 0
-    for model, run, snapshots in runs:
+    for model, run, snapshots in runs + replays:
         folder = ROOT / run.out
-        if finished(run, ROOT) is None or (folder / "predictions.json").exists():
+        replay = run.out.endswith("-pass1")
+        if (replayed if replay else finished)(run, ROOT) is None or (folder / "predictions.json").exists():
             continue
         net = build(model)
-        weights = read_weights(folder / "final.pt")  # a damaged file is refused, naming it and what to do
         out: dict = {"test": {}, "snapshots": {}, "ema": ema}
-        for setting, state in weight_sets(weights).items():
+        # a damaged file is refused, naming it and what to do
+        for setting, state in ({} if replay else weight_sets(read_weights(folder / "final.pt"))).items():
             net.load_state_dict(state)
             out["test"][setting] = predict(net, images)
         for snap in sorted((folder / "snapshots").glob("*.pt")) if snapshots else []:

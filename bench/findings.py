@@ -16,17 +16,19 @@ Parts (each writes its own results file, ``OUT/findings-<part>.json``):
     trained with one fixed recipe, once per seed (at ``cpu``: two passes over the 60,000 training images, scored on
     all 10,000 test images after the last); mean ± std and the paired difference to the baseline.
 
-The two robustness parts use every finished seed of every model (``--seeds`` to choose; at least 2 per model, else
-the error names the missing runs and ``python bench/experiments.py run``, which makes them). Per run they evaluate
-two checkpoints on the second (evaluation) half of the test set (``robustness.test_halves``): the **matched**
-quarter-pass snapshot, whose accuracy on the first (selection) half is closest to a common target, the highest level
-at which every run has a snapshot within 0.5 points (``sequencer_mini.analysis.stats.match_snapshots``), so that a
-robustness difference is not a difference in clean accuracy in disguise; and the **final** weights. Every outcome
-is stored per test image and condition (a string of 0/1), so chapter 10 bootstraps its intervals over seeds and
-images (``robustness.claims``). Selection accuracies come from a run's ``predictions.json``
-(``python bench/experiments.py predict``) when it exists, else are computed here. Evaluations are cached per
-weights file in ``_build/findings-cache/`` (``--cache-dir``), so a rerun with one more seed only evaluates that
-seed; ``--warm`` fills the cache from the runs present (also unfinished ones) and writes no results file.
+The two robustness parts use every finished seed of every model (``--seeds`` to choose; at least 2 per model, else the
+error names the missing runs and ``python bench/experiments.py run``, which makes them). Per run they evaluate two
+checkpoints on the second (evaluation) half of the test set (``robustness.test_halves``): the **matched** snapshot
+(every quarter pass; every 1/32 pass in the replayed first pass of the Sequencer and the CNN, ``protocol.replay_run``,
+checked equal to the race's where they coincide), whose accuracy on the first (selection) half is closest to a common
+target, the highest level at which every run has a snapshot within 0.5 points
+(``sequencer_mini.analysis.stats.match_snapshots``), so that a robustness difference is not a difference in clean
+accuracy in disguise; and the **final** weights. Every outcome is stored per test image and condition (a string of
+0/1), so chapter 10 bootstraps its intervals over seeds and images (``robustness.claims``). Selection accuracies come
+from a run's ``predictions.json`` (``python bench/experiments.py predict``) when it exists, else are computed here.
+Evaluations are cached per weights file in ``_build/findings-cache/`` (``--cache-dir``), so a rerun with one more seed
+only evaluates that seed; ``--warm`` fills the cache from the runs present (also unfinished ones) and writes no
+results file.
 
 Without the race's weights (a fresh clone: the snapshots stay on the machine that trained them), ``--fallback
 untrained`` (the default at ``ci``) evaluates untrained models of the same architectures (two seeds): the code path,
@@ -170,10 +172,10 @@ def _file_cache(folder: Path) -> Callable[[str, Callable[[], Any]], Any]:
 
 def race_checkpoints(root: Path, seeds: list[int] | None, *, unfinished: bool = False
                      ) -> tuple[list[Any], dict[str, list[str]], dict[str, float]]:
-    """``(runs, missing, lrs)``: the race runs of chapter 6 under ``root`` with their quarter-pass snapshots and
-    final weights (``robustness.RaceCheckpoints``), the run folders missing per model (not finished, or weights not
-    on this machine) and the tuned learning rate per model. ``seeds``: None = every finished seed. ``unfinished``:
-    also runs still training (their snapshots so far; ``final`` None)."""
+    """``(runs, missing, lrs)``: the race runs of chapter 6 under ``root`` with their snapshots (and those of their
+    replayed first pass, where done) and final weights (``robustness.RaceCheckpoints``), the run folders missing
+    per model (not finished, or weights not on this machine) and the tuned learning rate per model. ``seeds``:
+    None = every finished seed. ``unfinished``: also runs still training (their snapshots so far; ``final`` None)."""
     from sequencer_mini.analysis.robustness import RaceCheckpoints
     from sequencer_mini.train.protocol import RACE_SEEDS, TUNE_DIR, finished, race_run, read_json
 
@@ -190,16 +192,49 @@ def race_checkpoints(root: Path, seeds: list[int] | None, *, unfinished: bool = 
             folder = root / run.out
             results = finished(run, root)
             snapshots = {int(f.stem): f for f in sorted((folder / "snapshots").glob("*.pt"))}
+            replay = _replay_snapshots(root, model, lr, seed, snapshots) if snapshots else None
+            if replay is not None:
+                snapshots = {**replay[1], **snapshots}  # where they coincide the files hold the same weights
+            extra = {"replay": replay[0]} if replay is not None else {}
             final = folder / "final.pt"
             if results is not None and snapshots and final.is_file():
-                runs.append(RaceCheckpoints(model, seed, run.out, snapshots, final, int(results["images_seen"])))
+                runs.append(RaceCheckpoints(model, seed, run.out, snapshots, final, int(results["images_seen"]),
+                                            **extra))
             elif unfinished and snapshots:
-                runs.append(RaceCheckpoints(model, seed, run.out, snapshots, None, 0, "unfinished"))
+                runs.append(RaceCheckpoints(model, seed, run.out, snapshots, None, 0, "unfinished", **extra))
             else:
                 why = ("not finished" if results is None else
                        "no snapshots/ on this machine" if not snapshots else "no final.pt on this machine")
                 missing[model].append(f"{run.out} ({why})")
     return runs, missing, lrs
+
+
+def _replay_snapshots(root: Path, model: str, lr: float, seed: int, race: dict[int, Path]
+                      ) -> tuple[str, dict[int, Path]] | None:
+    """``(folder, images seen -> weights file)`` of the replayed first pass of a race run
+    (``protocol.replay_run``), when it is done on this machine; None otherwise. The replay is the same computation
+    as the race run, so wherever their snapshots coincide the weights must be equal, tensor for tensor: checked
+    here, and a replay that differs is refused (it is another run, whose snapshots cannot stand for the race's)."""
+    from sequencer_mini.analysis.robustness import same_weights
+    from sequencer_mini.train.protocol import REPLAY_MODELS, replay_run, replayed
+
+    if model not in REPLAY_MODELS:
+        return None
+    run = replay_run(model, lr, seed)
+    if replayed(run, root) is None:
+        return None
+    snaps = {int(f.stem): f for f in sorted((root / run.out / "snapshots").glob("*.pt"))}
+    shared = sorted(set(snaps) & set(race))
+    if not shared:
+        raise ValueError(f"{run.out}/snapshots shares no snapshot with the race run's ({sorted(race)}): the replay "
+                         f"cannot be checked against it. Delete {run.out} and run python bench/experiments.py run")
+    for n in shared:
+        if not same_weights(snaps[n], race[n]):
+            raise ValueError(f"{run.out}/snapshots/{n:07d}.pt differs from the race run's snapshot at {n:,} images "
+                             f"({race[n].relative_to(root)}): the replay is not the same computation (another "
+                             f"machine, library version or thread count?), so its snapshots cannot stand in for the "
+                             f"race's. Delete {run.out} and replay it where the race ran")
+    return run.out, snaps
 
 
 def _selection_accs(runs: list[Any], sel_idx: Any, labels: Any, root: Path) -> dict[tuple[str, int], dict[int, float]]:
@@ -210,16 +245,17 @@ def _selection_accs(runs: list[Any], sel_idx: Any, labels: Any, root: Path) -> d
     out = {}
     truth = labels[sel_idx]
     for r in runs:
-        pred = read_json(root / r.run / "predictions.json") if r.source == "recorded" else None
-        if pred is None or pred.get("ema") != "off":
-            continue  # predictions of another EMA setting are not the snapshot weights evaluated here
-        out[(r.model, r.seed)] = {}
-        for images_seen, digits in (pred.get("snapshots") or {}).items():
-            if len(digits) != len(labels):
-                continue
-            chosen = [int(digits[i]) for i in sel_idx.tolist()]
-            out[(r.model, r.seed)][int(images_seen)] = sum(int(p == t) for p, t in zip(chosen, truth.tolist(),
-                                                                                       strict=True)) / len(chosen)
+        for folder in ([r.run] + ([r.replay] if r.replay else [])) if r.source == "recorded" else []:
+            pred = read_json(root / folder / "predictions.json")
+            if pred is None or pred.get("ema") != "off":
+                continue  # predictions of another EMA setting are not the snapshot weights evaluated here
+            accs = out.setdefault((r.model, r.seed), {})
+            for images_seen, digits in (pred.get("snapshots") or {}).items():
+                if len(digits) != len(labels):
+                    continue
+                chosen = [int(digits[i]) for i in sel_idx.tolist()]
+                accs[int(images_seen)] = sum(int(p == t) for p, t in zip(chosen, truth.tolist(),
+                                                                         strict=True)) / len(chosen)
     return out
 
 

@@ -901,6 +901,23 @@ def test_a_stale_lock_from_another_host_is_cleared(partial_run, trees, tmp_path,
                      r"36\d\d s", err), err
 
 
+def test_live_owner_tells_a_running_run_from_a_gone_one(tmp_path):
+    """What a restarted scheduler (bench/experiments.py run) asks before it starts a run: is the folder's lock held
+    by a live run? This process: yes; a finished pid: no; another host: while its heartbeat is fresh."""
+    assert fsutil.live_owner(tmp_path / "none") is None
+    _lock(tmp_path / "mine", os.getpid())
+    assert fsutil.live_owner(tmp_path / "mine")["pid"] == os.getpid()
+    _lock(tmp_path / "gone", _dead_pid())
+    assert fsutil.live_owner(tmp_path / "gone") is None
+    _lock(tmp_path / "colab", 12345, "colab-vm")
+    assert fsutil.live_owner(tmp_path / "colab")["host"] == "colab-vm"
+    os.utime(tmp_path / "colab" / fsutil.LOCK_NAME, (time.time() - 3600, time.time() - 3600))
+    assert fsutil.live_owner(tmp_path / "colab") is None
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / fsutil.LOCK_NAME).write_text("{")
+    assert fsutil.live_owner(tmp_path / "torn") is None
+
+
 def test_overwrite_replaces_the_old_run_entirely(finished, trees, tmp_path):
     """--overwrite: the old run's files go first, so no old epochs/NNN.pt is read as the new run's."""
     out = tmp_path / "run"

@@ -273,3 +273,35 @@ def test_trivialaugment_runs_per_image_and_is_seeded():
     plain = [x for x, _ in TensorLoader(ds, 4, shuffle=True, aug=AugmentConfig(), seed=3)]
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert not all(torch.equal(x, y) for x, y in zip(a, plain, strict=True))
+
+
+def test_a_replay_is_the_race_run_with_denser_snapshots_stopped_after_one_pass():
+    from sequencer_mini.train.protocol import REPLAY_SNAPSHOTS, race_run, replay_run
+
+    race, replay = race_run("small_cnn", 0.008, 1), replay_run("small_cnn", 0.008, 1)
+    assert replay.out == race.out + "-pass1" and not Path(replay.out).is_absolute()
+    assert replay.value("--snapshots") == str(REPLAY_SNAPSHOTS) and replay.value("--stop-after") == "1"
+    assert REPLAY_SNAPSHOTS % int(race.value("--snapshots")) == 0  # every race snapshot of pass 1 is among them
+    changed = {"--snapshots", "--stop-after"}
+    strip = [(f, v) for f, v in zip(race.flags[::2], race.flags[1::2], strict=True) if f not in changed]
+    assert strip == [(f, v) for f, v in zip(replay.flags[::2], replay.flags[1::2], strict=True) if f not in changed]
+
+
+def test_denser_snapshots_of_one_pass_hold_the_same_weights_where_they_coincide(tmp_path):
+    """What a replay relies on: the snapshots only save, so a run with 4 a pass stopped after one pass holds, at
+    the images it shares with a run of 2 a pass, the same weights and watching EMAs, tensor for tensor."""
+    _fit(tmp_path / "race")
+    torch.manual_seed(0)
+    model = create_model("sequencer2d_mini28", **TINY)
+    cfg = TrainConfig(epochs=2, lr=3e-3, warmup_epochs=0.5, device="cpu", out_dir=str(tmp_path / "replay"),
+                      ema_probes=(0.9, 0.99), snapshots_per_epoch=4, stop_after=1,
+                      model_config={"name": "tiny", **TINY})
+    train, test = _loaders()
+    fit(model, train, test, cfg)
+    names = sorted(p.name for p in (tmp_path / "replay" / "snapshots").iterdir())
+    assert names == ["0000016.pt", "0000032.pt", "0000048.pt", "0000064.pt"]
+    for name in ("0000032.pt", "0000064.pt"):
+        a = torch.load(tmp_path / "race" / "snapshots" / name, weights_only=True)
+        b = torch.load(tmp_path / "replay" / "snapshots" / name, weights_only=True)
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), name
+        assert all(torch.equal(a["ema_probes"]["0.9"][k], b["ema_probes"]["0.9"][k]) for k in a["model"]), name

@@ -160,3 +160,55 @@ def test_race_checkpoints_find_finished_runs_with_snapshots(tmp_path):
     with pytest.raises(ValueError, match="python bench/experiments.py run"):
         findings.main(["--budget", "ci", "--part", "resolution", "--runs-root", str(tmp_path), "--fallback",
                        "error", "--out-dir", str(tmp_path / "out"), "--quiet"])
+
+
+def _fake_race(tmp_path, model, seed, snaps: dict[int, float], replay: dict[int, float] | None = None):
+    """A finished race run of ``model`` (and its replayed first pass) whose snapshot files hold one weight each."""
+    from sequencer_mini.train.protocol import TUNE_DIR, race_run, replay_run
+
+    lrs = {VIT: 0.002, SEQ: 0.004, CNN: 0.008}
+    (tmp_path / TUNE_DIR).mkdir(parents=True, exist_ok=True)
+    (tmp_path / TUNE_DIR / "choice.json").write_text(json.dumps({"chosen_lr": lrs, "ema": "off"}))
+    for run, values, results in ((race_run(model, lrs[model], seed), snaps, {"complete": True, "images_seen": 240000}),
+                                 (replay_run(model, lrs[model], seed), replay, {"complete": False,
+                                                                                "epochs_completed": 1})):
+        if values is None:
+            continue
+        folder = tmp_path / run.out
+        (folder / "snapshots").mkdir(parents=True)
+        for n, w in values.items():
+            torch.save({"model": {"w": torch.tensor([w])}}, folder / "snapshots" / f"{n:07d}.pt")
+        if results["complete"]:
+            torch.save({"model": {"w": torch.tensor([9.0])}}, folder / "final.pt")
+        (folder / "results.json").write_text(json.dumps(results))
+
+
+def test_a_replayed_first_pass_adds_its_denser_snapshots_after_a_check(tmp_path):
+    """The replay's snapshots join the race run's where the two hold the same weights at the images they share;
+    a replay that differs there is another computation and is refused, naming both files."""
+    from sequencer_mini.train.protocol import replay_run
+
+    findings = _load_findings()
+    _fake_race(tmp_path, CNN, 0, {100: 1.0, 200: 2.0, 300: 3.0}, replay={50: 0.5, 100: 1.0, 150: 1.5, 200: 2.0})
+    runs, _, _ = findings.race_checkpoints(tmp_path, [0])
+    (cnn,) = [r for r in runs if r.model == CNN]
+    assert sorted(cnn.snapshots) == [50, 100, 150, 200, 300] and cnn.replay == replay_run(CNN, 0.008, 0).out
+    assert cnn.snapshots[100].parent.parent.name == Path(cnn.run).name  # shared images: the race's own file
+    assert cnn.snapshots[50].parent.parent.name == Path(cnn.replay).name
+    torch.save({"model": {"w": torch.tensor([1.25])}}, tmp_path / cnn.replay / "snapshots" / "0000100.pt")
+    with pytest.raises(ValueError, match=r"0000100\.pt differs from the race run's snapshot at 100 images"):
+        findings.race_checkpoints(tmp_path, [0])
+
+
+def test_a_replay_is_used_only_for_the_models_it_is_planned_for_and_once_its_pass_is_done(tmp_path):
+    from sequencer_mini.train.protocol import replay_run
+
+    findings = _load_findings()
+    _fake_race(tmp_path, SEQ, 0, {100: 1.0, 200: 2.0}, replay={50: 0.5, 100: 1.0})
+    results = tmp_path / replay_run(SEQ, 0.004, 0).out / "results.json"
+    results.write_text(json.dumps({"complete": False, "epochs_completed": 0}))  # killed before its pass ended
+    (seq,) = findings.race_checkpoints(tmp_path, [0])[0]
+    assert sorted(seq.snapshots) == [100, 200] and seq.replay is None
+    _fake_race(tmp_path, VIT, 0, {100: 1.0, 200: 2.0}, replay={50: 0.5, 100: 1.0})  # no replay is planned for it
+    (vit,) = [r for r in findings.race_checkpoints(tmp_path, [0])[0] if r.model == VIT]
+    assert sorted(vit.snapshots) == [100, 200] and vit.replay is None

@@ -7,8 +7,9 @@ normalises errors by a reference model as mCE normalises by AlexNet's.
 
 **Matched clean accuracy.** Models of different clean accuracy are not directly comparable under corruption: a
 model that is right more often on clean images starts ahead on corrupted ones too. So chapter 10 compares each
-race run (chapter 6: three models, several seeds, weights saved every quarter pass) twice: by its **final**
-weights, and by its **matched** snapshot, the quarter-pass snapshot whose accuracy on a *selection* half of the
+race run (chapter 6: three models, several seeds, weights saved every quarter pass, and every 1/32 pass in the
+first pass of the Sequencer and the CNN, whose accuracy rises fastest there) twice: by its **final** weights, and
+by its **matched** snapshot, the snapshot whose accuracy on a *selection* half of the
 test set is closest to a common target (:func:`~sequencer_mini.analysis.stats.match_snapshots`: the highest
 accuracy level at which every run has a snapshot within 0.5 points). :func:`half_indices` / :func:`test_halves`
 split the test set; everything is judged on the other, *evaluation* half, so the choice never sees the images it
@@ -272,7 +273,7 @@ Weights = Path | Mapping[str, Tensor]
 
 @dataclass(frozen=True)
 class RaceCheckpoints:
-    """One race run's weights: its quarter-pass snapshots (images seen -> weights file or state dict) and its final
+    """One race run's weights: its snapshots (images seen -> weights file or state dict) and its final
     weights. ``source``: ``"recorded"`` (files of a finished run), or what stands in for one (``"untrained ..."``)."""
 
     model: str
@@ -282,6 +283,7 @@ class RaceCheckpoints:
     final: Weights
     final_images: int
     source: str = "recorded"
+    replay: str | None = None       # the folder of the replayed first pass whose denser snapshots are merged in
 
 
 def untrained_checkpoints(models: Sequence[str], seeds: Sequence[int]) -> list[RaceCheckpoints]:
@@ -471,7 +473,7 @@ def run_findings(part: Literal["resolution", "corruption"], runs: Sequence[RaceC
     for r in runs:
         info = runs_info.setdefault(r.model, {"label": LABELS.get(r.model, r.model), "seeds": {}})
         info["seeds"][str(r.seed)] = {"run": r.run, "source": r.source, "final_images": r.final_images,
-                                      "snapshots": sorted(r.snapshots)}
+                                      "snapshots": sorted(r.snapshots), "replay": r.replay}
     fallbacks = sorted({r.source for r in runs if r.source != "recorded"})
     payload: dict[str, Any] = {
         "experiment": part, "conditions": list(conds), "n_selection": len(sel_y), "n_eval": len(ev_y),
@@ -481,7 +483,7 @@ def run_findings(part: Literal["resolution", "corruption"], runs: Sequence[RaceC
                   "max_abs_residual": max(abs(v) for v in match.residuals.values()), "chosen": chosen,
                   "curves": {m: {str(s): {str(k): v for k, v in c.items()} for (mm, s), c in curves.items() if mm == m}
                              for m in runs_info},
-                  "rule": "per run, the quarter-pass snapshot whose selection-half accuracy is closest to the target "
+                  "rule": "per run, the snapshot whose selection-half accuracy is closest to the target "
                           "= the highest accuracy reached by a snapshot, at most the smallest of the runs' best, at "
                           "which every run has a snapshot within the tolerance (else the smallest largest residual); "
                           "ties: the earlier snapshot (sequencer_mini.analysis.stats.match_snapshots)"},

@@ -26,7 +26,8 @@ import torch
 
 from sequencer_mini.core.env import test_fault
 
-__all__ = ["DISK_FULL", "NOT_WRITABLE", "root_cause", "write_error", "reason", "check_writable_dir", "tensor_bytes",
+__all__ = ["live_owner", "DISK_FULL", "NOT_WRITABLE", "root_cause", "write_error", "reason", "check_writable_dir",
+           "tensor_bytes",
            "created_dirs", "remove_created", "fault_point", "fault_points", "LOCK_NAME", "RunLock", "RunLockedError",
            "nonfinite_tensors", "check_finite_weights", "HEARTBEAT_S", "STALE_AFTER_S"]
 
@@ -292,6 +293,23 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def live_owner(folder: str | os.PathLike[str]) -> dict | None:
+    """The owner recorded in ``folder/.run.lock`` (``{"pid", "host", "started", ...}``) while that run still
+    writes the folder: a live process on this host, or a lock from another host touched within
+    :data:`STALE_AFTER_S` s. None when there is no lock, or its run is gone (the next :class:`RunLock` removes it).
+    A scheduler restarted while its runs train uses it to leave them alone."""
+    path = Path(folder) / LOCK_NAME
+    try:
+        owner = json.loads(path.read_text(encoding="utf-8"))
+        pid, host = int(owner["pid"]), str(owner["host"])
+        quiet_s = time.time() - path.stat().st_mtime
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if host != socket.gethostname():
+        return owner if quiet_s <= STALE_AFTER_S else None
+    return owner if _alive(pid, owner.get("start_ticks")) else None
 
 
 # ----------------------------------------------------------------------------- what was read

@@ -19,7 +19,8 @@ from sequencer_mini.train.recipes import RACE_MODELS
 
 __all__ = ["GRID", "START", "PROBES", "TUNE_DIR", "RACE_PASSES", "RACE_SEEDS", "LONG_PASSES", "ABLATIONS", "LEVERS",
            "ABLATION_SEEDS", "EXCLUSIVE", "LONG_SEEDS", "Screening", "Run", "lever_flags", "screening", "tune_run",
-           "race_run", "ablation_run", "long_run", "read_json", "finished",
+           "race_run", "replay_run", "replayed", "REPLAY_MODELS", "REPLAY_SNAPSHOTS",
+           "ablation_run", "long_run", "read_json", "finished",
            "diverged", "tuning", "ema_choice"]
 
 #: The learning-rate grid: factor-2 steps; tuning starts in the middle (START) and grows outwards.
@@ -75,6 +76,25 @@ def race_run(model: str, lr: float, seed: int) -> Run:
                (*_model_flags(model), "--epochs", str(RACE_PASSES), "--warmup-epochs", f"{RACE_PASSES / 8:g}",
                 "--aug-from-epoch", str(RACE_PASSES // 2), "--snapshots", "4", "--lr", f"{lr:g}",
                 "--seed", str(seed)))
+
+
+#: Chapter 10's matched checkpoints need snapshots closer together where a model's accuracy rises fastest: the
+#: Sequencer and the CNN cross the range of accuracies that every model reaches (up to the ViT's final ~83 %) within
+#: their first pass, where a quarter pass moves the CNN by up to 10 points; the ViT crosses it in passes 2-4.
+REPLAY_MODELS: tuple[str, ...] = ("sequencer2d_fast28", "small_cnn")
+REPLAY_SNAPSHOTS = 32
+
+
+def replay_run(model: str, lr: float, seed: int) -> Run:
+    """The race run's first pass once more, with the same flags and seed (the same computation, so the same weights
+    bit for bit wherever its snapshots and the race's coincide; ``bench/findings.py`` checks that before it uses
+    one), saving the weights every 1/32 pass and stopping after that pass (``--stop-after 1``: the command run again
+    on a killed replay redoes its pass; on a finished one it would go on into the race's second pass, which the
+    scheduler never asks for)."""
+    race = race_run(model, lr, seed)
+    flags = list(race.flags)
+    flags[flags.index("--snapshots") + 1] = str(REPLAY_SNAPSHOTS)
+    return Run(f"{race.out}-pass1", (*flags, "--stop-after", "1"))
 
 
 #: Lever -> what switching it alone changes in the race recipe (the rate levers are computed from the tuned rate).
@@ -207,6 +227,14 @@ def finished(run: Run, root: Path = REPO_ROOT) -> dict | None:
     """The run's results if it completed (a dry run never counts)."""
     data = read_json(root / run.out / "results.json")
     if data is None or not data.get("complete") or (data.get("provenance") or {}).get("dry_run"):
+        return None
+    return data
+
+
+def replayed(run: Run, root: Path = REPO_ROOT) -> dict | None:
+    """A :func:`replay_run`'s results once its pass is done (it never completes the race's 4 passes)."""
+    data = read_json(root / run.out / "results.json")
+    if data is None or (data.get("provenance") or {}).get("dry_run") or not data.get("epochs_completed"):
         return None
     return data
 
