@@ -130,16 +130,17 @@ def plan() -> tuple[list[Run], list[str]]:
         notes.append("ablations and 16-pass runs: wait for the EMA decision (all tuning done)")
         return runnable, notes
     ema = ema_choice(chosen, ROOT)["ema"]
-    later = [ablation_run(lever, chosen["sequencer2d_fast28"], ema, seed)
-             for seed in ABLATION_SEEDS for lever in ABLATIONS]
-    later.append(long_run("small_cnn", "race", chosen["small_cnn"], ema, 0))
-    for run in later:
-        if finished(run, ROOT) is None and not diverged(run, ROOT):
+    ablations = [ablation_run(lever, chosen["sequencer2d_fast28"], ema, seed)
+                 for seed in ABLATION_SEEDS for lever in ABLATIONS]
+    cnn_long = long_run("small_cnn", "race", chosen["small_cnn"], ema, 0)
+    search = screening(chosen["sequencer2d_fast28"], ema, ROOT)
+    # the Sequencer's screening before the CNN's 16-pass reference run: the CNN fills a free slot while the
+    # screening waits for its seed-0 runs (the combined recipe and the kept recipe's seed 1 depend on them)
+    for run in [*ablations, *search.needed, cnn_long]:
+        if run in search.needed or (finished(run, ROOT) is None and not diverged(run, ROOT)):
             runnable.append(run)
         else:
             notes.append(f"{run.out}: done")
-    search = screening(chosen["sequencer2d_fast28"], ema, ROOT)
-    runnable += search.needed
     trail = ", ".join(f"{k}: {v:.4f}" for k, v in search.accs.items())
     if search.kept is None:
         notes.append(f"16-pass screening (seed 0): {len(search.accs)} of {len(search.runs)} recipes done {{{trail}}}")
