@@ -28,6 +28,9 @@ runs next is decided from the finished results files alone, never from memory:
 4. **Single-factor ablations** of the Sequencer's race recipe (``fmnist-ablate240k-sequencer2d_fast28-LEVER-sSEED``),
    seeds 0 and 1, each lever switched alone: no label smoothing, no crop/flip, crop/flip from the first pass, the
    peak rate one grid step up and one down. The EMA needs no run: the race's watching EMAs are that ablation.
+   Each lever that lifted the Sequencer beyond the reseeding noise (``protocol.helping_levers``) is then switched
+   in the CNN's race recipe too, seeds 0 and 1 (``fmnist-ablate240k-small_cnn-LEVER-sSEED``): does it close the
+   gap, or lift both?
 5. **The Sequencer's best recipe at 16 passes** (960,000 images seen; ``fmnist-16pass-MODEL-RECIPE-sSEED``): the race
    recipe stretched to 16 passes, then each lever of the paper's ImageNet recipe that the CPU runs had not tried, one
    at a time on seed 0: random erasing, mixup/CutMix, TrivialAugment, RandAugment, stochastic depth, a warmup twice
@@ -52,6 +55,7 @@ from sequencer_mini.core.provenance import write_results  # noqa: E402
 from sequencer_mini.train.protocol import (  # noqa: E402
     ABLATION_SEEDS,
     ABLATIONS,
+    CONTROL,
     GRID,
     PROBES,
     RACE_SEEDS,
@@ -63,6 +67,7 @@ from sequencer_mini.train.protocol import (  # noqa: E402
     diverged,
     ema_choice,
     finished,
+    helping_levers,
     long_run,
     race_run,
     read_json,
@@ -132,11 +137,16 @@ def plan() -> tuple[list[Run], list[str]]:
     ema = ema_choice(chosen, ROOT)["ema"]
     ablations = [ablation_run(lever, chosen["sequencer2d_fast28"], ema, seed)
                  for seed in ABLATION_SEEDS for lever in ABLATIONS]
+    helping = helping_levers(chosen, ema, ROOT)
+    controls = [ablation_run(lever, chosen[CONTROL], ema, seed, CONTROL)
+                for lever in helping or [] for seed in ABLATION_SEEDS]
+    notes.append(f"{CONTROL} controls: " + ("wait for every ablation of the Sequencer" if helping is None else
+                                            f"for the levers that helped the Sequencer beyond the noise: {helping}"))
     cnn_long = long_run("small_cnn", "race", chosen["small_cnn"], ema, 0)
     search = screening(chosen["sequencer2d_fast28"], ema, ROOT)
     # the Sequencer's screening before the CNN's 16-pass reference run: the CNN fills a free slot while the
     # screening waits for its seed-0 runs (the combined recipe and the kept recipe's seed 1 depend on them)
-    for run in [*ablations, *search.needed, cnn_long]:
+    for run in [*ablations, *controls, *search.needed, cnn_long]:
         if run in search.needed or (finished(run, ROOT) is None and not diverged(run, ROOT)):
             runnable.append(run)
         else:
@@ -224,6 +234,8 @@ def predict_all(log=print) -> int:
     runs = [(m, race_run(m, lr, s), True) for s in RACE_SEEDS for m, lr in chosen.items()]
     runs += [("sequencer2d_fast28", ablation_run(lever, chosen["sequencer2d_fast28"], ema, s), False)
              for s in ABLATION_SEEDS for lever in ABLATIONS]
+    runs += [(CONTROL, ablation_run(lever, chosen[CONTROL], ema, s, CONTROL), False)
+             for lever in helping_levers(chosen, ema, ROOT) or [] for s in ABLATION_SEEDS]
     search = screening(chosen["sequencer2d_fast28"], ema, ROOT)
     screened = dict.fromkeys([*search.runs.values(), *search.kept_runs])
     runs += [("sequencer2d_fast28", run, False) for run in screened]

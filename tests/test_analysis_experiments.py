@@ -64,6 +64,16 @@ def test_ablations_are_paired_by_seed_and_the_ema_comes_from_the_race_runs(tmp_p
     assert "lr-up" not in rows  # not run yet: no row
 
 
+def test_the_control_model_gets_its_own_paired_table_of_the_chosen_levers_only(tmp_path):
+    for seed, acc in enumerate((0.93, 0.932)):
+        _write(tmp_path, race_run("small_cnn", 8e-3, seed).out, **_run(acc, {"0.998": acc + 0.003}))
+        _write(tmp_path, ablation_run("no-crop-flip", 8e-3, "off", seed, "small_cnn").out, **_run(acc - 0.004))
+    _write(tmp_path, ablation_run("no-crop-flip", 4e-3, "off", 0).out, **_run(0.99))  # the Sequencer's: not read
+    rows = ablation_table(8e-3, root=tmp_path, model="small_cnn", levers=["no-crop-flip"])
+    assert [r.lever for r in rows] == ["no-crop-flip"]  # no EMA row: only the levers asked for
+    assert rows[0].deltas == {0: pytest.approx(-0.004), 1: pytest.approx(-0.004)}
+
+
 def test_final_acc_names_a_missing_ema():
     with pytest.raises(ValueError, match="--ema-probe 0.99"):
         final_acc(_run(0.9, {"0.998": 0.9}), "0.99")

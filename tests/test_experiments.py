@@ -305,3 +305,33 @@ def test_denser_snapshots_of_one_pass_hold_the_same_weights_where_they_coincide(
         b = torch.load(tmp_path / "replay" / "snapshots" / name, weights_only=True)
         assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), name
         assert all(torch.equal(a["ema_probes"]["0.9"][k], b["ema_probes"]["0.9"][k]) for k in a["model"]), name
+
+
+def test_helping_levers_wait_for_every_ablation_then_pick_gains_beyond_the_noise_band(tmp_path):
+    """Race seeds 0.88/0.89/0.90 (sd 0.01, band 2*sqrt(2)*0.01 = 0.028): a lever gaining 0.03 on both seeds helps,
+    one gaining 0.02 does not; the CNN's control runs are its own race recipe with that lever."""
+    from sequencer_mini.train import protocol
+
+    chosen = {"sequencer2d_fast28": 4e-3, "small_cnn": 8e-3, "small_vit": 2e-3}
+
+    def write(run, acc):
+        folder = tmp_path / run.out
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "results.json").write_text(json.dumps({"complete": True, "final_test_acc": acc}))
+
+    race = {0: 0.88, 1: 0.89, 2: 0.90}
+    for seed, acc in race.items():
+        write(protocol.race_run(protocol.ABLATED, 4e-3, seed), acc)
+    gains = {"no-crop-flip": 0.03, "lr-down": 0.02}
+    levers = list(protocol.ABLATIONS)
+    for lever in levers[:-1]:
+        for seed in protocol.ABLATION_SEEDS:
+            write(protocol.ablation_run(lever, 4e-3, "off", seed), race[seed] + gains.get(lever, -0.01))
+    assert protocol.helping_levers(chosen, "off", tmp_path) is None  # the last lever has not run
+    for seed in protocol.ABLATION_SEEDS:
+        write(protocol.ablation_run(levers[-1], 4e-3, "off", seed), race[seed] + gains.get(levers[-1], -0.01))
+    assert protocol.helping_levers(chosen, "off", tmp_path) == ["no-crop-flip"]
+    control = protocol.ablation_run("no-crop-flip", 8e-3, "off", 1, protocol.CONTROL)
+    assert control.out == "book/results/fmnist-ablate240k-small_cnn-no-crop-flip-s1"
+    assert control.value("--model") == "small_cnn" and control.value("--aug") == "none"
+    assert control.value("--lr") == "0.008"

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from sequencer_mini.core.paths import REPO_ROOT
 from sequencer_mini.analysis.stats import Interval, bootstrap, mean_difference
 from sequencer_mini.train.protocol import (
+    ABLATED,
     ABLATION_SEEDS,
     ABLATIONS,
     RACE_SEEDS,
@@ -179,18 +180,19 @@ def ema_lever(ema: str) -> tuple[str, str]:
     return ("0.998", "ema 0.998") if ema == "off" else ("off", "no ema")
 
 
-def ablation_table(chosen_lr: float, ema: str = "off", root: Path = REPO_ROOT) -> list[AblationRow]:
-    """The finished single-factor ablations (levers of :data:`~sequencer_mini.train.protocol.ABLATIONS`, and the
-    EMA itself, read from the race runs' watching EMAs), each against the race recipe seed by seed."""
-    model = "sequencer2d_fast28"
+def ablation_table(chosen_lr: float, ema: str = "off", root: Path = REPO_ROOT, model: str = ABLATED,
+                   levers: Sequence[str] | None = None) -> list[AblationRow]:
+    """The finished single-factor ablations of ``model``'s race recipe (at its tuned rate ``chosen_lr``), each
+    against the race run of the same seed: ``levers`` of :data:`~sequencer_mini.train.protocol.ABLATIONS`, or every
+    lever and the EMA itself (read from the race runs' watching EMAs) when None."""
     race = {s: r for s in RACE_SEEDS if (r := finished(race_run(model, chosen_lr, s), root)) is not None}
     rows = []
-    for lever in ABLATIONS:
+    for lever in ABLATIONS if levers is None else levers:
         done = {s: final_acc(r, ema) for s in ABLATION_SEEDS
-                if (r := finished(ablation_run(lever, chosen_lr, ema, s), root)) is not None and s in race}
+                if (r := finished(ablation_run(lever, chosen_lr, ema, s, model), root)) is not None and s in race}
         if done:
             rows.append(AblationRow(lever, done, {s: a - final_acc(race[s], ema) for s, a in done.items()}))
-    if race:  # the EMA switched: the other side of the decision, from the same runs
+    if race and levers is None:  # the EMA switched: the other side of the decision, from the same runs
         other, label = ema_lever(ema)
         watched = (race[next(iter(race))]["history"].get("probe_test_acc") or [{}])[-1]
         if other == "off" or other in watched:
@@ -274,24 +276,25 @@ def race_outcomes(chosen: dict[str, float], labels: Tensor, ema: str = "off", ro
 
 
 def ablation_intervals(chosen_lr: float, labels: Tensor, ema: str = "off", root: Path = REPO_ROOT,
-                       n_boot: int = 2000) -> dict[str, Interval]:
+                       n_boot: int = 2000, model: str = ABLATED,
+                       levers: Sequence[str] | None = None) -> dict[str, Interval]:
     """Lever -> bootstrap interval (seeds and test images, :func:`~sequencer_mini.analysis.stats.bootstrap`) of its
-    final test accuracy minus the race recipe's, from the recorded predictions; the EMA lever from the race runs'
-    watching EMAs (the decay 0.998, or off when the race used one). Levers without predictions are left out."""
-    model = "sequencer2d_fast28"
+    final test accuracy minus the race recipe's, from the recorded predictions of ``model``'s runs; with ``levers``
+    None, every lever and the EMA (from the race runs' watching EMAs: the decay 0.998, or off when the race used
+    one). Levers without predictions are left out."""
     race = {s: p for s in RACE_SEEDS if (p := read_predictions(race_run(model, chosen_lr, s), root))}
     if not race:
         return {}
     base = correctness({s: p["test"][ema] for s, p in race.items()}, labels)
     out = {}
-    for lever in ABLATIONS:
+    for lever in ABLATIONS if levers is None else levers:
         preds = {s: p["test"][ema] for s in ABLATION_SEEDS
-                 if (p := read_predictions(ablation_run(lever, chosen_lr, ema, s), root))}
+                 if (p := read_predictions(ablation_run(lever, chosen_lr, ema, s, model), root))}
         if preds:
             out[lever] = bootstrap({"lever": correctness(preds, labels), "race": base},
                                    mean_difference("lever", "race"), n_boot=n_boot)
     other, label = ema_lever(ema)
-    if all(other in p["test"] for p in race.values()):
+    if levers is None and all(other in p["test"] for p in race.values()):
         flipped = correctness({s: p["test"][other] for s, p in race.items()}, labels)
         out[label] = bootstrap({"lever": flipped, "race": base}, mean_difference("lever", "race"), n_boot=n_boot)
     return out

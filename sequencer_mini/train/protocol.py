@@ -20,7 +20,7 @@ from sequencer_mini.train.recipes import RACE_MODELS
 __all__ = ["GRID", "START", "PROBES", "TUNE_DIR", "RACE_PASSES", "RACE_SEEDS", "LONG_PASSES", "ABLATIONS", "LEVERS",
            "ABLATION_SEEDS", "EXCLUSIVE", "LONG_SEEDS", "Screening", "Run", "lever_flags", "screening", "tune_run",
            "race_run", "replay_run", "replayed", "REPLAY_MODELS", "REPLAY_SNAPSHOTS",
-           "ablation_run", "long_run", "read_json", "finished",
+           "ablation_run", "ABLATED", "CONTROL", "helping_levers", "long_run", "read_json", "finished",
            "diverged", "tuning", "ema_choice"]
 
 #: The learning-rate grid: factor-2 steps; tuning starts in the middle (START) and grows outwards.
@@ -107,14 +107,38 @@ ABLATIONS: dict[str, list[str]] = {
 }
 
 
-def ablation_run(lever: str, lr: float, ema: str, seed: int) -> Run:
-    model = "sequencer2d_fast28"
+#: The model whose race recipe the ablations switch, and the model that gets a helping switch too (a control: does
+#: the switch close the Sequencer's gap to the CNN, or lift both?).
+ABLATED, CONTROL = "sequencer2d_fast28", "small_cnn"
+
+
+def ablation_run(lever: str, lr: float, ema: str, seed: int, model: str = ABLATED) -> Run:
+    """The race recipe of ``model`` (at its tuned rate ``lr``) with one lever of :data:`ABLATIONS` switched."""
     i = GRID.index(lr)
     rate = {"lr-up": GRID[i + 1], "lr-down": GRID[i - 1]}.get(lever, lr)
     return Run(f"book/results/fmnist-ablate{RACE_PASSES * 60}k-{model}-{lever}-s{seed}",
                (*_model_flags(model, ema), "--epochs", str(RACE_PASSES), "--warmup-epochs", f"{RACE_PASSES / 8:g}",
                 "--aug-from-epoch", str(RACE_PASSES // 2), "--lr", f"{rate:g}", "--seed", str(seed),
                 *ABLATIONS[lever]))
+
+
+def helping_levers(chosen: dict[str, float], ema: str, root: Path = REPO_ROOT) -> list[str] | None:
+    """The levers whose switch lifted the Sequencer by more than reseeding does: mean gain over
+    :data:`ABLATION_SEEDS` (ablation minus race run, seed by seed) beyond ``2 * sqrt(2) * sd`` of its race seeds'
+    final accuracies (the noise band chapter 6 draws), best first. None until every one of those runs is finished;
+    these levers get the :data:`CONTROL` model's runs."""
+    lr = chosen[ABLATED]
+    race = [finished(race_run(ABLATED, lr, s), root) for s in RACE_SEEDS]
+    ablated = {lever: [finished(ablation_run(lever, lr, ema, s), root) for s in ABLATION_SEEDS] for lever in ABLATIONS}
+    if any(r is None for r in race) or any(r is None for runs in ablated.values() for r in runs):
+        return None
+    accs = [float(r["final_test_acc"]) for r in race if r is not None]
+    mean = sum(accs) / len(accs)
+    band = 2 * math.sqrt(2) * math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1))
+    race_acc = dict(zip(RACE_SEEDS, accs, strict=True))
+    gain = {lever: sum(float(r["final_test_acc"]) - race_acc[s] for s, r in zip(ABLATION_SEEDS, runs, strict=True)
+                       if r is not None) / len(ABLATION_SEEDS) for lever, runs in ablated.items()}
+    return sorted((lever for lever, g in gain.items() if g > band), key=lambda lever: -gain[lever])
 
 
 LONG_PASSES = 16
