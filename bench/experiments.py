@@ -7,7 +7,10 @@
     python bench/experiments.py slim                       # race final.pt: the chosen EMA setting's weights only
 
 Every run is a ``python -m sequencer_mini.train ... --resume --out book/results/NAME`` command (relative to the
-repository root), so a stopped session loses at most one epoch of each run: ``run`` again resumes them bitwise. What
+repository root), so a stopped session loses at most one epoch of each run: ``run`` again resumes them bitwise. A
+run's ``last.pt`` is git-ignored, and a new session's work tree is laid anew without ignored files, so while a run
+trains the runner copies each newer ``last.pt`` to ``parked.pt`` beside it (untracked, not ignored: it travels with
+the work tree, never into a commit) and restores it before resuming a run whose ``last.pt`` is missing. What
 runs next is decided from the finished results files alone, never from memory:
 
 1. **Tuning** (``book/results/fmnist-tune/MODEL-lrLR``): the Sequencer, the CNN and the ViT each train 2 passes
@@ -43,6 +46,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -79,6 +83,31 @@ from sequencer_mini.train.protocol import (  # noqa: E402
 from sequencer_mini.train.recipes import RACE_MODELS  # noqa: E402
 
 LOG_DIR = ROOT / "runs" / "experiments"
+PARKED = "parked.pt"
+
+
+def park(folder: Path) -> bool:
+    """Copy ``folder/last.pt`` to ``folder/parked.pt`` (atomically) if it is newer; True if it copied. The parked
+    copy outlives a work tree laid anew without git-ignored files, so the next session resumes the run from it."""
+    last, parked = folder / "last.pt", folder / PARKED
+    if not last.is_file() or (parked.is_file() and parked.stat().st_mtime >= last.stat().st_mtime):
+        return False
+    tmp = parked.with_name(PARKED + ".tmp")
+    shutil.copy2(last, tmp)  # keeps last.pt's mtime, so an unchanged last.pt is not copied again
+    os.replace(tmp, parked)
+    return True
+
+
+def unpark(folder: Path) -> bool:
+    """Before (re)starting a run: restore ``last.pt`` from ``parked.pt`` when the work tree lost it. True if it
+    restored. A run whose ``last.pt`` survived resumes from that (it is never older than the parked copy)."""
+    last, parked = folder / "last.pt", folder / PARKED
+    if last.exists() or not parked.is_file():
+        return False
+    tmp = last.with_name("last.pt.tmp")
+    shutil.copy2(parked, tmp)
+    os.replace(tmp, last)
+    return True
 
 
 def _race_plan(chosen: dict[str, float]) -> tuple[list[Run], list[str]]:
@@ -184,11 +213,18 @@ def run_all(jobs: int, threads: int, poll_s: float = 10.0) -> int:
         owners = {r.out: owner for r in todo if (owner := live_owner(ROOT / r.out)) is not None}
         for out in sorted(set(owners) - adopted):
             print(f"{out}: trained by process {owners[out]['pid']} already; left to it", flush=True)
+        for out in owners:
+            park(ROOT / out)
+        for out in adopted - set(owners):  # an adopted run ended; finished, its parked state is of no more use
+            if (ROOT / out / "results.json").is_file():
+                (ROOT / out / PARKED).unlink(missing_ok=True)
         adopted = set(owners)
         todo = [r for r in todo if r.out not in adopted]
         while todo and len(running) + len(adopted) < jobs:
             run = todo.pop(0)
             log = LOG_DIR / (Path(run.out).name + ".log")
+            if unpark(ROOT / run.out):
+                print(f"{run.out}: last.pt restored from {PARKED}", flush=True)
             cmd = run.command(threads)
             with open(log, "a") as f:
                 f.write(f"\n$ {shlex.join(cmd)}   # {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
@@ -202,8 +238,11 @@ def run_all(jobs: int, threads: int, poll_s: float = 10.0) -> int:
         time.sleep(poll_s)
         for out, (proc, log) in list(running.items()):
             if proc.poll() is None:
+                park(ROOT / out)
                 continue
             del running[out]
+            if proc.returncode == 0:  # finished: its results are the record, the parked state is of no more use
+                (ROOT / out / PARKED).unlink(missing_ok=True)
             print(f"finished {out}: exit {proc.returncode}", flush=True)
             if proc.returncode != 0:
                 reason = _divergence(log)

@@ -335,3 +335,37 @@ def test_helping_levers_wait_for_every_ablation_then_pick_gains_beyond_the_noise
     assert control.out == "book/results/fmnist-ablate240k-small_cnn-no-crop-flip-s1"
     assert control.value("--model") == "small_cnn" and control.value("--aug") == "none"
     assert control.value("--lr") == "0.008"
+
+
+def _experiments():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_experiments", REPO / "bench" / "experiments.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_a_parked_checkpoint_outlives_a_work_tree_laid_without_ignored_files(tmp_path):
+    """The runner copies a training run's newer last.pt to parked.pt (not git-ignored) and restores it before
+    resuming a run whose last.pt is gone, as in a new session's work tree; a surviving last.pt wins."""
+    exp = _experiments()
+    run = tmp_path / "run"
+    run.mkdir()
+    assert not exp.park(run) and not exp.unpark(run)  # nothing to park or restore yet
+    (run / "last.pt").write_bytes(b"state after pass 3")
+    assert exp.park(run) and (run / "parked.pt").read_bytes() == b"state after pass 3"
+    assert not exp.park(run)  # unchanged: not copied again
+    (run / "last.pt").unlink()  # the work tree is laid anew
+    assert exp.unpark(run) and (run / "last.pt").read_bytes() == b"state after pass 3"
+    (run / "last.pt").write_bytes(b"state after pass 4")
+    assert not exp.unpark(run) and (run / "last.pt").read_bytes() == b"state after pass 4"
+    assert not list(run.glob("*.tmp"))
+
+
+def test_parked_checkpoints_are_not_ignored_and_never_committed():
+    """parked.pt must travel with an uncommitted work tree (so git must not ignore it) yet stay out of commits."""
+    probe = "book/results/fmnist-16pass-sequencer2d_fast28-race-s0/parked.pt"
+    ignored = subprocess.run(["git", "check-ignore", "-q", probe], cwd=REPO)
+    assert ignored.returncode == 1, f"{probe} is git-ignored: a new session's work tree would lose it"
+    tracked = subprocess.run(["git", "ls-files", "*parked.pt"], cwd=REPO, capture_output=True, text=True)
+    assert tracked.stdout == "", f"parked checkpoints are committed: {tracked.stdout.split()}; git rm --cached them"
