@@ -37,7 +37,8 @@ runs next is decided from the finished results files alone, never from memory:
 5. **The Sequencer's best recipe at 16 passes** (960,000 images seen; ``fmnist-16pass-MODEL-RECIPE-sSEED``): the race
    recipe stretched to 16 passes, then each lever of the paper's ImageNet recipe that the CPU runs had not tried, one
    at a time on seed 0: random erasing, mixup/CutMix, TrivialAugment, RandAugment, stochastic depth, a warmup twice
-   as long; the CNN's race recipe at 16 passes beside it.
+   as long; then crop/flip off, the one switch step 4 found helping at 4 passes; the CNN's race recipe at 16 passes
+   beside it.
 """
 
 from __future__ import annotations

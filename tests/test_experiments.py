@@ -177,7 +177,7 @@ def test_screening_combines_the_levers_that_helped_then_reruns_the_kept_recipe(t
     search = protocol.screening(lr, ema, tmp_path)
     assert search.kept is None and [r.out for r in search.needed] == [r.out for r in search.runs.values()]
     accs = {"race": 0.920, "random-erasing": 0.925, "trivialaugment": 0.927, "drop-path": 0.915,
-            "mixup-cutmix": 0.919, "long-warmup": 0.921, "randaugment": 0.926}
+            "mixup-cutmix": 0.919, "long-warmup": 0.921, "randaugment": 0.926, "no-crop-flip": 0.918}
     for recipe, acc in accs.items():
         _finish_long(tmp_path, search.runs[recipe], acc)
     search = protocol.screening(lr, ema, tmp_path)
@@ -337,7 +337,8 @@ def test_helping_levers_wait_for_every_ablation_then_pick_gains_beyond_the_noise
     assert control.value("--lr") == "0.008"
 
 
-def _experiments():
+def _runner():
+    """bench/experiments.py, the runner, imported from its file."""
     import importlib.util
     spec = importlib.util.spec_from_file_location("bench_experiments", REPO / "bench" / "experiments.py")
     mod = importlib.util.module_from_spec(spec)
@@ -348,7 +349,7 @@ def _experiments():
 def test_a_parked_checkpoint_outlives_a_work_tree_laid_without_ignored_files(tmp_path):
     """The runner copies a training run's newer last.pt to parked.pt (not git-ignored) and restores it before
     resuming a run whose last.pt is gone, as in a new session's work tree; a surviving last.pt wins."""
-    exp = _experiments()
+    exp = _runner()
     run = tmp_path / "run"
     run.mkdir()
     assert not exp.park(run) and not exp.unpark(run)  # nothing to park or restore yet
