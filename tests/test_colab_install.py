@@ -21,7 +21,6 @@ versions; the install itself runs with ``--no-index``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -33,6 +32,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from fixtures import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEELHOUSE = ROOT / "_build" / "wheelhouse"
@@ -98,10 +98,7 @@ def run_git(*args: str, cwd: Path | None = None) -> str:
 
 
 def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"tools/{name}.py")
 
 
 CHECK = '''\

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import single_thread  # noqa: F401 (fixture)
+from fixtures import load_script, single_thread  # noqa: F401 (fixture)
 
 from sequencer_mini.models.sequencer2d import create_model
 from sequencer_mini.train.cli import remake_command
@@ -337,19 +337,12 @@ def test_helping_levers_wait_for_every_ablation_then_pick_gains_beyond_the_noise
     assert control.value("--lr") == "0.008"
 
 
-def _runner():
-    """bench/experiments.py, the runner, imported from its file."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("bench_experiments", REPO / "bench" / "experiments.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_a_parked_checkpoint_outlives_a_work_tree_laid_without_ignored_files(tmp_path):
     """The runner copies a training run's newer last.pt to parked.pt (not git-ignored) and restores it before
     resuming a run whose last.pt is gone, as in a new session's work tree; a surviving last.pt wins."""
-    exp = _runner()
+    exp = load_script("bench/experiments.py")
     run = tmp_path / "run"
     run.mkdir()
     assert not exp.park(run) and not exp.unpark(run)  # nothing to park or restore yet

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import math
 from pathlib import Path
@@ -16,6 +15,7 @@ from sequencer_mini.analysis import ablations, robustness, trained
 from sequencer_mini.core.provenance import read_results
 from sequencer_mini.measure import cost
 from sequencer_mini.models.baselines import small_vit
+from fixtures import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -188,10 +188,7 @@ def test_summarize_ablation_pairs_by_seed():
 
 
 def _load_findings():
-    spec = importlib.util.spec_from_file_location("bench_findings", ROOT / "bench" / "findings.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/findings.py")
 
 
 def test_findings_script_at_ci_writes_valid_results(tmp_path, monkeypatch):

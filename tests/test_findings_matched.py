@@ -1,7 +1,6 @@
 """Chapter 10, matched for real: snapshot matching, per-image outcomes, intervals over seeds and images, verdicts."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import torch
 
 from sequencer_mini.analysis import robustness
 from sequencer_mini.analysis.stats import match_snapshots
+from fixtures import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 SEQ, CNN, VIT = "sequencer2d_fast28", "small_cnn", "small_vit"
@@ -134,10 +134,7 @@ def test_fewer_than_two_seeds_are_refused_naming_the_missing_runs_and_the_comman
 
 
 def _load_findings():
-    spec = importlib.util.spec_from_file_location("bench_findings", ROOT / "bench" / "findings.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/findings.py")
 
 
 def test_race_checkpoints_find_finished_runs_with_snapshots(tmp_path):

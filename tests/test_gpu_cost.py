@@ -3,7 +3,6 @@ cell's cost line reads it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -11,16 +10,14 @@ from pathlib import Path
 import pytest
 
 from sequencer_mini.core.budget import cost_line, expected_cost
+from fixtures import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 FILE = ROOT / "book" / "data" / "gpu_cost.json"
 
 
 def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"tools/{name}.py")
 
 
 def differences(a, b, where: str = "") -> list[str]:

@@ -12,7 +12,6 @@ Each check is one test that runs over every notebook and fails naming every note
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -21,6 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from fixtures import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
@@ -33,10 +33,7 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
 def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"tools/{name}.py")
 
 
 stamp = _load_tool("stamp_setup_cells")
