@@ -30,7 +30,8 @@ START: tuple[float, ...] = (2e-3, 4e-3, 8e-3)
 PROBES: tuple[float, ...] = (0.99, 0.998, 0.9995)
 TUNE_DIR = "book/results/fmnist-tune"
 RACE_PASSES, RACE_SEEDS = 4, (0, 1, 2)
-ABLATION_SEEDS = (0, 1)
+#: Seeds of each single-factor ablation (and of its CNN control).
+ABLATION_SEEDS: tuple[int, ...] = (0, 1)
 
 
 @dataclass(frozen=True)
