@@ -47,7 +47,6 @@ import argparse
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -55,7 +54,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from sequencer_mini.core.fsutil import live_owner  # noqa: E402
+from sequencer_mini.core.fsutil import atomic_copy, live_owner  # noqa: E402
 from sequencer_mini.core.provenance import write_results  # noqa: E402
 from sequencer_mini.train.protocol import (  # noqa: E402
     ABLATION_SEEDS,
@@ -93,9 +92,7 @@ def park(folder: Path) -> bool:
     last, parked = folder / "last.pt", folder / PARKED
     if not last.is_file() or (parked.is_file() and parked.stat().st_mtime >= last.stat().st_mtime):
         return False
-    tmp = parked.with_name(PARKED + ".tmp")
-    shutil.copy2(last, tmp)  # keeps last.pt's mtime, so an unchanged last.pt is not copied again
-    os.replace(tmp, parked)
+    atomic_copy(last, parked)  # keeps last.pt's mtime, so an unchanged last.pt is not copied again
     return True
 
 
@@ -105,9 +102,7 @@ def unpark(folder: Path) -> bool:
     last, parked = folder / "last.pt", folder / PARKED
     if last.exists() or not parked.is_file():
         return False
-    tmp = last.with_name("last.pt.tmp")
-    shutil.copy2(parked, tmp)
-    os.replace(tmp, last)
+    atomic_copy(parked, last)
     return True
 
 
@@ -207,8 +202,10 @@ def run_all(jobs: int, threads: int, poll_s: float = 10.0) -> int:
     running: dict[str, tuple[subprocess.Popen, Path]] = {}
     failures = 0
     adopted: set[str] = set()
+    by_out: dict[str, Run] = {}
     while True:
         todo = [r for r in plan()[0] if r.out not in running]
+        by_out.update({r.out: r for r in todo})  # an adopted run leaves the plan once it finishes: remember it
         # runs another process trains right now (e.g. those of a runner that was stopped and restarted): left
         # alone, and counted against --jobs
         owners = {r.out: owner for r in todo if (owner := live_owner(ROOT / r.out)) is not None}
@@ -217,7 +214,7 @@ def run_all(jobs: int, threads: int, poll_s: float = 10.0) -> int:
         for out in owners:
             park(ROOT / out)
         for out in adopted - set(owners):  # an adopted run ended; finished, its parked state is of no more use
-            if (ROOT / out / "results.json").is_file():
+            if out in by_out and finished(by_out[out], ROOT) is not None:
                 (ROOT / out / PARKED).unlink(missing_ok=True)
         adopted = set(owners)
         todo = [r for r in todo if r.out not in adopted]

@@ -356,6 +356,70 @@ def test_a_parked_checkpoint_outlives_a_work_tree_laid_without_ignored_files(tmp
     assert not list(run.glob("*.tmp"))
 
 
+def test_a_copy_killed_before_its_rename_leaves_the_old_file_whole(tmp_path):
+    """atomic_copy (park and unpark): kill -9 between writing the copy and renaming it leaves the destination's
+    old bytes untouched (the half-done copy is a .tmp beside it), and the next copy completes over the leftover."""
+    import os
+    import signal
+
+    from sequencer_mini.core import fsutil
+
+    src, dst = tmp_path / "last.pt", tmp_path / "parked.pt"
+    src.write_bytes(b"new state" * 1000)
+    dst.write_bytes(b"old state")
+    pid = os.fork()
+    if pid == 0:  # the child: killed at its first write point (the copy written, not yet renamed)
+        os.environ["SEQUENCER_TEST_FAULT"] = "kill@1"
+        fsutil._points.clear()
+        try:
+            fsutil.atomic_copy(src, dst)
+        finally:
+            os._exit(3)
+    status = os.waitpid(pid, 0)[1]
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    assert dst.read_bytes() == b"old state"
+    fsutil._points.clear()
+    fsutil.atomic_copy(src, dst)
+    assert dst.read_bytes() == src.read_bytes() and not list(tmp_path.glob("*.tmp"))
+    assert fsutil.fault_points() == ["before replace parked.pt", "after replace parked.pt"]
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_the_runner_keeps_the_parked_state_of_an_adopted_run_that_ended_unfinished(tmp_path, monkeypatch, complete):
+    """A run that another process trains (left to it, 'adopted') and that then ends: its parked.pt is deleted only
+    when the run finished (results.json complete); a partial results.json (a run stopped after some passes) keeps
+    it, so that the next session resumes from it."""
+    from sequencer_mini.train.protocol import Run
+
+    exp = load_script("bench/experiments.py")
+    run = Run("book/results/x-s0", ("--epochs", "16"))
+    folder = tmp_path / run.out
+    folder.mkdir(parents=True)
+    (folder / "last.pt").write_bytes(b"state after pass 3")
+    alive = iter([True, False])  # trained by another process at the first look, gone at the second
+
+    def owner(path):
+        return {"pid": 1} if Path(path) == folder and next(alive) else None
+
+    def plan():  # the run stays in the plan until it finished
+        return ([] if (folder / "results.json").exists() and complete else [run]), []
+
+    monkeypatch.setattr(exp, "ROOT", tmp_path)
+    monkeypatch.setattr(exp, "live_owner", owner)
+    monkeypatch.setattr(exp, "plan", plan)
+    monkeypatch.setattr(exp.time, "sleep", lambda s: (folder / "results.json").write_text(json.dumps(
+        {"complete": complete, "final_test_acc": 0.9, "provenance": {}})))
+    started = []
+    monkeypatch.setattr(exp.subprocess, "Popen", lambda *a, **k: started.append(a) or pytest.fail("started"))
+    if complete:
+        assert exp.run_all(jobs=1, threads=1, poll_s=0) == 0
+        assert not (folder / "parked.pt").exists()  # finished: the parked state is of no more use
+    else:  # not finished: the runner would start it again (resuming); stop it there
+        with pytest.raises(pytest.fail.Exception, match="started"):
+            exp.run_all(jobs=1, threads=1, poll_s=0)
+        assert (folder / "parked.pt").read_bytes() == b"state after pass 3"
+
+
 def test_parked_checkpoints_are_not_ignored_and_never_committed():
     """parked.pt must travel with an uncommitted work tree (so git must not ignore it) yet stay out of commits."""
     probe = "book/results/fmnist-16pass-sequencer2d_fast28-race-s0/parked.pt"

@@ -29,7 +29,7 @@ from sequencer_mini.core.env import test_fault
 __all__ = ["live_owner", "DISK_FULL", "NOT_WRITABLE", "root_cause", "write_error", "reason", "check_writable_dir",
            "tensor_bytes",
            "created_dirs", "remove_created", "fault_point", "fault_points", "LOCK_NAME", "RunLock", "RunLockedError",
-           "nonfinite_tensors", "check_finite_weights", "HEARTBEAT_S", "STALE_AFTER_S"]
+           "nonfinite_tensors", "check_finite_weights", "HEARTBEAT_S", "STALE_AFTER_S", "atomic_copy"]
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
@@ -145,6 +145,27 @@ def check_writable_dir(folder: str | os.PathLike[str], what: str = "output folde
     probe.unlink()
     return created
 
+
+
+def atomic_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Copy ``src`` to ``dst`` so that ``dst`` is always either its old complete self or the whole new copy: the
+    bytes go to ``dst.tmp`` beside it first (same file system), then one ``os.replace``. Metadata (mtime) comes
+    along (``shutil.copy2``), so a caller can compare the two files' ages afterwards. A failed copy leaves no
+    ``.tmp`` behind and raises the ``OSError`` of :func:`write_error` when the disk is full or not writable."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(dst.name + ".tmp")
+    try:
+        shutil.copy2(src, tmp)
+        fault_point(f"before replace {dst.name}")
+        os.replace(tmp, dst)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        explained = write_error(e, dst, src.stat().st_size if src.is_file() else None)
+        if explained is not None:
+            raise explained from e
+        raise
+    fault_point(f"after replace {dst.name}")
 
 
 # ----------------------------------------------------------------------------- test-only fault points
