@@ -178,6 +178,14 @@ def test_race_and_long_figures_draw():
     row = LongRow("race", (), {0: 0.9}, {0: {1: 0.5, 2: 0.9}}, 1, 2, {0: 1.0}, {0: 1.0}, "cpu")
     fig = plot_long([row], goal=0.93)
     assert any("goal 93.0 %" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    row = LongRow("race", (), {0: 0.9}, {0: {60_000 * k: 0.5 + k / 40 for k in range(1, 17)}}, 1, 960_000,
+                  {0: 1.0}, {0: 1.0}, "cpu")
+    fig = plot_long([row])
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels() if 0 <= t.get_position()[0] <= 960_000]
+    assert "200k" in labels and "800k" in labels, labels  # images in words, no "1e6" to multiply back
+    assert ax.xaxis.get_offset_text().get_text() == ""
 
 
 def test_benchmark_speed_and_arithmetic_follow_the_race_settings():

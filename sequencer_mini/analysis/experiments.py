@@ -412,9 +412,18 @@ def plot_race_curves(curves: dict[str, dict[int, dict[int, float]]]):
         ax.plot(common, [100 * statistics.fmean(c[x] for c in by_seed.values()) for x in common], color=colour, lw=2,
                 label=f"{label} (mean of {len(by_seed)} seed{'s' * (len(by_seed) > 1)})")
     ax.set(xlabel="training images seen", ylabel="test accuracy (%)")
+    _images_axis(ax)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def _images_axis(ax) -> None:
+    """Images seen as 240k, 960k (not matplotlib's 1e6 offset, which a reader has to multiply back)."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(
+        lambda x, _: f"{x / 1e6:g}M" if x >= 1e6 else f"{x / 1e3:g}k" if x else "0"))
 
 
 def plot_long(rows: Sequence[LongRow], goal: float | None = None):
@@ -430,6 +439,7 @@ def plot_long(rows: Sequence[LongRow], goal: float | None = None):
     if goal is not None:
         ax.axhline(100 * goal, color="k", ls=":", lw=1, label=f"goal {100 * goal:.1f} %")
     ax.set(xlabel="training images seen", ylabel="test accuracy (%)")
+    _images_axis(ax)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
