@@ -196,6 +196,20 @@ def test_screening_combines_the_levers_that_helped_then_reruns_the_kept_recipe(t
     assert protocol.screening(lr, ema, tmp_path).needed == []
 
 
+def test_a_combination_that_only_ties_its_best_lever_is_not_kept(tmp_path):
+    """The kept recipe on a tie: the simpler one (a single lever over the combination, the race over a lever)."""
+    from sequencer_mini.train import protocol
+
+    search = protocol.screening(4e-3, "off", tmp_path)
+    for recipe, run in search.runs.items():
+        _finish_long(tmp_path, run, {"long-warmup": 0.9193, "no-crop-flip": 0.9169}.get(recipe, 0.9161))
+    search = protocol.screening(4e-3, "off", tmp_path)
+    assert search.combo == ["long-warmup", "no-crop-flip"]
+    _finish_long(tmp_path, search.needed[0], 0.9193)  # the combination: the same 9,193 test images right
+    search = protocol.screening(4e-3, "off", tmp_path)
+    assert search.kept == "long-warmup" and search.needed[0].out.endswith("-long-warmup-s1")
+
+
 def test_screening_keeps_the_best_single_lever_when_at_most_one_helped(tmp_path):
     from sequencer_mini.train import protocol
 

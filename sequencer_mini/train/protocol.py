@@ -206,7 +206,8 @@ def screening(lr: float, ema: str, root: Path = REPO_ROOT, model: str = "sequenc
     """The 16-pass search, decided from finished runs alone: (1) every recipe of :data:`LEVERS` on seed 0;
     (2) when two or more levers beat the stretched race recipe, ``"combined"``: all of them together (of the
     :data:`EXCLUSIVE` ones only the better); (3) the kept recipe = the best seed-0 final test accuracy among all
-    screened, then run again on seed 1. The choice is made on seed 0's test accuracy, so the chapter reports seed 1
+    screened (a tie goes to the simpler recipe: race, then a single lever, then the combination), then run again
+    on seed 1. The choice is made on seed 0's test accuracy, so the chapter reports seed 1
     on its own beside the mean (the one figure the choice never saw). A diverged run counts as worse than any."""
     def acc(run: Run) -> float | None:
         res = finished(run, root)
@@ -236,6 +237,8 @@ def screening(lr: float, ema: str, root: Path = REPO_ROOT, model: str = "sequenc
         if a is None:
             return Screening([run], accs, helped, None, [], runs, combo)
         accs["combined"] = a
+    # max() keeps the first of equal values: a tie goes to the recipe screened earlier, i.e. the stretched race
+    # recipe before any lever, a single lever before the combination (fewer changes for the same accuracy)
     kept = max(accs, key=lambda r: accs[r])
     kept_runs = [long_run(model, kept, lr, ema, s, combo if kept == "combined" else ()) for s in LONG_SEEDS]
     return Screening([r for r in kept_runs if acc(r) is None], accs, helped, kept, kept_runs, runs, combo)
