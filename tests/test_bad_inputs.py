@@ -555,7 +555,13 @@ def _cli(args: list[str], trees, fault: str | None = None) -> subprocess.Popen:
     if fault is not None:
         env["SEQUENCER_TEST_FAULT"] = fault
     return subprocess.Popen([sys.executable, "-m", "sequencer_mini.train", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_in_a_terminal)
+
+
+def _as_in_a_terminal() -> None:
+    """The run's Ctrl-C as in a terminal: a test suite started in the background (``pytest &``, ``nohup``) has
+    SIGINT ignored, the child would inherit that, and the Ctrl-C tests would wait for a run that never hears it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_paused(proc: subprocess.Popen) -> str:

@@ -420,7 +420,7 @@ def plot_race_curves(curves: dict[str, dict[int, dict[int, float]]]):
 
 def _images_axis(ax) -> None:
     """Images seen as 240k, 960k (not matplotlib's 1e6 offset, which a reader has to multiply back)."""
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter  # plotting stays out of the import path of the tables
 
     ax.xaxis.set_major_formatter(FuncFormatter(
         lambda x, _: f"{x / 1e6:g}M" if x >= 1e6 else f"{x / 1e3:g}k" if x else "0"))
