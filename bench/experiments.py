@@ -201,22 +201,20 @@ def run_all(jobs: int, threads: int, poll_s: float = 10.0) -> int:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     running: dict[str, tuple[subprocess.Popen, Path]] = {}
     failures = 0
-    adopted: set[str] = set()
-    by_out: dict[str, Run] = {}
+    adopted: dict[str, Run] = {}  # out -> run, for runs another process trains
     while True:
         todo = [r for r in plan()[0] if r.out not in running]
-        by_out.update({r.out: r for r in todo})  # an adopted run leaves the plan once it finishes: remember it
         # runs another process trains right now (e.g. those of a runner that was stopped and restarted): left
         # alone, and counted against --jobs
         owners = {r.out: owner for r in todo if (owner := live_owner(ROOT / r.out)) is not None}
-        for out in sorted(set(owners) - adopted):
+        for out in sorted(owners.keys() - adopted.keys()):
             print(f"{out}: trained by process {owners[out]['pid']} already; left to it", flush=True)
         for out in owners:
             park(ROOT / out)
-        for out in adopted - set(owners):  # an adopted run ended; finished, its parked state is of no more use
-            if out in by_out and finished(by_out[out], ROOT) is not None:
+        for out, run in adopted.items():  # an adopted run ended; finished, its parked state is of no more use
+            if out not in owners and finished(run, ROOT) is not None:
                 (ROOT / out / PARKED).unlink(missing_ok=True)
-        adopted = set(owners)
+        adopted = {r.out: r for r in todo if r.out in owners}
         todo = [r for r in todo if r.out not in adopted]
         while todo and len(running) + len(adopted) < jobs:
             run = todo.pop(0)
